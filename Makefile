@@ -1,0 +1,55 @@
+# kserve-nb: everything a fresh machine (Python 3.11, pip, apt as root) needs is set up here.
+#   make demo   run the release runbook on the embedded local cluster
+#   make test   run every test
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SYSDEPS := $(VENV)/.sysdeps-stamp
+# The demo's own local cluster state (tests use temporary ones).
+export KSERVE_NB_HOME ?= $(CURDIR)/.local-cluster
+
+.PHONY: demo test lab install sysdeps local-up local-down bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# constraints.txt pins the whole tree: kserve 0.21 needs pandas<3 and psutil<6, kubernetes<37.
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,notebooks,test]"
+	touch $@
+
+# Debian packages the tests and benchmarks use: chromium (browser test), wrk (benchmarks), curl.
+# kubectl is preinstalled on these machines. Installed only when missing, and only as root.
+sysdeps: $(SYSDEPS)
+$(SYSDEPS): | $(STAMP)
+	@missing=""; for p in chromium wrk curl; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "please install:$$missing (apt-get install$$missing)"; exit 1; fi; \
+	fi
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python -m kserve_nb.demo
+
+test: $(STAMP) $(SYSDEPS)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/kserve-nb local up
+	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/
+
+local-up: $(STAMP)
+	$(BIN)/kserve-nb local up
+
+local-down: $(STAMP)
+	$(BIN)/kserve-nb local down
+
+bench: $(STAMP) $(SYSDEPS)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	-$(BIN)/kserve-nb local down
+	rm -rf $(VENV) .local-cluster test-artifacts

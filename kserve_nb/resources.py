@@ -1,0 +1,174 @@
+"""Pure InferenceService vocabulary shared by the client and the local cluster.
+
+Names, URLs and the ``kubectl get isvc`` printer columns exactly as KServe and Knative form them
+(see ``kserve-canary-semantics.md`` §3 and §4). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+
+KNATIVE_GROUP = "serving.knative.dev"
+KNATIVE_VERSION = "v1"
+
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+COMPONENT_LABEL = "component"
+REVISION_LABEL = "serving.knative.dev/revision"
+CONFIGURATION_LABEL = "serving.knative.dev/configuration"
+ROLLOUT_DURATION_ANNOTATION = "serving.knative.dev/rollout-duration"
+
+# Annotations KServe never copies from the isvc into the Knative revision template
+# (constants.ServiceAnnotationDisallowedList).
+TEMPLATE_ANNOTATION_DISALLOWED = frozenset(
+    {
+        "autoscaling.knative.dev/min-scale",
+        "autoscaling.knative.dev/max-scale",
+        STORAGE_URI_ANNOTATION,
+        LAST_APPLIED_ANNOTATION,
+        "modelFormat",
+        # moved to the ksvc's own metadata, not the template
+        ROLLOUT_DURATION_ANNOTATION,
+    }
+)
+
+DEFAULT_DOMAIN = "example.com"
+DNS_LABEL_MAX = 63
+
+# Deployment modes: the classic canary exists only in Knative mode.
+KNATIVE_MODES = frozenset({"Knative", "Serverless"})
+RAW_MODES = frozenset({"Standard", "RawDeployment"})
+
+
+def predictor_name(isvc_name: str) -> str:
+    """Knative Service / Route name of the predictor component: ``{isvc}-predictor``."""
+    return f"{isvc_name}-predictor"
+
+
+def revision_name(isvc_name: str, number: int) -> str:
+    """Knative revision name: ``{isvc}-predictor-0000N``."""
+    return f"{predictor_name(isvc_name)}-{number:05d}"
+
+
+def revision_number(revision: str) -> int:
+    """The N of ``…-predictor-0000N`` (0 when the name has no numeric suffix)."""
+    tail = revision.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def predictor_host(isvc_name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """Host of the predictor's Knative route: ``{isvc}-predictor.{ns}.{domain}``."""
+    return f"{predictor_name(isvc_name)}.{namespace}.{domain}"
+
+
+def service_host(isvc_name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """Top-level host of the InferenceService: ``{isvc}.{ns}.{domain}``."""
+    return f"{isvc_name}.{namespace}.{domain}"
+
+
+def tag_host(tag: str, isvc_name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """Host of a tagged traffic target: ``{tag}-{isvc}-predictor.{ns}.{domain}``."""
+    return f"{tag}-{predictor_name(isvc_name)}.{namespace}.{domain}"
+
+
+def tag_label_too_long(isvc_name: str, tag: str = "latest") -> bool:
+    """True when ``{tag}-{isvc}-predictor`` exceeds the 63-character DNS label limit (kserve#2428)."""
+    return len(f"{tag}-{predictor_name(isvc_name)}") > DNS_LABEL_MAX
+
+
+def cluster_local_host(name: str, namespace: str) -> str:
+    """In-cluster service host: ``{name}.{ns}.svc.cluster.local``."""
+    return f"{name}.{namespace}.svc.cluster.local"
+
+
+def deployment_mode(isvc: Mapping[str, Any]) -> str:
+    """The isvc's deployment mode: status first, then annotation, else Knative (KServe's default config)."""
+    status_mode = (isvc.get("status") or {}).get("deploymentMode")
+    if status_mode:
+        return str(status_mode)
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    mode = annotations.get(DEPLOYMENT_MODE_ANNOTATION)
+    if mode == "Serverless":
+        return "Knative"
+    if mode == "RawDeployment":
+        return "Standard"
+    return str(mode) if mode else "Knative"
+
+
+def tag_routing_enabled(isvc: Mapping[str, Any]) -> bool:
+    """Whether ``serving.kserve.io/enable-tag-routing`` is exactly the string ``"true"``."""
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(TAG_ROUTING_ANNOTATION) == "true"
+
+
+def _traffic(isvc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    status = isvc.get("status") or {}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    return list(predictor.get("traffic") or [])
+
+
+def _first(entries: list[Mapping[str, Any]], pred: Any, field: str) -> Any:
+    # The API server's table converter uses only the first JSONPath match.
+    for entry in entries:
+        if pred(entry):
+            return entry.get(field)
+    return None
+
+
+def condition(obj: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
+    """The status condition of type ``ctype``, or None."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def printer_columns(isvc: Mapping[str, Any]) -> dict[str, Any]:
+    """Values of KServe's ``kubectl get isvc`` printer columns (AGE excluded).
+
+    Mirrors the CRD's ``additionalPrinterColumns`` JSONPaths: PREV/PREVROLLEDOUTREVISION come from the
+    traffic entry tagged ``prev``, LATEST/LATESTREADYREVISION from the first ``latestRevision: true`` entry.
+    Missing values are ``None`` (kubectl prints an empty cell).
+    """
+    traffic = _traffic(isvc)
+    ready = condition(isvc, "Ready")
+    is_prev = lambda e: e.get("tag") == "prev"  # noqa: E731
+    is_latest = lambda e: e.get("latestRevision") is True  # noqa: E731
+    return {
+        "NAME": (isvc.get("metadata") or {}).get("name"),
+        "URL": (isvc.get("status") or {}).get("url"),
+        "READY": ready.get("status") if ready else None,
+        "PREV": _first(traffic, is_prev, "percent"),
+        "LATEST": _first(traffic, is_latest, "percent"),
+        "PREVROLLEDOUTREVISION": _first(traffic, is_prev, "revisionName"),
+        "LATESTREADYREVISION": _first(traffic, is_latest, "revisionName"),
+    }
+
+
+ISVC_COLUMNS = (
+    ("URL", "string", ".status.url"),
+    ("Ready", "string", ".status.conditions[?(@.type=='Ready')].status"),
+    ("Prev", "integer", ".status.components.predictor.traffic[?(@.tag=='prev')].percent"),
+    ("Latest", "integer", ".status.components.predictor.traffic[?(@.latestRevision==true)].percent"),
+    (
+        "PrevRolledoutRevision",
+        "string",
+        ".status.components.predictor.traffic[?(@.tag=='prev')].revisionName",
+    ),
+    (
+        "LatestReadyRevision",
+        "string",
+        ".status.components.predictor.traffic[?(@.latestRevision==true)].revisionName",
+    ),
+    ("Age", "date", ".metadata.creationTimestamp"),
+)
+"""KServe's ``additionalPrinterColumns`` for InferenceService: (name, type, JSONPath)."""
