@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kserve_nb import resources as r
-from kserve_nb.local.reconcile import (
+from kserve_nb.semantics import (
     KsvcState,
     live_revisions,
     reconcile,

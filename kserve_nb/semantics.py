@@ -1,4 +1,4 @@
-"""KServe's Knative-mode canary semantics as a pure function.
+"""KServe's Knative-mode canary semantics as a pure function (shared by the local cluster and dry runs).
 
 One InferenceService predictor owns one emulated Knative Service (Configuration + Route), kept in
 :class:`KsvcState`. :func:`reconcile` plays one KServe controller pass followed by Knative's own

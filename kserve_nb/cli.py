@@ -1,0 +1,71 @@
+"""The ``kserve-nb`` command line: ``kserve-nb local up|down|status|env``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kserve_nb.errors import KServeNbError
+
+
+def _local(args: argparse.Namespace) -> int:
+    from kserve_nb.local import manager
+
+    if args.action == "up":
+        cluster = manager.up(args.state_dir)
+        print(f"local cluster running (pid {cluster.pid})")
+        print(f"  API      {cluster.api}   (context kserve-nb-local)")
+        print(f"  ingress  {cluster.ingress}")
+        print(f"  state    {cluster.state_dir}")
+        print('use it from a shell:  eval "$(kserve-nb local env)"')
+        return 0
+    if args.action == "down":
+        stopped = manager.down(args.state_dir)
+        print("local cluster stopped" if stopped else "no local cluster was running")
+        return 0
+    cluster = manager.status(args.state_dir)
+    if args.action == "env":
+        if cluster is None:
+            print("no local cluster is running: start one with `kserve-nb local up`", file=sys.stderr)
+            return 1
+        print(manager.shell_env(cluster))
+        return 0
+    # status
+    if cluster is None:
+        print("stopped")
+        return 1
+    print(f"running (pid {cluster.pid})  API {cluster.api}  ingress {cluster.ingress}  state {cluster.state_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kserve-nb`` command."""
+    parser = argparse.ArgumentParser(
+        prog="kserve-nb", description="Canary releases of KServe InferenceServices, and a local KServe cluster."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    local = sub.add_parser("local", help="the embedded local KServe cluster")
+    local.add_argument("action", choices=["up", "down", "status", "env"])
+    local.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the cluster keeps its state (default: $KSERVE_NB_HOME or the user data dir)",
+    )
+    local.set_defaults(func=_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; errors print one line and exit non-zero."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KServeNbError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

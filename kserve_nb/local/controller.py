@@ -1,0 +1,499 @@
+"""The local KServe controller: store events in, status + revisions + pods + routes out.
+
+It plays three cluster roles at once, all driven by the pure :func:`reconcile.reconcile`:
+
+- KServe's InferenceService controller (status, traffic targets, revision bookkeeping);
+- Knative Serving (revisions, route programming) — its state lives in :class:`KsvcState`,
+  persisted in the store's private table so a ``kill -9`` and restart keep revision numbers;
+- the kubelet: one model-server process per live revision (through :class:`Runtime`), shown as a
+  read-only Pod, and the ingress programming (through :class:`Gateway`).
+
+Everything runs on the daemon's event loop thread; work is coalesced per InferenceService.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from typing import Any, Protocol
+
+from kserve_nb import resources as r
+from kserve_nb.local import store as st
+from kserve_nb.semantics import (
+    KsvcState,
+    Revision,
+    Settings,
+    live_revisions,
+    model_format_of,
+    reconcile,
+    routes,
+)
+
+log = logging.getLogger(__name__)
+
+POD_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated name suffixes
+
+
+class RevisionStateLike(Protocol):
+    namespace: str
+    revision: str
+    phase: str
+    message: str | None
+    host: str
+    port: int | None
+    pid: int | None
+    restarts: int
+    started_at: str | None
+    last_crash_at: str | None
+    ever_ready: bool
+
+
+class RuntimeLike(Protocol):
+    def ensure_running(self, spec: Any) -> None: ...
+    def stop(self, namespace: str, revision: str) -> None: ...
+    def states(self) -> dict[tuple[str, str], Any]: ...
+
+
+class GatewayLike(Protocol):
+    def update(self, routes: Any, endpoints: Any) -> None: ...
+
+
+def isvc_of_revision(revision: str) -> str:
+    """``sklearn-iris-predictor-00002`` → ``sklearn-iris``."""
+    return revision.rsplit("-predictor-", 1)[0]
+
+
+def pod_template_hash(template_hash: str) -> str:
+    """A 9-10 character, Kubernetes-looking pod-template-hash derived from the revision template."""
+    digest = hashlib.sha256(template_hash.encode()).digest()
+    return "".join(POD_ALPHABET[b % len(POD_ALPHABET)] for b in digest[:9])
+
+
+class Controller:
+    """Reconciles every InferenceService in the store; see the module docstring."""
+
+    def __init__(
+        self,
+        store: st.Store,
+        runtime: RuntimeLike,
+        gateway: GatewayLike,
+        settings: Settings | None = None,
+        revision_spec_factory: Any = None,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.gateway = gateway
+        self.settings = settings or Settings()
+        self._spec_factory = revision_spec_factory
+        self._states: dict[tuple[str, str], KsvcState] = {}
+        self._routes: dict[tuple[str, str], dict[str, list[tuple[str, str, int]]]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._scheduled = False
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Reconcile everything already stored (restart recovery), then follow store events."""
+        self._sub = self.store.subscribe(st.INFERENCESERVICES)
+        items, _ = self.store.list(st.INFERENCESERVICES)
+        for isvc in items:
+            self._dirty.add((isvc["metadata"]["namespace"], isvc["metadata"]["name"]))
+        # Objects of isvcs deleted while we were down.
+        for key in self.store.private_keys("ksvc/"):
+            _, ns, name = key.split("/", 2)
+            self._dirty.add((ns, name))
+        self._drain()
+        self._task = asyncio.create_task(self._follow(), name="kserve-nb-controller")
+
+    async def stop(self) -> None:
+        """Stop following events (processes are stopped by the runtime's own close)."""
+        if self._sub is not None:
+            self.store.unsubscribe(self._sub)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _follow(self) -> None:
+        while True:
+            event = await self._sub.queue.get()
+            meta = event.obj.get("metadata") or {}
+            self._mark_dirty((meta.get("namespace", ""), meta.get("name", "")))
+
+    def _mark_dirty(self, key: tuple[str, str]) -> None:
+        self._dirty.add(key)
+        if not self._scheduled:
+            self._scheduled = True
+            # Coalesce a burst of events (apply + our own status write) into one pass.
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        while self._dirty:
+            key = self._dirty.pop()
+            try:
+                self._reconcile_one(*key)
+            except Exception:  # one bad object must not stop the controller
+                log.exception("reconcile of %s/%s failed", *key)
+        self._sync_gateway()
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self, ns: str, name: str, uid: str | None) -> KsvcState:
+        key = (ns, name)
+        ks = self._states.get(key)
+        if ks is None:
+            raw = self.store.get_private(f"ksvc/{ns}/{name}")
+            ks = KsvcState.from_json(raw) if raw else None
+        if ks is None or (uid is not None and ks.uid != uid):
+            ks = KsvcState(uid=uid or "")
+        self._states[key] = ks
+        return ks
+
+    def _save(self, ns: str, name: str, ks: KsvcState) -> None:
+        self.store.put_private(f"ksvc/{ns}/{name}", ks.to_json())
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _reconcile_one(self, ns: str, name: str) -> None:
+        isvc = self.store.get(st.INFERENCESERVICES, ns, name)
+        if isvc is None:
+            self._teardown(ns, name)
+            return
+        uid = isvc["metadata"]["uid"]
+        ks = self._state(ns, name, uid)
+        stale = self._stale_revisions(ns, name, ks)
+        result = reconcile(isvc, ks, st.now_rfc3339(), self.settings)
+        if self._fail_unloadable(ks):
+            result = reconcile({**isvc, "status": result.status}, ks, st.now_rfc3339(), self.settings)
+        self._save(ns, name, ks)
+        if result.status != isvc.get("status"):
+            self.store.update(
+                st.INFERENCESERVICES, {**isvc, "status": result.status}, subresource="status", check_rv=False
+            )
+        self._sync_revision_objects(ns, name, ks, result.status)
+        self._sync_processes(ns, name, ks, result.status, stale)
+        self._routes[(ns, name)] = routes(result.status, name, ns, self.settings)
+
+    def _stale_revisions(self, ns: str, name: str, ks: KsvcState) -> list[str]:
+        # Revisions of an earlier incarnation (deleted and recreated isvc) still running.
+        known = {rev.name for rev in ks.revisions}
+        return [
+            rev for (rns, rev) in self.runtime.states() if rns == ns and isvc_of_revision(rev) == name and rev not in known
+        ]
+
+    @staticmethod
+    def _fail_unloadable(ks: KsvcState) -> bool:
+        # A revision without a storageUri can never load: fail it now with a message that says why.
+        latest = ks.latest_created
+        if latest is None or latest.ready or latest.failed or latest.storage_uri:
+            return False
+        return ks.mark_failed(
+            latest.name,
+            "spec.predictor.model.storageUri is not set: point it at a model directory "
+            "(gs://, s3://, https://, file:// or a local path)",
+        )
+
+    def _teardown(self, ns: str, name: str) -> None:
+        ks = self._states.pop((ns, name), None)
+        raw = self.store.get_private(f"ksvc/{ns}/{name}")
+        if ks is None and raw:
+            ks = KsvcState.from_json(raw)
+        for rev in ks.revisions if ks else []:
+            self.runtime.stop(ns, rev.name)
+        for (rns, rev) in list(self.runtime.states()):
+            if rns == ns and isvc_of_revision(rev) == name:
+                self.runtime.stop(ns, rev)
+        for rt in (st.PODS, st.REVISIONS):
+            items, _ = self.store.list(rt, ns, {r.ISVC_LABEL: name})
+            for obj in items:
+                try:
+                    self.store.delete(rt, ns, obj["metadata"]["name"])
+                except st.StoreNotFound:
+                    pass
+        self.store.put_private(f"ksvc/{ns}/{name}", None)
+        self._routes.pop((ns, name), None)
+
+    # ------------------------------------------------------------------ runtime
+
+    def on_runtime_change(self, state: RevisionStateLike) -> None:
+        """Runtime callback: a model-server process changed phase."""
+        ns, revision = state.namespace, state.revision
+        name = isvc_of_revision(revision)
+        ks = self._states.get((ns, name))
+        if ks is not None:
+            changed = False
+            if state.phase == "Ready":
+                changed = ks.mark_ready(revision)
+            elif state.phase == "Failed" and not state.ever_ready:
+                changed = ks.mark_failed(revision, state.message or "the model server failed to start")
+            if changed:
+                self._save(ns, name, ks)
+            rev = ks.revision(revision)
+            if rev is not None and rev.pod is not None:
+                self._write_pod(ns, name, rev, state)
+        # Endpoints change now, not after the next reconcile: a dead process gets no more requests.
+        self._sync_gateway()
+        self._mark_dirty((ns, name))
+
+    def _sync_processes(
+        self, ns: str, name: str, ks: KsvcState, status: dict[str, Any], stale: list[str]
+    ) -> None:
+        live = {rev.name for rev in live_revisions(ks, status)}
+        states = self.runtime.states()
+        for rev in ks.revisions:
+            if rev.name in live:
+                if rev.pod is None:
+                    suffix = "".join(secrets.choice(POD_ALPHABET) for _ in range(5))
+                    rev.pod = {
+                        "name": f"{rev.name}-deployment-{pod_template_hash(rev.template_hash)}-{suffix}",
+                        "created": st.now_rfc3339(),
+                    }
+                    self._save(ns, name, ks)
+                self.runtime.ensure_running(self._revision_spec(ns, name, rev))
+                self._write_pod(ns, name, rev, states.get((ns, rev.name)))
+            else:
+                if (ns, rev.name) in states:
+                    self.runtime.stop(ns, rev.name)
+                keep_failed_pod = rev.failed and rev is ks.latest_created
+                if rev.pod is not None and not keep_failed_pod:
+                    self._delete_pod(ns, rev.pod["name"])
+                    rev.pod = None
+                    self._save(ns, name, ks)
+                elif keep_failed_pod:
+                    if rev.pod is None:
+                        rev.pod = {
+                            "name": f"{rev.name}-deployment-{pod_template_hash(rev.template_hash)}-"
+                            + "".join(secrets.choice(POD_ALPHABET) for _ in range(5)),
+                            "created": st.now_rfc3339(),
+                        }
+                        self._save(ns, name, ks)
+                    self._write_pod(ns, name, rev, states.get((ns, rev.name)))
+        for revision in stale:
+            self.runtime.stop(ns, revision)
+
+    def _revision_spec(self, ns: str, name: str, rev: Revision) -> Any:
+        predictor = rev.template.get("predictor") or {}
+        model = predictor.get("model") or {}
+        fields = dict(
+            namespace=ns,
+            model_name=name,
+            revision=rev.name,
+            storage_uri=rev.storage_uri or "",
+            model_format=model_format_of(predictor) or "",
+            protocol_version=model.get("protocolVersion"),
+        )
+        if self._spec_factory is not None:
+            return self._spec_factory(**fields)
+        from kserve_nb.local.runtime import RevisionSpec
+
+        return RevisionSpec(**fields)
+
+    # ------------------------------------------------------------------ objects
+
+    def _sync_revision_objects(self, ns: str, name: str, ks: KsvcState, status: dict[str, Any]) -> None:
+        states = self.runtime.states()
+        live = {rev.name for rev in live_revisions(ks, status)}
+        for rev in ks.revisions:
+            obj = revision_object(ns, name, rev, states.get((ns, rev.name)), rev.name in live)
+            self._upsert(st.REVISIONS, ns, obj)
+
+    def _write_pod(self, ns: str, name: str, rev: Revision, state: Any) -> None:
+        self._upsert(st.PODS, ns, pod_object(ns, name, rev, state))
+
+    def _delete_pod(self, ns: str, pod: str) -> None:
+        try:
+            self.store.delete(st.PODS, ns, pod)
+        except st.StoreNotFound:
+            pass
+
+    def _upsert(self, rt: st.ResourceType, ns: str, obj: dict[str, Any]) -> None:
+        existing = self.store.get(rt, ns, obj["metadata"]["name"])
+        if existing is None:
+            created = self.store.create(rt, obj)
+            if "status" in obj:
+                self.store.update(rt, {**created, "status": obj["status"]}, subresource="status")
+            return
+        merged = {
+            **existing,
+            "metadata": {**existing["metadata"], **{k: v for k, v in obj["metadata"].items()}},
+            "spec": obj.get("spec", existing.get("spec")),
+        }
+        self.store.update(rt, merged, check_rv=False)
+        if obj.get("status") != existing.get("status"):
+            latest = self.store.get(rt, ns, obj["metadata"]["name"]) or merged
+            self.store.update(rt, {**latest, "status": obj.get("status")}, subresource="status")
+
+    # ------------------------------------------------------------------ gateway
+
+    def _sync_gateway(self) -> None:
+        table: dict[str, list[tuple[str, str, int]]] = {}
+        for per_isvc in self._routes.values():
+            table.update(per_isvc)
+        endpoints = {
+            key: (state.host, state.port)
+            for key, state in self.runtime.states().items()
+            if state.phase == "Ready" and state.port
+        }
+        self.gateway.update(table, endpoints)
+
+
+# ---------------------------------------------------------------------- object shapes
+
+
+def _labels(ns: str, name: str, rev: Revision) -> dict[str, str]:
+    return {
+        r.ISVC_LABEL: name,
+        r.COMPONENT_LABEL: "predictor",
+        r.REVISION_LABEL: rev.name,
+        r.CONFIGURATION_LABEL: r.predictor_name(name),
+        "serving.knative.dev/service": r.predictor_name(name),
+        "serving.knative.dev/configurationGeneration": str(rev.number),
+        "app": rev.name,
+    }
+
+
+def _container_args(name: str) -> list[str]:
+    return [f"--model_name={name}", "--model_dir=/mnt/models", "--http_port=8080"]
+
+
+def revision_object(
+    ns: str, name: str, rev: Revision, state: Any, live: bool
+) -> dict[str, Any]:
+    """The Knative ``Revision`` object the local cluster shows for ``rev``."""
+    template = rev.template
+    annotations = dict(template.get("annotations") or {})
+    if rev.storage_uri:
+        annotations[r.STORAGE_URI_ANNOTATION] = rev.storage_uri
+    if rev.ready:
+        ready = {"type": "Ready", "status": "True"}
+    elif rev.failed:
+        ready = {"type": "Ready", "status": "False", "reason": "RevisionFailed", "message": rev.message or ""}
+    else:
+        ready = {"type": "Ready", "status": "Unknown", "reason": "Deploying"}
+    ready["lastTransitionTime"] = rev.created_at
+    serving = state is not None and state.phase == "Ready"
+    fmt = model_format_of(template.get("predictor") or {}) or "unknown"
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Revision",
+        "metadata": {
+            "name": rev.name,
+            "namespace": ns,
+            "labels": {**(template.get("labels") or {}), **_labels(ns, name, rev)},
+            "annotations": annotations,
+        },
+        "spec": {
+            "containerConcurrency": 0,
+            "timeoutSeconds": 300,
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": f"kserve/{fmt}server:v0.21.0",
+                    "args": _container_args(name),
+                }
+            ],
+            "predictor": template.get("predictor") or {},
+        },
+        "status": {
+            "conditions": [ready],
+            "observedGeneration": 1,
+            "actualReplicas": 1 if serving else 0,
+            "desiredReplicas": 1 if live else 0,
+            "modelStorageUri": rev.storage_uri,
+        },
+    }
+
+
+def pod_object(ns: str, name: str, rev: Revision, state: Any) -> dict[str, Any]:
+    """The read-only ``Pod`` the local cluster shows for a live revision's model-server process."""
+    assert rev.pod is not None
+    phase = getattr(state, "phase", None) or ("Failed" if rev.failed else "Starting")
+    restarts = getattr(state, "restarts", 0) or 0
+    started = getattr(state, "started_at", None) or rev.pod["created"]
+    ready = phase == "Ready"
+    kserve: dict[str, Any] = {
+        "name": "kserve-container",
+        "image": "kserve/sklearnserver:v0.21.0",
+        "ready": ready,
+        "restartCount": restarts,
+        "started": ready,
+    }
+    proxy: dict[str, Any] = {
+        "name": "queue-proxy",
+        "image": "knative/queue",
+        "ready": True,
+        "restartCount": 0,
+        "started": True,
+        "state": {"running": {"startedAt": rev.pod["created"]}},
+    }
+    init: list[dict[str, Any]] = [
+        {
+            "name": "storage-initializer",
+            "ready": not rev.failed,
+            "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        }
+    ]
+    if getattr(state, "last_crash_at", None):
+        kserve["lastState"] = {
+            "terminated": {"exitCode": 137, "reason": "Error", "finishedAt": state.last_crash_at}
+        }
+    pod_phase = "Running"
+    if rev.failed:
+        init[0]["state"] = {
+            "waiting": {"reason": "CrashLoopBackOff", "message": rev.message or ""}
+        }
+        init[0]["ready"] = False
+        kserve["state"] = {"waiting": {"reason": "PodInitializing"}}
+        proxy["ready"] = False
+        proxy["state"] = {"waiting": {"reason": "PodInitializing"}}
+        pod_phase = "Pending"
+    elif phase == "Ready":
+        kserve["state"] = {"running": {"startedAt": started}}
+    elif phase == "Restarting":
+        kserve["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": getattr(state, "message", None) or ""}}
+    else:  # Starting, Stopped or not yet reported
+        kserve["state"] = {"waiting": {"reason": "ContainerCreating"}}
+        proxy["ready"] = False
+        proxy["state"] = {"waiting": {"reason": "ContainerCreating"}}
+        pod_phase = "Pending"
+    conditions = [
+        {"type": "Initialized", "status": "False" if rev.failed else "True"},
+        {"type": "Ready", "status": "True" if ready else "False"},
+        {"type": "ContainersReady", "status": "True" if ready else "False"},
+        {"type": "PodScheduled", "status": "True"},
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": rev.pod["name"],
+            "namespace": ns,
+            "labels": {**_labels(ns, name, rev), "pod-template-hash": pod_template_hash(rev.template_hash)},
+            "annotations": {r.STORAGE_URI_ANNOTATION: rev.storage_uri or ""},
+        },
+        "spec": {
+            "nodeName": "kserve-nb-local",
+            "initContainers": [{"name": "storage-initializer", "image": "kserve/storage-initializer"}],
+            "containers": [
+                {"name": "kserve-container", "image": kserve["image"], "args": _container_args(name)},
+                {"name": "queue-proxy", "image": proxy["image"]},
+            ],
+        },
+        "status": {
+            "phase": pod_phase,
+            "conditions": conditions,
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "startTime": rev.pod["created"],
+            "initContainerStatuses": init,
+            "containerStatuses": [kserve, proxy],
+        },
+    }

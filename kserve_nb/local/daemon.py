@@ -1,0 +1,209 @@
+"""The local cluster's process: API server + controller + revision runtime + ingress gateway.
+
+Started detached by ``kserve-nb local up`` (see :mod:`kserve_nb.local.manager`); runs until
+SIGTERM/SIGINT, then stops every process it started. One state directory holds everything:
+
+``store.sqlite``  objects, revisions, status (survives ``kill -9``)
+``token``         the API bearer token (0600)
+``ca.crt`` ``tls.crt`` ``tls.key``  the API server's private CA and certificate (0600)
+``kubeconfig``    context ``kserve-nb-local`` (0600)
+``endpoint.json`` pid and ports of the running daemon (0600); absent when stopped
+``daemon.lock``   held while running, so two daemons never share a state dir
+``storage/``      the local storage mirror (gs://, s3://, https:// URIs)
+``logs/``         daemon.log and one log per revision
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONTEXT = "kserve-nb-local"
+DOMAIN_DEFAULT = "example.com"
+
+log = logging.getLogger("kserve_nb.local")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically with mode 0600 (it may hold the token)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_or_create_token(state_dir: Path) -> str:
+    """The API token of this state dir, created on first start."""
+    path = state_dir / "token"
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(32)
+    write_private(path, token + "\n")
+    return token
+
+
+def load_or_create_tls(state_dir: Path) -> Any:
+    """The API server's CA and certificate, created once per state dir so kubeconfigs stay valid.
+
+    kubectl sends a kubeconfig's bearer token only over TLS, so the loopback API speaks HTTPS with a
+    private CA that the kubeconfig trusts through ``certificate-authority-data``.
+    """
+    from kserve_nb.local.apiserver import TlsMaterial, self_signed_tls
+
+    paths = [state_dir / "ca.crt", state_dir / "tls.crt", state_dir / "tls.key"]
+    if all(p.exists() for p in paths):
+        return TlsMaterial(*(p.read_bytes() for p in paths))
+    tls = self_signed_tls()
+    for path, pem in zip(paths, (tls.ca_pem, tls.cert_pem, tls.key_pem)):
+        write_private(path, pem.decode())
+    return tls
+
+
+def _bind(port: int) -> socket.socket:
+    # Loopback only. Try the port we had last time so an existing kubeconfig keeps working.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def _previous_ports(state_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((state_dir / "ports.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
+    """Run the local cluster until SIGTERM/SIGINT."""
+    from aiohttp import web
+
+    from kserve_nb.local import storage
+    from kserve_nb.local.apiserver import create_app, kubeconfig
+    from kserve_nb.local.controller import Controller
+    from kserve_nb.local.gateway import Gateway
+    from kserve_nb.semantics import Settings
+    from kserve_nb.local.runtime import Runtime
+    from kserve_nb.local.store import Store
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    token = load_or_create_token(state_dir)
+    tls = load_or_create_tls(state_dir)
+    store = Store(state_dir / "store.sqlite")
+    controller: Controller | None = None
+
+    def on_change(state: Any) -> None:
+        if controller is not None:
+            controller.on_runtime_change(state)
+
+    runtime = Runtime(state_dir, on_change)
+    await runtime.start()
+    await loop.run_in_executor(None, storage.seed_mirror, state_dir)
+    previous = _previous_ports(state_dir)
+    gateway = Gateway("127.0.0.1", int(previous.get("ingress", 0)))
+    try:
+        ingress_port = await gateway.start()
+    except OSError:
+        gateway = Gateway("127.0.0.1", 0)
+        ingress_port = await gateway.start()
+    app = create_app(store, token)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    api_sock = _bind(int(previous.get("api", 0)))
+    site = web.SockSite(runner, api_sock, ssl_context=tls.server_context())
+    await site.start()
+    api_port = api_sock.getsockname()[1]
+
+    controller = Controller(store, runtime, gateway, Settings(domain=domain))
+    await controller.start()
+
+    server = f"https://127.0.0.1:{api_port}"
+    write_private(
+        state_dir / "kubeconfig",
+        yaml.safe_dump(kubeconfig(server, token, tls.ca_pem, context=CONTEXT, namespace="default"), sort_keys=False),
+    )
+    write_private(state_dir / "ports.json", json.dumps({"api": api_port, "ingress": ingress_port}))
+    endpoint = {
+        "pid": os.getpid(),
+        "api": server,
+        "ingress_host": "127.0.0.1",
+        "ingress_port": ingress_port,
+        "domain": domain,
+        "kubeconfig": str(state_dir / "kubeconfig"),
+    }
+    write_private(state_dir / "endpoint.json", json.dumps(endpoint, indent=2))
+    log.info("local cluster up: api %s, ingress 127.0.0.1:%d", server, ingress_port)
+
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        (state_dir / "endpoint.json").unlink(missing_ok=True)
+        await controller.stop()
+        await runtime.close()
+        await gateway.close()
+        await runner.cleanup()
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the daemon process (``python -m kserve_nb.local.daemon``)."""
+    parser = argparse.ArgumentParser(prog="kserve-nb-local-daemon")
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--domain", default=DOMAIN_DEFAULT)
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.expanduser().resolve()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (state_dir / "logs").mkdir(exist_ok=True)
+    logging.basicConfig(
+        filename=state_dir / "logs" / "daemon.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    lock = open(state_dir / "daemon.lock", "a")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another local cluster is already running on {state_dir}", file=sys.stderr)
+        return 3
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        pass
+    try:
+        asyncio.run(serve(state_dir, args.domain))
+    except Exception:
+        log.exception("local cluster crashed")
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

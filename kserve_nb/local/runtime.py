@@ -1,0 +1,623 @@
+"""Revision runtime: one KServe model-server process per live revision, supervised like a kubelet.
+
+The controller says which revisions should run (:meth:`Runtime.ensure_running` /
+:meth:`Runtime.stop`); the runtime starts each as a fork of a warm zygote (see
+``modelserver.py``), probes ``GET /v1/models/{name}`` until it answers 200, and reports every phase
+change through ``on_change``:
+
+``Starting`` → ``Ready``; a model that cannot load → ``Failed`` (deterministic: no restart loop); a
+process that dies → ``Restarting`` at once (the gateway stops routing to it within milliseconds),
+then a restart after an exponential back-off (0.1 s doubling to 10 s, reset once a process has been
+ready for :data:`BACKOFF_RESET_SECONDS`) → ``Ready`` again with ``restarts`` incremented;
+:meth:`Runtime.stop` → ``Stopped``.
+
+Everything runs on the daemon's event loop: process exits are noticed through file descriptors
+(``loop.add_reader``), never by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from kserve_nb.errors import LocalClusterError
+
+log = logging.getLogger(__name__)
+
+#: Model formats the local cluster can serve (KServe's sklearn runtime).
+SUPPORTED_FORMATS = ("sklearn",)
+#: Protocol versions the sklearn runtime serves over REST here (gRPC is off: it binds 0.0.0.0).
+SUPPORTED_PROTOCOLS = ("v1", "v2")
+
+BACKOFF_INITIAL_SECONDS = 0.1
+BACKOFF_MAX_SECONDS = 10.0
+#: A process that stayed ready this long resets the back-off (a kubelet uses 10 minutes).
+BACKOFF_RESET_SECONDS = 30.0
+#: How long a process may take to report its port (model load included) before it is killed.
+START_TIMEOUT_SECONDS = 120.0
+#: How long the readiness probe tries after the port was reported.
+READY_TIMEOUT_SECONDS = 10.0
+#: SIGTERM → SIGKILL grace for stopped revisions.
+STOP_GRACE_SECONDS = 3.0
+#: How long :meth:`Runtime.start` waits for the zygote's imports.
+ZYGOTE_START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RevisionSpec:
+    """What to run for one revision (immutable, like a Knative revision)."""
+
+    namespace: str
+    model_name: str  # the isvc name (KServe passes --model_name={{.Name}}), used in /v1/models/<name>
+    revision: str  # e.g. "sklearn-iris-predictor-00002"
+    storage_uri: str
+    model_format: str  # "sklearn"; anything else → Failed
+    protocol_version: str | None = None
+
+
+@dataclass
+class RevisionState:
+    """The observed state of one revision's process; ``on_change`` receives a copy."""
+
+    namespace: str
+    revision: str
+    phase: str  # "Starting" | "Ready" | "Failed" | "Restarting" | "Stopped"
+    message: str | None  # why it failed / last crash reason
+    host: str = "127.0.0.1"
+    port: int | None = None
+    pid: int | None = None
+    restarts: int = 0
+    started_at: str | None = None  # RFC3339 UTC of the current process start
+    last_crash_at: str | None = None
+    ever_ready: bool = False
+
+
+@dataclass(eq=False)
+class _Revision:
+    """Runtime bookkeeping for one revision (the state plus its process plumbing)."""
+
+    spec: RevisionSpec
+    state: RevisionState
+    log_path: Path
+    generation: int = 0  # bumped per process start: callbacks of older processes are ignored
+    status_fd: int | None = None
+    status_buf: bytes = b""
+    exit_code: int | None = None
+    process_gone: bool = True
+    load_failed: bool = False
+    kill_reason: str | None = None  # why the runtime killed the current process, if it did
+    ready_since: float | None = None
+    backoff: float = BACKOFF_INITIAL_SECONDS
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "model server process exited unexpectedly"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"model server process was killed by {name}"
+    return f"model server process exited with code {code}"
+
+
+class _Zygote:
+    """Client of the zygote process: spawn requests out, ``started``/``exited`` events in."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        on_exit: Callable[[int, int], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._log_path = log_path
+        self._on_exit = on_exit
+        self._on_lost = on_lost
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready: asyncio.Future[int] | None = None
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._next_id = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pid: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._sock is not None and self.pid is not None
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path, "ab") as logf:
+            code = f"from kserve_nb.local.modelserver import zygote_main; zygote_main({child.fileno()})"
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", code],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                # Own session: a Ctrl-C aimed at the daemon's terminal must not hit the model servers.
+                start_new_session=True,
+            )
+        child.close()
+        parent.setblocking(False)
+        self._sock = parent
+        self._ready = loop.create_future()
+        loop.add_reader(parent.fileno(), self._on_readable)
+        try:
+            self.pid = await asyncio.wait_for(asyncio.shield(self._ready), ZYGOTE_START_TIMEOUT_SECONDS)
+        except (asyncio.TimeoutError, LocalClusterError) as e:
+            await self.close()
+            raise LocalClusterError(
+                f"the model-server zygote did not start: {e or 'timed out'}; see {self._log_path}"
+            ) from e
+
+    async def spawn(self, request: dict[str, Any], status_w: int) -> int:
+        """Ask the zygote to fork a revision server; returns its pid."""
+        if self._sock is None:
+            raise LocalClusterError("the model-server zygote is not running")
+        self._next_id += 1
+        rid = self._next_id
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        data = json.dumps({**request, "id": rid}).encode()
+        try:
+            socket.send_fds(self._sock, [data], [status_w])
+        except OSError as e:
+            self._pending.pop(rid, None)
+            raise LocalClusterError(f"could not reach the model-server zygote: {e}") from e
+        return await fut
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                return
+            self._dispatch(json.loads(data))
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        event = msg.get("event")
+        if event == "started":
+            fut = self._pending.pop(msg["id"], None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg["pid"])
+        elif event == "exited":
+            self._on_exit(msg["pid"], msg["code"])
+        elif event == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(msg["pid"])
+
+    def _lost(self) -> None:
+        was_alive = self.alive
+        self._detach()
+        if self._proc is not None and self._loop is not None:  # reap it soon, no zombie
+            self._loop.call_later(0.5, self._proc.poll)
+        err = LocalClusterError("the model-server zygote exited")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(err)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        if was_alive:
+            self._on_lost()
+
+    def _detach(self) -> None:
+        if self._sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        self.pid = None
+
+    async def close(self) -> None:
+        """Close the control socket (the zygote exits on EOF) and reap it."""
+        self._detach()
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        deadline = time.monotonic() + 2.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if proc.poll() is None:
+            proc.kill()
+            await asyncio.sleep(0)
+            proc.wait(timeout=2.0)
+
+
+class Runtime:
+    """Runs and supervises one model-server process per live revision.
+
+    Parameters
+    ----------
+    state_dir:
+        The local cluster's state directory; logs go to ``{state_dir}/logs/{namespace}/{revision}.log``
+        and ``storageUri`` mirrors are read from ``{state_dir}/storage``.
+    on_change:
+        Called on the event-loop thread with a copy of a revision's state whenever its phase, port
+        or message changes.
+
+    All methods must be called from the event loop that ran :meth:`start`.
+    """
+
+    def __init__(self, state_dir: Path, on_change: Callable[[RevisionState], None]) -> None:
+        self._state_dir = Path(state_dir)
+        self._on_change = on_change
+        self._revisions: dict[tuple[str, str], _Revision] = {}
+        self._by_pid: dict[int, tuple[_Revision, int]] = {}  # pid → (revision, generation)
+        self._starting: set[asyncio.Task[None]] = set()
+        self._dying: dict[int, asyncio.Future[int | None]] = {}
+        self._zygote: _Zygote | None = None
+        self._zygote_starting: asyncio.Task[None] | None = None
+        self._http: Any = None  # aiohttp.ClientSession for readiness probes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # --- public API ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the warm zygote and wait until it has imported kserve and scikit-learn (~1.6 s)."""
+        import aiohttp
+
+        self._loop = asyncio.get_running_loop()
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            timeout=aiohttp.ClientTimeout(total=2.0),
+        )
+        await self._ensure_zygote()
+
+    def ensure_running(self, spec: RevisionSpec) -> None:
+        """Make sure a process serves ``spec`` (idempotent; a changed spec replaces the process)."""
+        key = (spec.namespace, spec.revision)
+        rev = self._revisions.get(key)
+        if rev is not None and rev.spec == spec:
+            return
+        if rev is not None:
+            self.stop(spec.namespace, spec.revision)
+        rev = _Revision(
+            spec=spec,
+            state=RevisionState(spec.namespace, spec.revision, "Starting", None),
+            log_path=self._state_dir / "logs" / spec.namespace / f"{spec.revision}.log",
+        )
+        self._revisions[key] = rev
+        problem = _unsupported(spec)
+        if problem is not None:
+            rev.load_failed = True
+            rev.state.phase, rev.state.message = "Failed", problem
+            self._notify_soon(rev)
+            return
+        self._notify_soon(rev)
+        self._launch(rev)
+
+    def stop(self, namespace: str, revision: str) -> None:
+        """Terminate a revision's process (SIGTERM, SIGKILL after a short grace) and forget it."""
+        rev = self._revisions.pop((namespace, revision), None)
+        if rev is None:
+            return
+        self._release(rev)
+        pid = rev.state.pid
+        if pid is not None and not rev.process_gone:
+            self._terminate(pid)
+        rev.state.phase, rev.state.port, rev.state.pid = "Stopped", None, None
+        self._notify_soon(rev)
+
+    def states(self) -> dict[tuple[str, str], RevisionState]:
+        """Snapshot of every revision the runtime is responsible for, keyed by (namespace, revision)."""
+        return {k: dataclasses.replace(r.state) for k, r in self._revisions.items()}
+
+    async def close(self) -> None:
+        """Stop every process this runtime started, then the zygote; nothing is left behind."""
+        self._closed = True
+        for key in list(self._revisions):
+            self.stop(*key)
+        if self._starting:
+            await asyncio.wait(list(self._starting), timeout=ZYGOTE_START_TIMEOUT_SECONDS)
+        if self._dying:
+            await asyncio.wait(list(self._dying.values()), timeout=STOP_GRACE_SECONDS + 1.0)
+        if self._zygote is not None:
+            await self._zygote.close()
+            self._zygote = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise LocalClusterError("Runtime.start() must be awaited before revisions are managed")
+        return self._loop
+
+    # --- zygote -------------------------------------------------------------------------
+
+    async def _ensure_zygote(self) -> None:
+        if self._zygote is not None and self._zygote.alive:
+            return
+        if self._zygote_starting is None or self._zygote_starting.done():
+            self._zygote_starting = self._get_loop().create_task(self._start_zygote())
+        await asyncio.shield(self._zygote_starting)
+
+    async def _start_zygote(self) -> None:
+        zygote = _Zygote(self._state_dir / "logs" / "zygote.log", self._on_process_exit, self._on_zygote_lost)
+        await zygote.start()
+        self._zygote = zygote
+
+    def _on_zygote_lost(self) -> None:
+        # Its children die with it (PDEATHSIG); their status pipes report that. Restarts
+        # go through _ensure_zygote, which starts a new zygote.
+        log.warning("model-server zygote exited; it is restarted with the next revision start")
+        for fut in self._dying.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._dying.clear()
+        self._by_pid.clear()
+
+    # --- process lifecycle --------------------------------------------------------------
+
+    def _launch(self, rev: _Revision) -> None:
+        rev.generation += 1
+        rev.exit_code = None
+        rev.kill_reason = None
+        rev.process_gone = False
+        rev.state.started_at = _now()
+        # Not cancellable by stop(): a fork in flight must be seen through, then terminated.
+        task = self._get_loop().create_task(self._start_process(rev, rev.generation))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    def _is_current(self, rev: _Revision, gen: int) -> bool:
+        return gen == rev.generation and self._revisions.get(_key(rev)) is rev and not self._closed
+
+    async def _start_process(self, rev: _Revision, gen: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._ensure_zygote()
+            assert self._zygote is not None
+        except LocalClusterError as e:
+            self._on_gone(rev, gen, str(e))
+            return
+        status_r, status_w = os.pipe()
+        try:
+            pid = await self._zygote.spawn(self._request(rev), status_w)
+        except LocalClusterError as e:
+            os.close(status_r)
+            self._on_gone(rev, gen, str(e))
+            return
+        finally:
+            os.close(status_w)
+        if not self._is_current(rev, gen):
+            os.close(status_r)  # stopped while it was being forked
+            self._terminate(pid)
+            return
+        rev.state.pid = pid
+        self._by_pid[pid] = (rev, gen)
+        os.set_blocking(status_r, False)
+        rev.status_fd = status_r
+        rev.status_buf = b""
+        loop.add_reader(status_r, self._on_status, rev, gen)
+        rev.timer = loop.call_later(START_TIMEOUT_SECONDS, self._start_timed_out, rev, gen)
+
+    def _request(self, rev: _Revision) -> dict[str, Any]:
+        return {
+            "model_name": rev.spec.model_name,
+            "revision": rev.spec.revision,
+            "storage_uri": rev.spec.storage_uri,
+            "state_dir": str(self._state_dir),
+            "log_path": str(rev.log_path),
+        }
+
+    def _on_status(self, rev: _Revision, gen: int) -> None:
+        assert rev.status_fd is not None
+        try:
+            chunk = os.read(rev.status_fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:  # the only writer was the child: it is gone
+            self._on_gone(rev, gen, _describe_exit(rev.exit_code))
+            return
+        rev.status_buf += chunk
+        *lines, rev.status_buf = rev.status_buf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._on_child_event(rev, gen, json.loads(line))
+
+    def _on_child_event(self, rev: _Revision, gen: int, msg: dict[str, Any]) -> None:
+        if msg.get("event") == "failed":
+            rev.load_failed = True
+            self._cancel_timer(rev)
+            rev.state.phase, rev.state.message, rev.state.port = "Failed", msg["message"], None
+            self._notify(rev)
+        elif msg.get("event") == "listening":
+            self._cancel_timer(rev)
+            rev.state.port = int(msg["port"])
+            self._spawn_task(rev, self._probe(rev, gen))
+
+    async def _probe(self, rev: _Revision, gen: int) -> None:
+        url = f"http://{rev.state.host}:{rev.state.port}/v1/models/{rev.spec.model_name}"
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                async with self._http.get(url) as resp:
+                    if resp.status == 200:
+                        break
+            except Exception:  # noqa: BLE001 - not up yet; the deadline bounds this loop
+                pass
+            await asyncio.sleep(0.01)
+        else:
+            if gen == rev.generation and rev.state.pid is not None:
+                rev.kill_reason = f"model server did not answer GET {url} within {READY_TIMEOUT_SECONDS:g}s"
+                self._kill(rev.state.pid)
+            return
+        if gen != rev.generation or rev.process_gone:
+            return
+        rev.state.phase, rev.state.ever_ready = "Ready", True
+        rev.state.message = None
+        rev.ready_since = time.monotonic()
+        self._notify(rev)
+
+    def _start_timed_out(self, rev: _Revision, gen: int) -> None:
+        if gen == rev.generation and rev.state.pid is not None and not rev.process_gone:
+            rev.kill_reason = f"model server did not report a port within {START_TIMEOUT_SECONDS:g}s"
+            self._kill(rev.state.pid)
+
+    def _on_process_exit(self, pid: int, code: int) -> None:
+        """Zygote report (SIGCHLD): finishes stops, and gives crashes their exit code."""
+        fut = self._dying.pop(pid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(code)
+        entry = self._by_pid.pop(pid, None)
+        if entry is None:
+            return
+        rev, gen = entry
+        if gen != rev.generation:
+            return
+        rev.exit_code = code
+        if not rev.process_gone:
+            self._on_gone(rev, gen, _describe_exit(code))
+        elif rev.state.phase == "Restarting" and rev.state.message == _describe_exit(None):
+            # The pipe's EOF (reported at once) usually beats the zygote's SIGCHLD report by a
+            # fraction of a millisecond; now we know how it ended ("killed by SIGKILL": OOM?).
+            rev.state.message = _describe_exit(code)
+            self._notify(rev)
+
+    def _on_gone(self, rev: _Revision, gen: int, reason: str) -> None:
+        """The current process of ``rev`` is gone: Failed stays Failed, anything else restarts."""
+        if gen != rev.generation or rev.process_gone:
+            return
+        rev.process_gone = True
+        self._release(rev)
+        if not self._is_current(rev, gen):
+            return
+        rev.state.port, rev.state.pid = None, None
+        if rev.load_failed:
+            return  # already reported as Failed
+        rev.state.message = rev.kill_reason or reason
+        rev.state.phase = "Restarting"
+        rev.state.last_crash_at = _now()
+        delay = self._next_backoff(rev)
+        self._notify(rev)
+        log.warning("revision %s/%s: %s; restarting in %.1fs", *_key(rev), rev.state.message, delay)
+        rev.timer = self._get_loop().call_later(delay, self._restart, rev)
+
+    def _next_backoff(self, rev: _Revision) -> float:
+        if rev.ready_since is not None and time.monotonic() - rev.ready_since >= BACKOFF_RESET_SECONDS:
+            rev.backoff = BACKOFF_INITIAL_SECONDS
+        rev.ready_since = None
+        delay = rev.backoff
+        rev.backoff = min(rev.backoff * 2, BACKOFF_MAX_SECONDS)
+        return delay
+
+    def _restart(self, rev: _Revision) -> None:
+        rev.timer = None
+        if self._revisions.get(_key(rev)) is not rev or self._closed:
+            return
+        rev.state.restarts += 1
+        self._launch(rev)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _release(self, rev: _Revision) -> None:
+        """Detach the current process's reader, timer and probe (not the process itself)."""
+        self._cancel_timer(rev)
+        for task in list(rev.tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        if rev.status_fd is not None:
+            self._get_loop().remove_reader(rev.status_fd)
+            os.close(rev.status_fd)
+            rev.status_fd = None
+
+    def _cancel_timer(self, rev: _Revision) -> None:
+        if rev.timer is not None:
+            rev.timer.cancel()
+            rev.timer = None
+
+    def _spawn_task(self, rev: _Revision, coro: Any) -> None:
+        task = self._get_loop().create_task(coro)
+        rev.tasks.add(task)
+        task.add_done_callback(rev.tasks.discard)
+
+    def _terminate(self, pid: int) -> None:
+        """SIGTERM now, SIGKILL after the grace period unless the zygote reported the exit."""
+        loop = self._get_loop()
+        self._by_pid.pop(pid, None)
+        if self._zygote is None or not self._zygote.alive:
+            self._signal(pid, signal.SIGKILL)  # nobody would report its exit: no grace
+            return
+        fut = self._dying.setdefault(pid, loop.create_future())
+        self._signal(pid, signal.SIGTERM)
+        handle = loop.call_later(STOP_GRACE_SECONDS, self._signal, pid, signal.SIGKILL, fut)
+        fut.add_done_callback(lambda _f: handle.cancel())
+
+    def _kill(self, pid: int) -> None:
+        self._signal(pid, signal.SIGKILL)
+
+    def _signal(self, pid: int, sig: int, fut: asyncio.Future[Any] | None = None) -> None:
+        if fut is not None and fut.done():
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _notify(self, rev: _Revision) -> None:
+        try:
+            self._on_change(dataclasses.replace(rev.state))
+        except Exception:  # noqa: BLE001 - a listener bug must not break supervision
+            log.exception("on_change failed for %s/%s", *_key(rev))
+
+    def _notify_soon(self, rev: _Revision) -> None:
+        # Public methods report asynchronously so a caller is never re-entered from its own call.
+        snapshot = dataclasses.replace(rev.state)
+
+        def deliver() -> None:
+            try:
+                self._on_change(snapshot)
+            except Exception:  # noqa: BLE001
+                log.exception("on_change failed for %s/%s", snapshot.namespace, snapshot.revision)
+
+        self._get_loop().call_soon(deliver)
+
+
+def _key(rev: _Revision) -> tuple[str, str]:
+    return (rev.spec.namespace, rev.spec.revision)
+
+
+def _unsupported(spec: RevisionSpec) -> str | None:
+    fmt = (spec.model_format or "").lower()
+    if fmt not in SUPPORTED_FORMATS:
+        return (
+            f"model format '{spec.model_format}' is not supported by the local cluster: it runs "
+            f"KServe's sklearn runtime only (modelFormat.name: sklearn)"
+        )
+    proto = spec.protocol_version
+    if proto is not None and proto.lower() not in SUPPORTED_PROTOCOLS:
+        return (
+            f"protocolVersion '{proto}' is not supported by the local cluster: its sklearn runtime "
+            f"serves REST v1 and v2 (gRPC is off)"
+        )
+    return None

@@ -1,0 +1,245 @@
+"""Where the local cluster finds model files: ``storageUri`` resolution and the local mirror.
+
+A real KServe pod runs a storage initializer that downloads ``spec.predictor.model.storageUri`` into
+``/mnt/models``. The local cluster never touches the network, so:
+
+- ``file:///abs/path`` and plain local paths (absolute, or relative to the daemon's cwd) are used
+  in place;
+- ``gs://bucket/p``, ``s3://bucket/p`` and ``http(s)://host/p`` are served from a local mirror at
+  ``{state_dir}/storage/{scheme}/{bucket-or-host}/{p}``; anything missing there is an error that says
+  where to copy the files.
+
+:func:`seed_mirror` puts the two models of KServe's canary walkthrough into the mirror
+(``gs://kfserving-examples/models/sklearn/1.0/model`` and ``…/model-2``), trained here on the iris
+data set that ships inside scikit-learn, so the walkthrough runs offline.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+#: Model file suffixes KServe's sklearn server accepts (``sklearnserver/model.py``).
+MODEL_EXTENSIONS = (".joblib", ".pkl", ".pickle")
+
+#: Schemes served from the local mirror directory.
+MIRRORED_SCHEMES = ("gs", "s3", "https", "http")
+
+#: The walkthrough's two models, relative to the mirror root.
+SEED_MODELS = {
+    "gs/kfserving-examples/models/sklearn/1.0/model/model.joblib": "svc",
+    "gs/kfserving-examples/models/sklearn/1.0/model-2/model.joblib": "tree",
+}
+
+# Bump when the seeded models change, so an old mirror is re-seeded.
+_SEED_FORMAT = 1
+
+_README = """\
+This directory is a local mirror of remote model storage, kept by the kserve-nb local cluster.
+
+The local cluster never downloads anything. A storageUri such as
+    gs://bucket/path, s3://bucket/path, https://host/path
+is read from
+    {root}/<scheme>/<bucket-or-host>/<path>
+so to serve your own model, copy its directory (holding exactly one .joblib, .pkl or
+.pickle file) to the matching place here, or use a file:///absolute/path storageUri.
+
+The two models of KServe's canary walkthrough were written here by kserve-nb
+(gs://kfserving-examples/models/sklearn/1.0/model and .../model-2), trained
+deterministically on scikit-learn's bundled iris data set. `.seed-stamp` records the
+scikit-learn version they were trained with; they are re-trained when it changes.
+"""
+
+
+class StorageError(Exception):
+    """A ``storageUri`` cannot be served locally; ``message`` says why and what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def mirror_root(state_dir: Path) -> Path:
+    """Return the root directory of the local storage mirror under ``state_dir``."""
+    return Path(state_dir) / "storage"
+
+
+def resolve_storage_uri(uri: str, state_dir: Path) -> Path:
+    """Map a ``storageUri`` to an existing local path (a model directory or a model file).
+
+    Parameters
+    ----------
+    uri:
+        ``file:///abs/path``, a plain local path, or ``gs://``, ``s3://``, ``http(s)://`` URIs that
+        are looked up in the mirror at ``{state_dir}/storage/{scheme}/{bucket-or-host}/{path}``.
+    state_dir:
+        The local cluster's state directory.
+
+    Raises
+    ------
+    StorageError
+        For unsupported schemes (``pvc://``, ``hf://``, ``oci://`` …) or a path that does not exist.
+    """
+    uri = uri.strip()
+    if not uri:
+        raise StorageError("storageUri is empty: set spec.predictor.model.storageUri")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return _existing(uri, _file_uri_path(uri, parts.netloc, parts.path))
+    if scheme in MIRRORED_SCHEMES:
+        return _existing(uri, _mirror_path(uri, state_dir, scheme, parts.netloc, parts.path))
+    if not scheme or _looks_like_windows_drive(scheme, uri):
+        return _existing(uri, Path(uri).expanduser().resolve())
+    raise StorageError(
+        f"unsupported storageUri scheme '{scheme}://' in '{uri}': the local cluster supports "
+        f"file:///absolute/path, plain local paths, and gs://, s3://, http:// and https:// URIs "
+        f"served from its local mirror at {mirror_root(state_dir)}"
+    )
+
+
+def find_model_file(path: Path) -> Path:
+    """Pick the model file the way KServe's sklearn server does.
+
+    ``path`` may be a model file (``.joblib``, ``.pkl`` or ``.pickle``) or a directory holding exactly
+    one such file at its top level.
+
+    Raises
+    ------
+    StorageError
+        When the file has another suffix, or the directory holds zero or several model files.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix in MODEL_EXTENSIONS:
+            return path
+        raise StorageError(
+            f"Unsupported model file {path}: KServe's sklearn server loads one of "
+            f"{', '.join(MODEL_EXTENSIONS)}"
+        )
+    if not path.is_dir():
+        raise StorageError(f"Missing model file in model directory {path}: it does not exist")
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MODEL_EXTENSIONS)
+    if not found:
+        raise StorageError(
+            f"Missing model file in model directory {path}: expected exactly one "
+            f"{', '.join(MODEL_EXTENSIONS)} file at its top level"
+        )
+    if len(found) > 1:
+        names = [str(p) for p in found]
+        raise StorageError(
+            f"More than one model file is detected, Only one is allowed within model_dir: {names}"
+        )
+    return found[0]
+
+
+def seed_mirror(state_dir: Path) -> None:
+    """Write the walkthrough's two sklearn models into the local mirror (idempotent).
+
+    Both are trained deterministically on ``sklearn.datasets.load_iris()``: ``model`` is an
+    ``SVC(gamma="scale")`` like KServe's example model, ``model-2`` a depth-2 decision tree. Both
+    predict ``[1, 1]`` for the walkthrough's ``iris-input.json`` and they disagree on 8 of the 150
+    iris rows (5.3 %), so a canary comparison has something to find. Returns at once when the mirror
+    was already seeded with this scikit-learn version.
+    """
+    root = mirror_root(state_dir)
+    stamp = root / ".seed-stamp"
+    expected = _seed_stamp()
+    if stamp.is_file() and stamp.read_text() == expected and _seeds_present(root):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    _atomic_write(root / "README.txt", _README.format(root=root).encode())
+    models = _train_seed_models()
+    for rel, kind in SEED_MODELS.items():
+        _atomic_dump(models[kind], root / rel)
+    _atomic_write(stamp, expected.encode())
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _existing(uri: str, path: Path) -> Path:
+    if path.exists():
+        return path
+    raise StorageError(
+        f"storageUri '{uri}' not found: {path} does not exist. Copy your model dir to {path}, "
+        f"or use a file:///absolute/path URI"
+    )
+
+
+def _file_uri_path(uri: str, netloc: str, path: str) -> Path:
+    if netloc not in ("", "localhost"):
+        raise StorageError(
+            f"file URI '{uri}' names host '{netloc}': use file:///absolute/path (three slashes)"
+        )
+    if not path.startswith("/"):
+        raise StorageError(f"file URI '{uri}' must hold an absolute path: file:///absolute/path")
+    return Path(unquote(path))
+
+
+def _mirror_path(uri: str, state_dir: Path, scheme: str, netloc: str, path: str) -> Path:
+    if not netloc:
+        raise StorageError(f"storageUri '{uri}' has no bucket or host: use {scheme}://bucket/path")
+    segments = [unquote(s) for s in PurePosixPath(path).parts if s != "/"]
+    # Never let a crafted URI escape the mirror (gs://b/../../etc).
+    if any(s in ("..", ".") for s in segments) or netloc in ("..", "."):
+        raise StorageError(f"storageUri '{uri}' may not contain '.' or '..' path segments")
+    return mirror_root(state_dir).joinpath(scheme, netloc, *segments)
+
+
+def _looks_like_windows_drive(scheme: str, uri: str) -> bool:
+    # "C:\\models" parses with scheme "c"; treat single-letter schemes as local paths.
+    return len(scheme) == 1 and uri[1:2] == ":"
+
+
+def _seed_stamp() -> str:
+    import sklearn
+
+    return f"format={_SEED_FORMAT} sklearn={sklearn.__version__}\n"
+
+
+def _seeds_present(root: Path) -> bool:
+    return all((root / rel).is_file() for rel in SEED_MODELS)
+
+
+def _train_seed_models() -> dict[str, object]:
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = load_iris(return_X_y=True)
+    return {
+        "svc": SVC(gamma="scale", random_state=0).fit(x, y),
+        "tree": DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, y),
+    }
+
+
+def _atomic_dump(obj: object, dest: Path) -> None:
+    import joblib
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        joblib.dump(obj, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(dest: Path, data: bytes) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

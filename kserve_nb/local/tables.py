@@ -1,0 +1,522 @@
+"""Server-side ``meta.k8s.io/v1`` Table output, as ``kubectl get`` asks for it.
+
+Columns and cell rules copy what a real API server prints:
+
+- InferenceService and Revision use their CRDs' ``additionalPrinterColumns`` through the CRD table
+  converter's rules (first JSONPath match only; a missing value is a ``null`` cell, which kubectl
+  prints empty; ``date`` columns become a human duration).
+- Pod, Namespace and ConfigMap use the built-in printers of ``pkg/printers/internalversion``.
+
+:func:`human_duration` follows apimachinery's ``duration.HumanDuration`` rules exactly.
+Everything here is pure; ``now`` is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from kserve_nb import resources
+from kserve_nb.local.store import (
+    CONFIGMAPS,
+    INFERENCESERVICES,
+    NAMESPACES,
+    PODS,
+    REVISIONS,
+    ResourceType,
+)
+
+TABLE_API_VERSIONS = ("meta.k8s.io/v1", "meta.k8s.io/v1beta1")
+
+NAME_DESCRIPTION = (
+    "Name must be unique within a namespace. Is required when creating resources, although some "
+    "resources may allow a client to request the generation of an appropriate name automatically. "
+    "Name is primarily intended for creation idempotence and configuration definition. Cannot be "
+    "updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+)
+AGE_DESCRIPTION = (
+    "CreationTimestamp is a timestamp representing the server time when this object was created. It "
+    "is not guaranteed to be set in happens-before order across separate operations. Clients may not "
+    "set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. "
+    "Read-only. Null for lists. More info: "
+    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
+)
+
+# ------------------------------------------------------------------------------ durations
+
+
+def human_duration(seconds: float) -> str:
+    """A duration the way ``kubectl get`` prints AGE (apimachinery ``HumanDuration``).
+
+    About two significant figures: ``79s``, ``5m3s``, ``11m``, ``3h5m``, ``20h``, ``2d4h``, ``30d``,
+    ``2y10d``, ``9y``. Up to a second in the future counts as ``0s``; further is ``<invalid>``.
+    """
+    whole = int(seconds)  # Go's int(d.Seconds()) truncates toward zero
+    if whole < -1:
+        return "<invalid>"
+    if whole < 0:
+        return "0s"
+    if whole < 120:
+        return f"{whole}s"
+    minutes = whole // 60
+    if minutes < 10:
+        rest = whole % 60
+        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = whole // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{days}d" if rest == 0 else f"{days}d{rest}h"
+    if hours < 24 * 365 * 2:
+        return f"{days}d"
+    years = days // 365
+    if hours < 24 * 365 * 8:
+        rest = days % 365
+        return f"{years}y" if rest == 0 else f"{years}y{rest}d"
+    return f"{years}y"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp as an aware datetime, or None when missing or malformed."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def timestamp_since(value: Any, now: datetime) -> str:
+    """``translateTimestampSince`` of the built-in printers: ``<unknown>`` for a missing time."""
+    when = parse_time(value)
+    if when is None:
+        return "<unknown>"
+    return human_duration((now - when).total_seconds())
+
+
+# ------------------------------------------------------------------------------- JSONPath
+
+_TOKEN = re.compile(
+    r"""\.(?P<field>(?:[A-Za-z0-9_\-]|\\\.)+)
+      | \[\s*'(?P<quoted>(?:[^'\\]|\\.)*)'\s*\]
+      | \[\s*\?\(\s*@(?P<fpath>(?:\.(?:[A-Za-z0-9_\-]|\\\.)+)+)\s*==\s*(?P<fvalue>'[^']*'|true|false|-?\d+)\s*\)\s*\]
+      | \[\s*(?P<index>\d+|\*)\s*\]""",
+    re.VERBOSE,
+)
+
+
+def _unescape(name: str) -> str:
+    return name.replace("\\.", ".")
+
+
+def compile_jsonpath(expr: str) -> Callable[[Any], list[Any]]:
+    """Compile the JSONPath subset CRD printer columns use into a function returning all matches.
+
+    Supported: ``.field``, ``['quoted\\.key']``, ``[n]``, ``[*]`` and ``[?(@.a.b=='v')]`` with a
+    string, boolean or integer literal. A ``{...}`` wrapper is accepted.
+    """
+    text = expr.strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
+    steps: list[Callable[[Any], Iterable[Any]]] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:
+            raise ValueError(f"unsupported JSONPath {expr!r} at {pos}")
+        steps.append(_step(match))
+        pos = match.end()
+
+    def evaluate(obj: Any) -> list[Any]:
+        current = [obj]
+        for step in steps:
+            current = [out for node in current for out in step(node)]
+        return current
+
+    return evaluate
+
+
+def _step(match: re.Match[str]) -> Callable[[Any], Iterable[Any]]:
+    if match.group("field") is not None or match.group("quoted") is not None:
+        raw = match.group("field") if match.group("field") is not None else match.group("quoted")
+        key = _unescape(raw)
+        return lambda node: [node[key]] if isinstance(node, dict) and key in node else []
+    if match.group("fpath") is not None:
+        keys = [_unescape(k) for k in re.findall(r"\.((?:[A-Za-z0-9_\-]|\\\.)+)", match.group("fpath"))]
+        literal = _literal(match.group("fvalue"))
+        return lambda node: [item for item in _items(node) if _filter_match(item, keys, literal)]
+    index = match.group("index")
+    if index == "*":
+        return lambda node: list(node.values()) if isinstance(node, dict) else _items(node)
+    position = int(index)
+    return lambda node: [node[position]] if isinstance(node, list) and position < len(node) else []
+
+
+def _items(node: Any) -> list[Any]:
+    return list(node) if isinstance(node, list) else []
+
+
+def _literal(text: str) -> Any:
+    if text.startswith("'"):
+        return text[1:-1]
+    if text in ("true", "false"):
+        return text == "true"
+    return int(text)
+
+
+def _filter_match(item: Any, keys: Sequence[str], literal: Any) -> bool:
+    node = item
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    if isinstance(literal, bool) or isinstance(node, bool):
+        return isinstance(node, bool) and isinstance(literal, bool) and node == literal
+    return node == literal
+
+
+# ------------------------------------------------------------------------- column types
+
+
+def column(name: str, ctype: str = "string", *, description: str = "", priority: int = 0,
+           fmt: str = "") -> dict[str, Any]:
+    """One ``TableColumnDefinition``."""
+    return {"name": name, "type": ctype, "format": fmt, "description": description, "priority": priority}
+
+
+def _crd_cell(ctype: str, value: Any, now: datetime) -> Any:
+    """The CRD table converter's cell for a JSONPath value (``cellForJSONValue``)."""
+    if value is None:
+        return None
+    if ctype == "string":
+        return _print_value(value)
+    if ctype == "integer":
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            return int(value)
+        return None
+    if ctype == "number":
+        if isinstance(value, bool):
+            return None
+        return value if isinstance(value, (int, float)) else None
+    if ctype == "boolean":
+        return value if isinstance(value, bool) else None
+    if ctype == "date":
+        if not isinstance(value, str):
+            return None
+        when = parse_time(value)
+        return "<invalid>" if when is None else human_duration((now - when).total_seconds())
+    return None
+
+
+def _print_value(value: Any) -> str:
+    # JSONPath printing of a string column: strings raw, scalars in JSON form, maps/lists as JSON.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class CrdColumns:
+    """Printer columns of a CRD: ``(name, type, jsonPath)`` triples plus the implicit Name column."""
+
+    def __init__(self, columns: Sequence[tuple[str, str, str]]) -> None:
+        self.columns = [(name, ctype, compile_jsonpath(path)) for name, ctype, path in columns]
+        self.definitions = [column("Name", fmt="name", description=NAME_DESCRIPTION)] + [
+            column(name, ctype) for name, ctype, _ in columns
+        ]
+
+    def cells(self, obj: Mapping[str, Any], now: datetime) -> list[Any]:
+        """One row's cells."""
+        out: list[Any] = [(obj.get("metadata") or {}).get("name", "")]
+        for _name, ctype, path in self.columns:
+            matches = path(obj)
+            out.append(_crd_cell(ctype, matches[0], now) if matches else None)
+        return out
+
+
+REVISION_COLUMNS = (
+    ("Config Name", "string", ".metadata.labels['serving\\.knative\\.dev/configuration']"),
+    ("Generation", "string", ".metadata.labels['serving\\.knative\\.dev/configurationGeneration']"),
+    ("Ready", "string", ".status.conditions[?(@.type=='Ready')].status"),
+    ("Reason", "string", ".status.conditions[?(@.type=='Ready')].reason"),
+    ("Actual Replicas", "integer", ".status.actualReplicas"),
+    ("Desired Replicas", "integer", ".status.desiredReplicas"),
+)
+"""Knative Serving's ``additionalPrinterColumns`` for Revision (no Age column, as in Knative)."""
+
+_ISVC = CrdColumns(resources.ISVC_COLUMNS)
+_REVISION = CrdColumns(REVISION_COLUMNS)
+
+# ------------------------------------------------------------------- built-in printers
+
+_POD_DEFINITIONS = [
+    column("Name", fmt="name", description=NAME_DESCRIPTION),
+    column("Ready", description="The aggregate readiness state of this pod for accepting traffic."),
+    column("Status", description="The aggregate status of the containers in this pod."),
+    column("Restarts", description="The number of times the containers in this pod have been restarted "
+           "and when the last container in this pod has restarted."),
+    column("Age", description=AGE_DESCRIPTION),
+    column("IP", priority=1, description="podIP address allocated to the pod. Routable at least within "
+           "the cluster. Empty if not yet allocated."),
+    column("Node", priority=1, description="NodeName indicates in which node this pod is scheduled."),
+    column("Nominated Node", priority=1, description="nominatedNodeName is set only when this pod "
+           "preempts other pods on the node."),
+    column("Readiness Gates", priority=1, description="If specified, all readiness gates will be "
+           "evaluated for pod readiness."),
+]
+_NAMESPACE_DEFINITIONS = [
+    column("Name", fmt="name", description=NAME_DESCRIPTION),
+    column("Status", description="The status of the namespace"),
+    column("Age", description=AGE_DESCRIPTION),
+]
+_CONFIGMAP_DEFINITIONS = [
+    column("Name", fmt="name", description=NAME_DESCRIPTION),
+    column("Data", description="Data contains the configuration data."),
+    column("Age", description=AGE_DESCRIPTION),
+]
+
+
+def _is_restartable_init(container: Mapping[str, Any] | None) -> bool:
+    return bool(container) and container.get("restartPolicy") == "Always"  # type: ignore[union-attr]
+
+
+def _later(current: datetime | None, value: Any) -> datetime | None:
+    when = parse_time(value)
+    if when is None:
+        return current
+    return when if current is None or when > current else current
+
+
+def pod_cells(pod: Mapping[str, Any], now: datetime) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Cells and row conditions of a pod, following kubectl's server-side ``printPod``."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
+    total = len(spec.get("containers") or []) + sum(1 for c in init_specs.values() if _is_restartable_init(c))
+    ready = 0
+    restarts = 0
+    last_restart: datetime | None = None
+    phase = status.get("phase") or ""
+    reason = status.get("reason") or phase
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "SchedulingGated":
+            reason = "SchedulingGated"
+
+    conditions: list[dict[str, Any]] = []
+    if phase == "Succeeded":
+        conditions = [{"type": "Completed", "status": "True", "reason": "Succeeded",
+                       "message": "The pod has completed successfully."}]
+    elif phase == "Failed":
+        conditions = [{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]
+
+    init_statuses = status.get("initContainerStatuses") or []
+    restartable_restarts = 0
+    restartable_last: datetime | None = None
+    initializing = False
+    for index, cs in enumerate(init_statuses):
+        restarts += int(cs.get("restartCount") or 0)
+        last_term = (cs.get("lastState") or {}).get("terminated")
+        if last_term:
+            last_restart = _later(last_restart, last_term.get("finishedAt"))
+        restartable = _is_restartable_init(init_specs.get(cs.get("name")))
+        if restartable:
+            restartable_restarts += int(cs.get("restartCount") or 0)
+            if last_term:
+                restartable_last = _later(restartable_last, last_term.get("finishedAt"))
+        state = cs.get("state") or {}
+        terminated = state.get("terminated")
+        waiting = state.get("waiting")
+        if terminated and int(terminated.get("exitCode") or 0) == 0:
+            continue
+        if restartable and cs.get("started"):
+            if cs.get("ready"):
+                ready += 1
+            continue
+        if terminated:
+            if terminated.get("reason"):
+                reason = "Init:" + terminated["reason"]
+            elif terminated.get("signal"):
+                reason = f"Init:Signal:{terminated['signal']}"
+            else:
+                reason = f"Init:ExitCode:{terminated.get('exitCode', 0)}"
+        elif waiting and waiting.get("reason") and waiting.get("reason") != "PodInitializing":
+            reason = "Init:" + waiting["reason"]
+        else:
+            reason = f"Init:{index}/{len(init_specs)}"
+        initializing = True
+        break
+
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
+                      for c in status.get("conditions") or [])
+    if not initializing or initialized:
+        restarts = restartable_restarts
+        last_restart = restartable_last
+        has_running = False
+        for cs in reversed(status.get("containerStatuses") or []):
+            restarts += int(cs.get("restartCount") or 0)
+            last_term = (cs.get("lastState") or {}).get("terminated")
+            if last_term:
+                last_restart = _later(last_restart, last_term.get("finishedAt"))
+            state = cs.get("state") or {}
+            waiting, terminated = state.get("waiting"), state.get("terminated")
+            if waiting and waiting.get("reason"):
+                reason = waiting["reason"]
+            elif terminated and terminated.get("reason"):
+                reason = terminated["reason"]
+            elif terminated:
+                reason = (f"Signal:{terminated['signal']}" if terminated.get("signal")
+                          else f"ExitCode:{terminated.get('exitCode', 0)}")
+            elif cs.get("ready") and state.get("running") is not None:
+                has_running = True
+                ready += 1
+        if reason == "Completed" and has_running:
+            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in status.get("conditions") or [])
+            reason = "Running" if pod_ready else "NotReady"
+
+    if meta.get("deletionTimestamp") and status.get("reason") == "NodeLost":
+        reason = "Unknown"
+    elif meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"):
+        reason = "Terminating"
+
+    restarts_text = str(restarts)
+    if restarts != 0 and last_restart is not None:
+        restarts_text = f"{restarts} ({human_duration((now - last_restart).total_seconds())} ago)"
+
+    pod_ips = status.get("podIPs") or []
+    pod_ip = (pod_ips[0] or {}).get("ip") if pod_ips else ""
+    gates = spec.get("readinessGates") or []
+    gates_text = "<none>"
+    if gates:
+        true_count = 0
+        for gate in gates:
+            for cond in status.get("conditions") or []:
+                if cond.get("type") == gate.get("conditionType"):
+                    true_count += cond.get("status") == "True"
+                    break
+        gates_text = f"{true_count}/{len(gates)}"
+    cells = [
+        meta.get("name", ""),
+        f"{ready}/{total}",
+        reason,
+        restarts_text,
+        timestamp_since(meta.get("creationTimestamp"), now),
+        pod_ip or "<none>",
+        spec.get("nodeName") or "<none>",
+        status.get("nominatedNodeName") or "<none>",
+        gates_text,
+    ]
+    return cells, conditions
+
+
+def _namespace_cells(ns: Mapping[str, Any], now: datetime) -> list[Any]:
+    meta = ns.get("metadata") or {}
+    return [meta.get("name", ""), (ns.get("status") or {}).get("phase", ""),
+            timestamp_since(meta.get("creationTimestamp"), now)]
+
+
+def _configmap_cells(cm: Mapping[str, Any], now: datetime) -> list[Any]:
+    meta = cm.get("metadata") or {}
+    count = len(cm.get("data") or {}) + len(cm.get("binaryData") or {})
+    return [meta.get("name", ""), count, timestamp_since(meta.get("creationTimestamp"), now)]
+
+
+# -------------------------------------------------------------------------------- tables
+
+
+def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:
+    """The Table ``columnDefinitions`` for a resource type."""
+    if rt.key == INFERENCESERVICES.key:
+        return list(_ISVC.definitions)
+    if rt.key == REVISIONS.key:
+        return list(_REVISION.definitions)
+    if rt.key == PODS.key:
+        return list(_POD_DEFINITIONS)
+    if rt.key == NAMESPACES.key:
+        return list(_NAMESPACE_DEFINITIONS)
+    if rt.key == CONFIGMAPS.key:
+        return list(_CONFIGMAP_DEFINITIONS)
+    # Any other type: the CRD default of Name and Age.
+    return [column("Name", fmt="name", description=NAME_DESCRIPTION), column("Age", "date", description=AGE_DESCRIPTION)]
+
+
+def row(rt: ResourceType, obj: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """One ``TableRow`` (cells and conditions; the ``object`` is added by :func:`to_table`)."""
+    conditions: list[dict[str, Any]] = []
+    if rt.key == INFERENCESERVICES.key:
+        cells = _ISVC.cells(obj, now)
+    elif rt.key == REVISIONS.key:
+        cells = _REVISION.cells(obj, now)
+    elif rt.key == PODS.key:
+        cells, conditions = pod_cells(obj, now)
+    elif rt.key == NAMESPACES.key:
+        cells = _namespace_cells(obj, now)
+    elif rt.key == CONFIGMAPS.key:
+        cells = _configmap_cells(obj, now)
+    else:
+        meta = obj.get("metadata") or {}
+        cells = [meta.get("name", ""), timestamp_since(meta.get("creationTimestamp"), now)]
+    out: dict[str, Any] = {"cells": cells}
+    if conditions:
+        out["conditions"] = conditions
+    return out
+
+
+def partial_object_metadata(obj: Mapping[str, Any], api_version: str = "meta.k8s.io/v1") -> dict[str, Any]:
+    """The ``PartialObjectMetadata`` form of an object (what ``includeObject=Metadata`` embeds)."""
+    return {"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": obj.get("metadata") or {}}
+
+
+def to_table(
+    rt: ResourceType,
+    objects: Sequence[Mapping[str, Any]],
+    *,
+    include_object: str = "Metadata",
+    resource_version: str | None = None,
+    headers: bool = True,
+    api_version: str = "meta.k8s.io/v1",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A ``Table`` of ``objects`` with one row each.
+
+    ``include_object`` is the ``includeObject`` query parameter: ``None``, ``Metadata`` (default)
+    or ``Object``. ``headers=False`` leaves ``columnDefinitions`` null, as a watch does after its
+    first event.
+    """
+    when = now or datetime.now(timezone.utc)
+    rows = []
+    for obj in objects:
+        out = row(rt, obj, when)
+        if include_object == "Object":
+            out["object"] = obj
+        elif include_object != "None":
+            out["object"] = partial_object_metadata(obj, api_version)
+        rows.append(out)
+    metadata: dict[str, Any] = {}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "kind": "Table",
+        "apiVersion": api_version,
+        "metadata": metadata,
+        "columnDefinitions": column_definitions(rt) if headers else None,
+        "rows": rows,
+    }

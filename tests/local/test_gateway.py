@@ -1,0 +1,344 @@
+"""Ingress gateway: Host routing, weighted splits, errors, content-type coercion, retry on refusal.
+
+Real revision processes (through the runtime), a real gateway on 127.0.0.1, real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import psutil
+import pytest
+import uvloop
+from scipy.stats import binom
+
+from kserve_nb.local.gateway import Gateway
+from kserve_nb.local.runtime import RevisionSpec, RevisionState, Runtime
+from kserve_nb.local.storage import seed_mirror
+
+T = TypeVar("T")
+NS = "kserve-test"
+ISVC = "sklearn-iris"
+REV1 = f"{ISVC}-predictor-00001"
+REV2 = f"{ISVC}-predictor-00002"
+HOST = f"{ISVC}.{NS}.example.com"
+PREDICTOR_HOST = f"{ISVC}-predictor.{NS}.example.com"
+LATEST_HOST = f"latest-{ISVC}-predictor.{NS}.example.com"
+PREV_HOST = f"prev-{ISVC}-predictor.{NS}.example.com"
+IRIS_JSON = b'{"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}'
+PREDICT = f"/v1/models/{ISVC}:predict"
+
+
+@dataclass
+class Cluster:
+    """Two Ready revisions, a gateway, and the events the runtime reported."""
+
+    loop: asyncio.AbstractEventLoop
+    runtime: Runtime
+    gateway: Gateway
+    port: int
+    events: list[tuple[float, RevisionState]]
+    routes: dict[str, list[tuple[str, str, int]]]
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def endpoints(self) -> dict[tuple[str, str], tuple[str, int]]:
+        return {
+            key: (s.host, s.port)
+            for key, s in self.runtime.states().items()
+            if s.phase == "Ready" and s.port is not None
+        }
+
+    def route(self, routes: dict[str, list[tuple[str, str, int]]]) -> None:
+        """Program the gateway the way the daemon does: routes plus the runtime's ready endpoints."""
+        self.routes = routes
+        self.gateway.update(routes, self.endpoints())
+
+    def state(self, revision: str) -> RevisionState:
+        return self.runtime.states()[(NS, revision)]
+
+    async def until(self, revision: str, phase: str, restarts: int = 0, timeout: float = 10) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, s in self.events:
+                if s.revision == revision and s.phase == phase and s.restarts >= restarts:
+                    return at
+            await asyncio.sleep(0.002)
+        raise AssertionError(f"{revision} never reached {phase}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    state_dir = tmp_path_factory.mktemp("gateway")
+    seed_mirror(state_dir)
+    loop = uvloop.new_event_loop()
+    events: list[tuple[float, RevisionState]] = []
+    holder: list[Cluster] = []
+
+    def on_change(state: RevisionState) -> None:
+        events.append((time.monotonic(), state))
+        if holder:  # the daemon's wiring: every runtime change reprograms the gateway at once
+            holder[0].gateway.update(holder[0].routes, holder[0].endpoints())
+
+    runtime = Runtime(state_dir, on_change)
+    gateway = Gateway()
+    c = Cluster(loop, runtime, gateway, 0, events, {})
+    holder.append(c)
+    try:
+        c.run(runtime.start(), timeout=60)
+        c.port = c.run(gateway.start())
+        for rev, uri in ((REV1, "model"), (REV2, "model-2")):
+            runtime.ensure_running(
+                RevisionSpec(NS, ISVC, rev, f"gs://kfserving-examples/models/sklearn/1.0/{uri}", "sklearn")
+            )
+        c.run(c.until(REV1, "Ready"))
+        c.run(c.until(REV2, "Ready"))
+        yield c
+    finally:
+        c.run(gateway.close())
+        c.run(runtime.close())
+        loop.close()
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: Any
+    started: float = 0.0
+
+
+async def _call(
+    port: int,
+    host: str,
+    *,
+    path: str = PREDICT,
+    data: bytes = IRIS_JSON,
+    content_type: str = "application/json",
+    session: aiohttp.ClientSession | None = None,
+) -> Answer:
+    own = session is None
+    s = session or aiohttp.ClientSession()
+    started = time.monotonic()
+    try:
+        async with s.post(
+            f"http://127.0.0.1:{port}{path}", data=data, headers={"Host": host, "Content-Type": content_type}
+        ) as r:
+            return Answer(r.status, dict(r.headers), await r.json(content_type=None), started)
+    finally:
+        if own:
+            await s.close()
+
+
+def call(c: Cluster, host: str, **kw: Any) -> Answer:
+    return c.run(_call(c.port, host, **kw))
+
+
+# --- routing -----------------------------------------------------------------------------------
+
+
+def test_the_gateway_listens_on_loopback(cluster: Cluster) -> None:
+    mine = [
+        conn
+        for conn in psutil.Process().connections("inet")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == cluster.port
+    ]
+    assert [conn.laddr.ip for conn in mine] == ["127.0.0.1"]
+
+
+def test_host_header_routes_to_the_isvc_and_names_the_revision(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)], PREDICTOR_HOST: [(NS, REV1, 100)]})
+    for host in (HOST, PREDICTOR_HOST, f"{HOST.upper()}:8080"):
+        a = call(cluster, host)
+        assert (a.status, a.body) == (200, {"predictions": [1, 1]}), host
+        assert a.headers["x-kserve-revision"] == REV1
+
+
+def test_tag_hosts_reach_their_own_revision(cluster: Cluster) -> None:
+    cluster.route({LATEST_HOST: [(NS, REV2, 100)], PREV_HOST: [(NS, REV1, 100)]})
+    assert call(cluster, LATEST_HOST).headers["x-kserve-revision"] == REV2
+    assert call(cluster, PREV_HOST).headers["x-kserve-revision"] == REV1
+
+
+def test_model_errors_pass_through_with_the_revision_header(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+    a = call(cluster, HOST, data=b'{"instances": [[1.0, 2.0, 3.0]]}')
+    assert a.status == 500
+    assert "X has 3 features, but SVC is expecting 4 features" in a.body["error"]
+    assert a.headers["x-kserve-revision"] == REV1
+
+
+def test_v2_and_get_requests_are_forwarded(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def go() -> tuple[int, Any, int, Any]:
+        async with aiohttp.ClientSession() as s:
+            body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [[6.8, 2.8, 4.8, 1.4]]}]}
+            async with s.post(f"http://127.0.0.1:{cluster.port}/v2/models/{ISVC}/infer", json=body, headers={"Host": HOST}) as r:
+                infer = (r.status, await r.json())
+            async with s.get(f"http://127.0.0.1:{cluster.port}/v1/models/{ISVC}", headers={"Host": HOST}) as r:
+                return (*infer, r.status, await r.json())
+
+    infer_status, infer, get_status, meta = cluster.run(go())
+    assert infer_status == 200 and infer["outputs"][0]["data"] == [1]
+    assert (get_status, meta) == (200, {"name": ISVC, "ready": True})
+
+
+def test_an_unknown_host_is_a_404_that_names_it(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+    a = call(cluster, "nope.kserve-test.example.com")
+    assert a.status == 404
+    assert a.body["error"].startswith("no route for host 'nope.kserve-test.example.com'")
+    assert HOST in a.body["error"]
+
+
+def test_a_route_without_a_ready_revision_is_a_503_that_names_it(cluster: Cluster) -> None:
+    cluster.gateway.update({HOST: [(NS, REV1, 0), (NS, "sklearn-iris-predictor-00009", 100)]}, cluster.endpoints())
+    a = call(cluster, HOST)
+    assert a.status == 503
+    assert "sklearn-iris-predictor-00009 (100%) is not ready" in a.body["error"]
+    assert a.headers["x-kserve-revision"] == "sklearn-iris-predictor-00009"
+
+
+def test_an_unready_canary_gets_no_traffic(cluster: Cluster) -> None:
+    endpoints = {k: v for k, v in cluster.endpoints().items() if k != (NS, REV2)}
+    cluster.gateway.update({HOST: [(NS, REV2, 50), (NS, REV1, 50)]}, endpoints)
+
+    async def go() -> Counter[str]:
+        async with aiohttp.ClientSession() as s:
+            answers = await asyncio.gather(*(_call(cluster.port, HOST, session=s) for _ in range(50)))
+        return Counter(a.headers["x-kserve-revision"] for a in answers if a.status == 200)
+
+    assert cluster.run(go()) == Counter({REV1: 50})
+
+
+# --- content type ------------------------------------------------------------------------------
+
+
+def test_a_form_encoded_json_body_is_coerced_to_json_and_says_so(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+    form = "application/x-www-form-urlencoded"  # what `curl -d @iris-input.json` sends
+    a = call(cluster, HOST, content_type=form)
+    assert (a.status, a.body) == (200, {"predictions": [1, 1]})
+    assert a.headers["x-kserve-nb-content-type"] == "coerced to application/json"
+    # Why: kserve itself answers that request with a 500.
+    direct_port = cluster.state(REV1).port
+    assert direct_port is not None
+    direct = cluster.run(_call(direct_port, HOST, content_type=form))
+    assert direct.status == 500
+
+
+def test_a_json_content_type_is_left_alone(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+    a = call(cluster, HOST)
+    assert "x-kserve-nb-content-type" not in a.headers
+
+
+def test_a_real_form_body_is_not_coerced(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+    a = call(cluster, HOST, data=b"a=1&b=2", content_type="application/x-www-form-urlencoded")
+    assert "x-kserve-nb-content-type" not in a.headers
+    assert a.status != 200
+
+
+# --- traffic split -----------------------------------------------------------------------------
+
+
+def test_a_10_90_split_over_1000_requests_is_within_the_binomial_interval(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV2, 10), (NS, REV1, 90)]})
+
+    async def go() -> list[Answer]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as s:
+            return await asyncio.gather(*(_call(cluster.port, HOST, session=s) for _ in range(1000)))
+
+    answers = cluster.run(go(), timeout=60)
+    assert {a.status for a in answers} == {200}
+    canary = sum(a.headers["x-kserve-revision"] == REV2 for a in answers)
+    low, high = binom.interval(0.999, 1000, 0.10)
+    assert low <= canary <= high, canary
+
+
+# --- failures under load -----------------------------------------------------------------------
+
+
+def _refusing_port() -> int:
+    """A loopback port that nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_refused_connection_is_retried_once_on_another_target(cluster: Cluster) -> None:
+    endpoints = cluster.endpoints()
+    endpoints[(NS, REV2)] = ("127.0.0.1", _refusing_port())  # dead, and the gateway doesn't know yet
+    cluster.gateway.update({HOST: [(NS, REV2, 50), (NS, REV1, 50)]}, endpoints)
+
+    async def go() -> list[Answer]:
+        async with aiohttp.ClientSession() as s:
+            return await asyncio.gather(*(_call(cluster.port, HOST, session=s) for _ in range(100)))
+
+    answers = cluster.run(go())
+    assert [a.status for a in answers] == [200] * 100
+    assert {a.headers["x-kserve-revision"] for a in answers} == {REV1}
+
+
+def test_a_refused_only_target_is_a_503_that_names_it(cluster: Cluster) -> None:
+    cluster.gateway.update({HOST: [(NS, REV2, 100)]}, {(NS, REV2): ("127.0.0.1", _refusing_port())})
+    a = call(cluster, HOST)
+    assert a.status == 503
+    assert REV2 in a.body["error"] and "refused" in a.body["error"]
+    assert a.headers["x-kserve-revision"] == REV2
+
+
+def test_kill_9_under_load_fails_only_requests_in_flight_on_the_dead_revision(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV2, 50), (NS, REV1, 50)]})
+    victim = cluster.state(REV2)
+    assert victim.pid is not None
+    restarts = victim.restarts
+
+    async def load() -> tuple[list[Answer], float, float, float]:
+        answers: list[Answer] = []
+        stop_at = time.monotonic() + 1.2
+
+        async def worker(s: aiohttp.ClientSession) -> None:
+            while time.monotonic() < stop_at:
+                answers.append(await _call(cluster.port, HOST, session=s))
+
+        async def killer() -> float:
+            await asyncio.sleep(0.4)
+            killed = time.monotonic()
+            os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            return killed
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+            results = await asyncio.gather(killer(), *(worker(s) for _ in range(8)))
+        killed = results[0]
+        reported = await cluster.until(REV2, "Restarting", restarts)
+        back = await cluster.until(REV2, "Ready", restarts + 1)
+        return answers, killed, reported, back
+
+    answers, killed, reported, back = cluster.run(load())
+    assert reported - killed < 0.1
+    assert len(answers) > 100
+    failed = [a for a in answers if a.status != 200]
+    # Anything that failed was sent to the victim before the runtime reported its death…
+    assert all(a.headers.get("x-kserve-revision") == REV2 and a.started < reported for a in failed), failed
+    assert len(failed) <= 8  # at most one in flight per worker
+    # …and nothing sent after the report reached it until it was Ready again.
+    after = [a for a in answers if reported < a.started and a.started + 0.001 < back]
+    assert after and all(a.headers["x-kserve-revision"] == REV1 for a in after)
+    # Traffic returns to the restarted revision.
+    cluster.run(asyncio.sleep(0.05))
+    hits = Counter(call(cluster, HOST).headers["x-kserve-revision"] for _ in range(40))
+    assert hits[REV2] > 0
