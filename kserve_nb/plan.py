@@ -1,0 +1,151 @@
+"""Dry runs: what a release step would change, and the traffic table it would settle into.
+
+A plan applies the step's merge patch to the live object and runs KServe's own semantics
+(:mod:`kserve_nb.semantics`) on a Knative state reconstructed from the live status, assuming the
+new revision (if any) becomes ready. Nothing is sent to the cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import pandas as pd
+
+from kserve_nb import resources as r
+from kserve_nb import semantics as sem
+from kserve_nb.patches import merge_patch
+from kserve_nb.status import ServiceStatus
+
+
+def reconstruct_state(isvc: Mapping[str, Any]) -> sem.KsvcState:
+    """A Knative state consistent with a live InferenceService's status.
+
+    Revision templates other than the latest are unknown, so only the latest carries the live
+    template; that is all the semantics need to decide whether a change makes a new revision.
+    """
+    status = isvc.get("status") or {}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    name = (isvc.get("metadata") or {})["name"]
+    latest_created = predictor.get("latestCreatedRevision")
+    latest_ready = predictor.get("latestReadyRevision")
+    ks = sem.KsvcState(uid="plan", generation=int(status.get("observedGeneration") or 0))
+    if not latest_created:
+        return ks
+    failed = (r.condition(isvc, "Ready") or {}).get("reason") == "RevisionFailed"
+    # Revisions in the route, and any that was ever rolled out, have been ready.
+    ready_names = {e.get("revisionName") for e in predictor.get("traffic") or []} | {
+        latest_ready,
+        predictor.get("latestRolledoutRevision"),
+        predictor.get("previousRolledoutRevision"),
+    }
+    for number in range(1, r.revision_number(latest_created) + 1):
+        rev_name = r.revision_name(name, number)
+        is_latest = rev_name == latest_created
+        template = sem.revision_template(isvc) if is_latest else {"unknown": rev_name}
+        ks.revisions.append(
+            sem.Revision(
+                name=rev_name,
+                number=number,
+                template=template,
+                template_hash=sem.template_hash(template),
+                created_at="",
+                ready=rev_name in ready_names or (is_latest and rev_name == latest_ready),
+                failed=is_latest and failed and rev_name != latest_ready,
+            )
+        )
+    ks.latest_ready = latest_ready
+    ks.spec_traffic = sem.desired_traffic(
+        predictor_spec(isvc).get("canaryTrafficPercent"),
+        predictor.get("latestRolledoutRevision"),
+        r.tag_routing_enabled(isvc),
+    )
+    ks.status_traffic = copy.deepcopy(predictor.get("traffic"))
+    ks.route_ready = True
+    return ks
+
+
+def predictor_spec(isvc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``spec.predictor`` of an isvc dict (empty when absent)."""
+    return (isvc.get("spec") or {}).get("predictor") or {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A dry run: the exact patch, the spec before/after, and the traffic before/after."""
+
+    action: str
+    patch: dict[str, Any]
+    before: ServiceStatus
+    after: ServiceStatus
+    new_revision: str | None
+
+    @property
+    def changes(self) -> pd.DataFrame:
+        """Changed fields as rows (field, before, after)."""
+        rows = []
+        for path, old, new in _diff(_release_fields(self.before.raw), _release_fields(self.after.raw)):
+            rows.append({"field": path, "before": old, "after": new})
+        return pd.DataFrame(rows, columns=["field", "before", "after"])
+
+    @property
+    def traffic(self) -> pd.DataFrame:
+        """The traffic table before and after, side by side per revision/tag."""
+        rows = []
+        for label, st in (("before", self.before), ("after", self.after)):
+            for e in st.traffic:
+                rows.append({"when": label, "revision": e.revision, "percent": e.percent, "latestRevision": e.latest, "tag": e.tag or ""})
+        return pd.DataFrame(rows, columns=["when", "revision", "percent", "latestRevision", "tag"])
+
+    def summary(self) -> str:
+        """One line: what would change and the split it would settle into."""
+        split = " + ".join(f"{e.percent}% {e.revision}" for e in self.after.traffic) or "no traffic yet"
+        rev = f"new revision {self.new_revision}; " if self.new_revision else "no new revision; "
+        return f"dry run of {self.action} on {self.before.namespace}/{self.before.name}: {rev}traffic → {split}"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div><b>{html.escape(self.summary())}</b>"
+            f"<div>patch: <code>{html.escape(json.dumps(self.patch, sort_keys=True))}</code></div>"
+            f"{self.changes.to_html(index=False)}{self.traffic.to_html(index=False)}</div>"
+        )
+
+
+def _release_fields(isvc: Mapping[str, Any]) -> dict[str, Any]:
+    meta = isvc.get("metadata") or {}
+    return {"annotations": meta.get("annotations") or {}, "spec": isvc.get("spec") or {}}
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            if key == r.LAST_APPLIED_ANNOTATION:
+                continue
+            out += _diff(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if a == b else [(path, a, b)]
+
+
+def plan(action: str, isvc: Mapping[str, Any], patch: Mapping[str, Any]) -> Plan:
+    """Predict the settled result of merge-patching ``isvc`` with ``patch``."""
+    before = ServiceStatus.from_isvc(isvc)
+    patched = merge_patch(dict(isvc), {k: v for k, v in patch.items() if k != "status"})
+    meta = patched.setdefault("metadata", {})
+    meta.pop("resourceVersion", None)
+    ks = reconstruct_state(isvc)
+    known = ks.latest_created.name if ks.latest_created else None
+    result = sem.reconcile(patched, ks, "")
+    new = ks.latest_created.name if ks.latest_created and ks.latest_created.name != known else None
+    if new:
+        ks.mark_ready(new)
+    for _ in range(sem.MAX_PASSES):
+        result = sem.reconcile({**patched, "status": result.status}, ks, "")
+    after = ServiceStatus.from_isvc({**patched, "status": result.status})
+    return Plan(action, dict(patch), before, after, new)

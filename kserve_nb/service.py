@@ -1,0 +1,578 @@
+"""One InferenceService and its release operations: canary, traffic, promote, rollback.
+
+Every mutating operation follows the same path (:meth:`Service._release`): read the live object,
+validate, build a JSON merge patch, either return a dry-run :class:`~kserve_nb.plan.Plan` or send the
+patch guarded by the object's ``resourceVersion``, record it in the release history, and wait until
+the cluster reports the intended state.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from kserve_nb import errors
+from kserve_nb import resources as r
+from kserve_nb.history import History, new_entry
+from kserve_nb.plan import Plan, plan
+from kserve_nb.progress import Progress
+from kserve_nb.status import ServiceStatus, human_age
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kserve_nb.session import Session
+
+CONFLICT_RETRIES = 3
+SUPPORTED_SCHEMES = ("gs", "s3", "https", "http", "pvc", "hf", "oci", "hdfs", "webhdfs", "file")
+TARGET_NAMES = ("default", "latest", "prev")
+
+
+def check_percent(percent: Any) -> int:
+    """``percent`` as an int 0..100, or a ValidationError saying what is allowed."""
+    if isinstance(percent, bool) or not isinstance(percent, int):
+        if isinstance(percent, float) and percent.is_integer():
+            percent = int(percent)
+        elif isinstance(percent, str) and percent.strip().isdigit():
+            percent = int(percent.strip())
+        else:
+            raise errors.ValidationError(
+                f"canary percent must be a whole number from 0 to 100, got {percent!r}"
+            )
+    if not 0 <= percent <= 100:
+        raise errors.ValidationError(f"canary percent must be from 0 to 100, got {percent}")
+    return percent
+
+
+def check_storage_uri(uri: Any) -> str:
+    """Syntax check of a storageUri (scheme KServe's storage initializer knows, or a path)."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise errors.ValidationError("storageUri must be a non-empty string such as gs://bucket/model")
+    uri = uri.strip()
+    if uri.startswith("/"):
+        return uri
+    scheme = urlparse(uri).scheme
+    if scheme not in SUPPORTED_SCHEMES:
+        raise errors.ValidationError(
+            f"storageUri {uri!r} has no supported scheme; use one of "
+            + ", ".join(s + "://" for s in SUPPORTED_SCHEMES)
+            + " or an absolute path"
+        )
+    return uri
+
+
+@dataclass(frozen=True)
+class Release:
+    """The outcome of a release operation: what was sent and the status it settled into."""
+
+    action: str
+    service: str
+    namespace: str
+    patch: dict[str, Any]
+    status: ServiceStatus
+    new_revision: str | None = None
+    seconds: float = 0.0
+    waited: bool = True
+
+    def summary(self) -> str:
+        """One line describing the outcome."""
+        rev = f" (new revision {self.new_revision})" if self.new_revision else ""
+        state = "applied" if not self.waited else f"done in {self.seconds:.1f}s"
+        return f"{self.action} {self.namespace}/{self.service}{rev} {state}: {self.status.summary()}"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return f"<div><b>{html.escape(self.summary())}</b>{self.status._repr_html_()}</div>"
+
+
+@dataclass
+class _Step:
+    """How one release operation patches and what state it waits for."""
+
+    action: str
+    patch: Callable[[Mapping[str, Any]], dict[str, Any]]
+    settled: Callable[[ServiceStatus, str | None], bool]
+    touches: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """An InferenceService reached through a :class:`~kserve_nb.session.Session`."""
+
+    def __init__(self, session: "Session", name: str, namespace: str) -> None:
+        self.session = session
+        self.name = name
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"<Service {self.namespace}/{self.name} on {self.session.banner}>"
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self) -> dict[str, Any]:
+        """The live InferenceService object."""
+        return self.session.cluster.get_isvc(self.name, self.namespace)
+
+    def exists(self) -> bool:
+        """Whether the InferenceService exists."""
+        try:
+            self.get()
+            return True
+        except errors.NotFound:
+            return False
+
+    def status(self) -> ServiceStatus:
+        """The current release state (READY, split, revisions, conditions)."""
+        return ServiceStatus.from_isvc(self.get())
+
+    def revisions(self) -> pd.DataFrame:
+        """Every revision of the predictor with its model, readiness, traffic and role."""
+        st = self.status()
+        objs = self.session.cluster.list_revisions(self.name, self.namespace)
+        split = st.split()
+        tags: dict[str, list[str]] = {}
+        for e in st.traffic:
+            if e.tag:
+                tags.setdefault(e.revision, []).append(e.tag)
+        rows = []
+        names = [o["metadata"]["name"] for o in objs] or sorted(
+            {n for n in (st.latest_created_revision, st.latest_ready_revision, st.latest_rolledout_revision,
+                         st.previous_rolledout_revision, *split) if n},
+            key=r.revision_number,
+        )
+        by_name = {o["metadata"]["name"]: o for o in objs}
+        for rev in names:
+            obj = by_name.get(rev, {})
+            meta = obj.get("metadata") or {}
+            ready = next(
+                (c.get("status") for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"),
+                None,
+            )
+            roles = [
+                role
+                for role, holder in (
+                    ("latestCreated", st.latest_created_revision),
+                    ("latestReady", st.latest_ready_revision),
+                    ("latestRolledout", st.latest_rolledout_revision),
+                    ("previousRolledout", st.previous_rolledout_revision),
+                )
+                if holder == rev
+            ]
+            rows.append(
+                {
+                    "revision": rev,
+                    "number": r.revision_number(rev),
+                    "storageUri": (meta.get("annotations") or {}).get(r.STORAGE_URI_ANNOTATION, ""),
+                    "ready": ready or "",
+                    "percent": split.get(rev, 0),
+                    "tags": ",".join(tags.get(rev, [])),
+                    "roles": ",".join(roles),
+                    "created": meta.get("creationTimestamp", ""),
+                    "age": human_age(meta.get("creationTimestamp")),
+                }
+            )
+        return pd.DataFrame(
+            rows, columns=["revision", "number", "storageUri", "ready", "percent", "tags", "roles", "created", "age"]
+        )
+
+    def history(self) -> pd.DataFrame:
+        """Release operations recorded for this service (cluster-side), oldest first."""
+        return History(self.session.cluster, self.name, self.namespace).frame()
+
+    def pods(self) -> pd.DataFrame:
+        """Pods of this service's revisions (``kubectl get pod`` columns plus REVISION)."""
+        return self.session.pods(self.namespace, service=self.name)
+
+    # ------------------------------------------------------------------ release operations
+
+    def deploy(
+        self,
+        storage_uri: str,
+        *,
+        model_format: str = "sklearn",
+        tag_routing: bool | None = None,
+        dry_run: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Release | Plan:
+        """Create the service, or roll a new model out to 100% without a canary."""
+        uri = self._check_uri(storage_uri)
+        if not self.exists():
+            return self._create(uri, model_format, tag_routing, dry_run, wait, timeout)
+
+        def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
+            return self._model_patch(isvc, uri, None, model_format, tag_routing, remove_canary=True)
+
+        def settled(st: ServiceStatus, new: str | None) -> bool:
+            return self._latest_is(st, new) and st.latest_percent == 100 and len(st.traffic) == 1
+
+        return self._release(_Step("deploy", patch, settled, ("spec",), {"storageUri": uri}), dry_run, wait, timeout)
+
+    def canary(
+        self,
+        storage_uri: str,
+        percent: int,
+        *,
+        tag_routing: bool | None = None,
+        model_format: str | None = None,
+        dry_run: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Release | Plan:
+        """Deploy ``storage_uri`` as a new revision and send it ``percent`` % of the traffic.
+
+        Parameters
+        ----------
+        storage_uri:
+            The new model (``gs://…``, ``s3://…``, ``https://…``, ``file://…`` or a path).
+        percent:
+            ``canaryTrafficPercent``, 0–100.
+        tag_routing:
+            True adds ``serving.kserve.io/enable-tag-routing: "true"`` (``latest-``/``prev-`` URLs),
+            False removes it, None leaves it as it is.
+        dry_run:
+            Return the :class:`~kserve_nb.plan.Plan` (exact patch, resulting traffic) and apply nothing.
+        wait:
+            Wait until the new revision is ready and the split is in place (``timeout`` seconds).
+        """
+        pct = check_percent(percent)
+        uri = self._check_uri(storage_uri)
+
+        def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
+            return self._model_patch(isvc, uri, pct, model_format, tag_routing)
+
+        def settled(st: ServiceStatus, new: str | None) -> bool:
+            return self._latest_is(st, new) and st.latest_percent == pct and (
+                pct == 100 or st.prev_percent == 100 - pct
+            )
+
+        step = _Step("canary", patch, settled, ("spec",), {"storageUri": uri, "percent": pct})
+        return self._release(step, dry_run, wait, timeout, tag_routing=tag_routing)
+
+    def set_traffic(
+        self, percent: int, *, dry_run: bool = False, wait: bool = True, timeout: float | None = None
+    ) -> Release | Plan:
+        """Set ``canaryTrafficPercent`` of the revision in flight (no new revision)."""
+        pct = check_percent(percent)
+
+        def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
+            st = ServiceStatus.from_isvc(isvc)
+            if not st.latest_rolledout_revision:
+                raise errors.ValidationError(
+                    f"{self.name} has no rolled-out revision yet, so there is nothing to split; "
+                    "wait until its first revision is ready"
+                )
+            return {"spec": {"predictor": {"canaryTrafficPercent": pct}}}
+
+        def settled(st: ServiceStatus, new: str | None) -> bool:
+            return st.latest_percent == pct and (pct == 100 or st.prev_percent == 100 - pct)
+
+        return self._release(
+            _Step("traffic", patch, settled, ("spec.predictor.canaryTrafficPercent",), {"percent": pct}),
+            dry_run, wait, timeout,
+        )
+
+    def promote(self, *, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> Release | Plan:
+        """Send 100% to the latest ready revision (removes ``canaryTrafficPercent``)."""
+
+        def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
+            st = ServiceStatus.from_isvc(isvc)
+            if st.canary_traffic_percent is None and st.latest_percent == 100 and len(st.traffic) == 1:
+                raise errors.ValidationError(
+                    f"nothing to promote: {st.latest_revision} already serves 100% of {self.name}"
+                )
+            if st.failure and st.latest_created_revision != st.latest_ready_revision:
+                raise errors.RolloutError(
+                    f"refusing to promote: the latest revision {st.latest_created_revision} failed "
+                    f"({st.failure}); deploy a fixed model, or roll back"
+                )
+            return {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+
+        def settled(st: ServiceStatus, new: str | None) -> bool:
+            return (
+                st.latest_percent == 100
+                and len(st.traffic) == 1
+                and st.latest_rolledout_revision == st.latest_ready_revision
+            )
+
+        return self._release(
+            _Step("promote", patch, settled, ("spec.predictor.canaryTrafficPercent",)), dry_run, wait, timeout
+        )
+
+    def rollback(self, *, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> Release | Plan:
+        """Send 100% back to the previously rolled-out revision (``canaryTrafficPercent: 0``)."""
+
+        def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
+            st = ServiceStatus.from_isvc(isvc)
+            has_target = (
+                st.previous_rolledout_revision
+                or (st.latest_rolledout_revision and st.latest_rolledout_revision != st.latest_ready_revision)
+            )
+            if not has_target:
+                raise errors.ValidationError(
+                    f"nothing to roll back to: {self.name} has only ever rolled out "
+                    f"{st.latest_rolledout_revision or 'no revision'}"
+                )
+            return {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+
+        def settled(st: ServiceStatus, new: str | None) -> bool:
+            return st.latest_percent == 0 and st.prev_percent == 100
+
+        return self._release(
+            _Step("rollback", patch, settled, ("spec.predictor.canaryTrafficPercent",)), dry_run, wait, timeout
+        )
+
+    def delete(self) -> None:
+        """Delete the InferenceService (its revisions and pods go with it)."""
+        self.session.cluster.delete_isvc(self.name, self.namespace)
+        self._record(new_entry("delete", self.session.context, outcome="ok"))
+
+    # ------------------------------------------------------------------ predictions
+
+    def target(self, to: str, status: ServiceStatus | None = None) -> Any:
+        """The :class:`~kserve_nb.predict.client.Target` for ``default``, ``latest`` or ``prev``."""
+        from kserve_nb.predict.client import Target
+
+        if to not in TARGET_NAMES:
+            raise errors.ValidationError(f"unknown target {to!r}; use one of {', '.join(TARGET_NAMES)}")
+        st = status or self.status()
+        if to == "default":
+            if not st.url:
+                raise errors.PredictionError(
+                    f"{self.name} has no URL yet (READY {st.ready}); wait until it is ready"
+                )
+            return Target("default", urlparse(st.url).hostname or st.url, None)
+        url = st.tag_url(to)
+        if url is None:
+            if to == "latest":
+                hint = "enable tag routing: canary(..., tag_routing=True) or %kserve canary … --tag-routing"
+            else:
+                hint = "a prev- URL exists only while traffic is split (during a canary or after a rollback)"
+            raise errors.PredictionError(f"{self.name} has no {to!r} URL right now; {hint}")
+        return Target(to, urlparse(url).hostname or url, st.tag_revision(to))
+
+    def predict(self, payload: Any, *, to: str = "default", protocol: str = "v1") -> Any:
+        """Send one prediction request to ``to`` and return the parsed result."""
+        client = self.session.prediction_client(self.name)
+        return client.predict(self.target(to), payload, protocol=protocol)
+
+    def send(
+        self,
+        inputs: Any,
+        *,
+        to: Sequence[str] | str = ("latest", "prev"),
+        repeat: int = 1,
+        concurrency: int = 32,
+        protocol: str = "v1",
+    ) -> pd.DataFrame:
+        """Send every input to every target; one row per request (see ``PredictionClient.send``)."""
+        names = [to] if isinstance(to, str) else list(to)
+        if isinstance(to, str) and "," in to:
+            names = [t.strip() for t in to.split(",") if t.strip()]
+        st = self.status()
+        targets = [self.target(n, st) for n in names]
+        client = self.session.prediction_client(self.name)
+        return client.send(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol)
+
+    def compare(self, inputs: Any, *, repeat: int = 1, protocol: str = "v1", **kwargs: Any) -> Any:
+        """Send ``inputs`` to latest and prev and compare them (a :class:`Comparison`)."""
+        from kserve_nb.analysis import compare
+
+        results = self.send(inputs, to=("latest", "prev"), repeat=repeat, protocol=protocol)
+        return compare(results, **kwargs)
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_uri(self, storage_uri: str) -> str:
+        uri = check_storage_uri(storage_uri)
+        self.session.check_storage_uri(uri)
+        return uri
+
+    @staticmethod
+    def _latest_is(st: ServiceStatus, new: str | None) -> bool:
+        if not st.is_ready:
+            return False
+        if new is None:
+            return st.latest_revision == st.latest_ready_revision
+        return st.latest_ready_revision == new and st.latest_revision == new
+
+    def _model_patch(
+        self,
+        isvc: Mapping[str, Any],
+        uri: str,
+        pct: int | None,
+        model_format: str | None,
+        tag_routing: bool | None,
+        remove_canary: bool = False,
+    ) -> dict[str, Any]:
+        st = ServiceStatus.from_isvc(isvc)
+        self._check_mode(st)
+        tag_on = st.tag_routing if tag_routing is None else tag_routing
+        if tag_on and r.tag_label_too_long(self.name):
+            raise errors.ValidationError(
+                f"tag routing needs the DNS label latest-{r.predictor_name(self.name)} to fit in "
+                f"{r.DNS_LABEL_MAX} characters; it has {len('latest-' + r.predictor_name(self.name))}: "
+                "use a shorter service name or call the default URL"
+            )
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        model: dict[str, Any] = {"storageUri": uri}
+        fmt = model_format or st.model_format
+        if fmt:
+            model["modelFormat"] = {"name": fmt}
+        legacy = [k for k, v in predictor.items() if k != "model" and isinstance(v, Mapping) and "storageUri" in v]
+        spec_predictor: dict[str, Any] = {"model": model}
+        for key in legacy:  # a legacy framework block would make two model specs
+            spec_predictor[key] = None
+        if pct is not None:
+            spec_predictor["canaryTrafficPercent"] = pct
+        elif remove_canary:
+            spec_predictor["canaryTrafficPercent"] = None
+        out: dict[str, Any] = {"spec": {"predictor": spec_predictor}}
+        if tag_routing is not None:
+            out["metadata"] = {"annotations": {r.TAG_ROUTING_ANNOTATION: "true" if tag_routing else None}}
+        return out
+
+    def _check_mode(self, st: ServiceStatus) -> None:
+        if st.deployment_mode in r.RAW_MODES:
+            raise errors.ValidationError(
+                f"{self.name} runs in {st.deployment_mode} (RawDeployment) mode, where KServe silently "
+                "ignores canaryTrafficPercent; canaries need Knative (Serverless) mode, or spec.canary on KServe ≥ 0.20"
+            )
+
+    def _create(
+        self, uri: str, model_format: str, tag_routing: bool | None, dry_run: bool, wait: bool, timeout: float | None
+    ) -> Release | Plan:
+        from kserve_nb.session import isvc_manifest
+
+        manifest = isvc_manifest(self.name, self.namespace, uri, model_format=model_format, tag_routing=bool(tag_routing))
+        if dry_run:
+            empty = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": {}}
+            return plan("create", empty, manifest)
+        self.session.require_namespace(self.namespace)
+        started = time.monotonic()
+        self.session.cluster.create_isvc(manifest, self.namespace)
+        self._record(new_entry("create", self.session.context, storageUri=uri, outcome="applied"))
+        final = self._wait(
+            "create", lambda st, new: self._latest_is(st, None) and st.latest_percent == 100, None, timeout
+        ) if wait else self.status()
+        return Release("create", self.name, self.namespace, manifest, final,
+                       r.revision_name(self.name, 1), time.monotonic() - started, wait)
+
+    def _release(
+        self, step: _Step, dry_run: bool, wait: bool, timeout: float | None, tag_routing: bool | None = None
+    ) -> Release | Plan:
+        started = time.monotonic()
+        isvc = self.get()
+        self._check_mode(ServiceStatus.from_isvc(isvc))
+        for attempt in range(CONFLICT_RETRIES):
+            body = step.patch(isvc)
+            preview = plan(step.action, isvc, body)
+            if dry_run:
+                return preview
+            guarded = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": isvc["metadata"]["resourceVersion"]}}
+            try:
+                self.session.cluster.patch_isvc(self.name, self.namespace, guarded)
+                break
+            except errors.Conflict as err:
+                fresh = self.get()
+                if not self._safe_to_retry(isvc, fresh, step) or attempt == CONFLICT_RETRIES - 1:
+                    raise errors.Conflict(
+                        f"{self.name} was changed by someone else while you were releasing "
+                        f"(now: {ServiceStatus.from_isvc(fresh).summary()}); nothing was applied — "
+                        "look at the new status and run the step again",
+                        status=409,
+                    ) from err
+                isvc = fresh
+        before = ServiceStatus.from_isvc(isvc)
+        entry_fields = {**step.fields, "before": before.summary()}
+        try:
+            final = self._wait(step.action, step.settled, preview.new_revision, timeout) if wait else self.status()
+        except errors.KServeNbError as err:
+            self._record(new_entry(step.action, self.session.context, outcome=f"failed: {err}", **entry_fields))
+            raise
+        self._record(
+            new_entry(
+                step.action, self.session.context,
+                outcome="ok" if wait else "applied",
+                split=" + ".join(f"{e.percent}% {e.revision}" for e in final.traffic),
+                **entry_fields,
+            )
+        )
+        return Release(step.action, self.name, self.namespace, body, final, preview.new_revision,
+                       time.monotonic() - started, wait)
+
+    @staticmethod
+    def _safe_to_retry(old: Mapping[str, Any], new: Mapping[str, Any], step: _Step) -> bool:
+        # Retrying is safe only if the concurrent change left what this step reads and writes alone;
+        # otherwise we would silently overwrite someone else's release decision.
+        def pick(obj: Mapping[str, Any], path: str) -> Any:
+            cur: Any = obj
+            for part in path.split("."):
+                cur = cur.get(part) if isinstance(cur, Mapping) else None
+            return cur
+
+        watched = step.touches + ("metadata.annotations",)
+        return all(pick(old, p) == pick(new, p) for p in watched)
+
+    def _wait(
+        self,
+        action: str,
+        settled: Callable[[ServiceStatus, str | None], bool],
+        new_revision: str | None,
+        timeout: float | None,
+    ) -> ServiceStatus:
+        cfg = self.session.config
+        deadline = time.monotonic() + (timeout if timeout is not None else cfg.wait_timeout)
+        progress = Progress(f"{action} {self.namespace}/{self.name}")
+        st = self.status()
+        while True:
+            if settled(st, new_revision):
+                progress.done(st.summary())
+                return st
+            failure = self._failure(st, new_revision)
+            if failure:
+                progress.done(failure)
+                raise errors.RolloutError(failure)
+            if time.monotonic() > deadline:
+                msg = (
+                    f"{action} of {self.name} did not settle within "
+                    f"{timeout if timeout is not None else cfg.wait_timeout:.0f}s; now: {st.summary()}. "
+                    f"The cluster keeps trying: check `%kserve status {self.name}` and `%kserve pods`"
+                )
+                progress.done(msg)
+                raise errors.RolloutError(msg)
+            progress.update(_waiting_text(st, new_revision))
+            time.sleep(self.session.poll_interval)
+            st = self.status()
+
+    def _failure(self, st: ServiceStatus, new_revision: str | None) -> str | None:
+        predictor_ready = st.condition("PredictorReady")
+        if predictor_ready is not None and predictor_ready.reason == "ReconcileFailed":
+            return f"the cluster rejected the change to {self.name}: {predictor_ready.message}"
+        if st.failure and (new_revision is None or st.latest_created_revision == new_revision):
+            serving = " + ".join(f"{e.percent}% {e.revision}" for e in st.traffic) or "nothing"
+            return (
+                f"{st.latest_created_revision} failed: {st.failure} — traffic stays on {serving}; "
+                f"fix the model and run the canary again, or roll back"
+            )
+        return None
+
+    def _record(self, entry: Mapping[str, Any]) -> None:
+        try:
+            History(self.session.cluster, self.name, self.namespace).append(entry)
+        except errors.KServeNbError as err:
+            # History is evidence, not the release itself: never fail a release because of it.
+            import logging
+
+            logging.getLogger(__name__).warning("could not record history: %s", err)
+
+
+def _waiting_text(st: ServiceStatus, new_revision: str | None) -> str:
+    rev = f"waiting for {new_revision} " if new_revision and st.latest_ready_revision != new_revision else ""
+    split = " + ".join(f"{e.percent}% {e.revision}" for e in st.traffic) or "no traffic yet"
+    return f"{rev}READY {st.ready}; traffic {split}"

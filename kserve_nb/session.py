@@ -1,0 +1,451 @@
+"""The one façade that magics, widgets and plain Python call: :func:`connect` → :class:`Session`."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlparse
+
+import pandas as pd
+import yaml
+
+from kserve_nb import errors
+from kserve_nb import resources as r
+from kserve_nb.cluster import IN_CLUSTER_TOKEN, Cluster
+from kserve_nb.config import KServeNb
+from kserve_nb.patches import three_way_merge_patch
+from kserve_nb.service import Service, check_percent, check_storage_uri
+from kserve_nb.status import ServiceStatus, human_age
+
+LOCAL_CONTEXT = "kserve-nb-local"
+SUPPORTED_KINDS = {
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    (r.API_VERSION, r.KIND),
+}
+
+
+def isvc_manifest(
+    name: str, namespace: str, storage_uri: str, *, model_format: str = "sklearn", tag_routing: bool = False,
+    canary_percent: int | None = None,
+) -> dict[str, Any]:
+    """A minimal Knative-mode InferenceService manifest."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if tag_routing:
+        meta["annotations"] = {r.TAG_ROUTING_ANNOTATION: "true"}
+    predictor: dict[str, Any] = {"model": {"modelFormat": {"name": model_format}, "storageUri": storage_uri}}
+    if canary_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_percent
+    return {"apiVersion": r.API_VERSION, "kind": r.KIND, "metadata": meta, "spec": {"predictor": predictor}}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """One object of an apply: what happened to it, in kubectl's words."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    action: str  # created | configured | unchanged
+
+    def __str__(self) -> str:
+        group = {"InferenceService": "inferenceservice.serving.kserve.io"}.get(self.kind, self.kind.lower())
+        return f"{group}/{self.name} {self.action}"
+
+
+class ApplyResults(list):  # type: ignore[type-arg]
+    """The results of :meth:`Session.apply`, shown like ``kubectl apply`` output."""
+
+    def __str__(self) -> str:
+        return "\n".join(str(x) for x in self)
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + html.escape(str(self)) + "</pre>"
+
+
+class Session:
+    """A connection to one cluster, context and namespace.
+
+    Create it with :func:`connect`. Its repr is a banner naming the cluster, context and namespace so
+    nobody releases to the wrong place.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        config: KServeNb | None = None,
+        local: Any = None,
+        ingress: str | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.config = config or KServeNb()
+        self.local = local
+        self.ingress = ingress
+        self._clients: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def namespace(self) -> str:
+        """The default namespace of this session."""
+        return self.config.namespace or self.cluster.target.namespace
+
+    @property
+    def context(self) -> str | None:
+        return self.cluster.target.context
+
+    @property
+    def is_local(self) -> bool:
+        return self.local is not None
+
+    @property
+    def poll_interval(self) -> float:
+        if self.config.poll_interval > 0:
+            return self.config.poll_interval
+        return 0.05 if self.is_local else 1.0
+
+    @property
+    def banner(self) -> str:
+        """``local cluster http://127.0.0.1:PORT · context kserve-nb-local · namespace default``."""
+        kind = "local cluster" if self.is_local else f"{self.cluster.target.kind} cluster"
+        ctx = self.context or "(in-cluster)"
+        return f"{kind} {self.cluster.target.server} · context {ctx} · namespace {self.namespace}"
+
+    def __repr__(self) -> str:
+        return f"<Session {self.banner}>"
+
+    def _repr_html_(self) -> str:
+        color = "#1a7f37" if self.is_local else "#9a6700"
+        return (
+            f'<div class="kserve-nb-banner" style="border-left:4px solid {color};padding:2px 8px">'
+            f"kserve-nb → <b>{html.escape(self.banner)}</b></div>"
+        )
+
+    # ------------------------------------------------------------------ objects
+
+    def service(self, name: str, namespace: str | None = None) -> Service:
+        """The InferenceService ``name`` (it need not exist yet: see :meth:`Service.deploy`)."""
+        if not isinstance(name, str) or not name:
+            raise errors.ValidationError("a service name is required, e.g. session.service('sklearn-iris')")
+        return Service(self, name, namespace or self.namespace)
+
+    def services(self, namespace: str | None = None, all_namespaces: bool = False) -> pd.DataFrame:
+        """``kubectl get isvc`` as a DataFrame."""
+        items = self.cluster.list_isvc(None if all_namespaces else (namespace or self.namespace))
+        frames = [ServiceStatus.from_isvc(i).table for i in items]
+        if not frames:
+            return pd.DataFrame(columns=["NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION", "LATESTREADYREVISION", "AGE"])
+        out = pd.concat(frames, ignore_index=True)
+        if all_namespaces:
+            out.insert(0, "NAMESPACE", [i["metadata"]["namespace"] for i in items])
+        return out
+
+    def pods(self, namespace: str | None = None, service: str | None = None) -> pd.DataFrame:
+        """``kubectl get pod`` columns (NAME, READY, STATUS, RESTARTS, AGE) plus REVISION."""
+        selector = f"{r.ISVC_LABEL}={service}" if service else None
+        rows = [pod_row(p) for p in self.cluster.list_pods(namespace or self.namespace, selector)]
+        return pd.DataFrame(rows, columns=["NAME", "READY", "STATUS", "RESTARTS", "AGE", "REVISION"])
+
+    def require_namespace(self, namespace: str) -> None:
+        """Raise NotFound with a fix when ``namespace`` does not exist."""
+        if not self.cluster.namespace_exists(namespace):
+            raise errors.NotFound(
+                f'namespace "{namespace}" does not exist; create it with '
+                f"session.create_namespace({namespace!r}) or `%kserve namespace create {namespace}`"
+            )
+
+    def create_namespace(self, namespace: str) -> bool:
+        """Create ``namespace`` if it does not exist. Returns True when created."""
+        return self.cluster.ensure_namespace(namespace)
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, manifest: str | Mapping[str, Any] | Iterable[Mapping[str, Any]], namespace: str | None = None) -> ApplyResults:
+        """Create or update objects like ``kubectl apply`` (InferenceService, Namespace, ConfigMap).
+
+        Every document is parsed and validated before the first is sent, so a bad document in a
+        multi-document manifest applies nothing.
+        """
+        docs = parse_manifest(manifest)
+        ns_default = namespace or self.namespace
+        for doc in docs:
+            validate_document(doc, ns_default)
+        results = ApplyResults()
+        for doc in docs:
+            results.append(self._apply_one(doc, ns_default))
+        return results
+
+    def _apply_one(self, doc: dict[str, Any], ns_default: str) -> ApplyResult:
+        kind = doc["kind"]
+        meta = doc.setdefault("metadata", {})
+        name = meta["name"]
+        if kind == "Namespace":
+            created = self.cluster.ensure_namespace(name)
+            return ApplyResult(kind, name, None, "created" if created else "unchanged")
+        ns = meta.get("namespace") or ns_default
+        meta["namespace"] = ns
+        last_applied = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        annotated = json.loads(last_applied)
+        annotated["metadata"].setdefault("annotations", {})[r.LAST_APPLIED_ANNOTATION] = last_applied
+        if kind == "ConfigMap":
+            current = self.cluster.get_configmap(name, ns)
+            if current is None:
+                self.cluster.create_configmap(annotated, ns)
+                return ApplyResult(kind, name, ns, "created")
+            merged = {**current, "data": annotated.get("data", {}), "metadata": {**current["metadata"], "annotations": annotated["metadata"]["annotations"]}}
+            self.cluster.replace_configmap(merged, ns)
+            return ApplyResult(kind, name, ns, "configured")
+        # InferenceService
+        try:
+            current = self.cluster.get_isvc(name, ns)
+        except errors.NotFound:
+            self.require_namespace(ns)
+            self.cluster.create_isvc(annotated, ns)
+            return ApplyResult(kind, name, ns, "created")
+        previous_raw = ((current.get("metadata") or {}).get("annotations") or {}).get(r.LAST_APPLIED_ANNOTATION)
+        try:
+            original = json.loads(previous_raw) if previous_raw else {}
+        except ValueError:
+            original = {}
+        patch = three_way_merge_patch(original, annotated, current)
+        patch.pop("status", None)
+        if not patch:
+            return ApplyResult(kind, name, ns, "unchanged")
+        patch.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
+        self.cluster.patch_isvc(name, ns, patch)
+        return ApplyResult(kind, name, ns, "configured")
+
+    # ------------------------------------------------------------------ predictions
+
+    def prediction_client(self, model: str) -> Any:
+        """A :class:`~kserve_nb.predict.client.PredictionClient` for model ``model`` (cached)."""
+        client = self._clients.get(model)
+        if client is None:
+            from kserve_nb.predict.client import PredictionClient
+
+            if not self.ingress:
+                raise errors.ConfigError(
+                    "no ingress address known for predictions: set INGRESS_HOST and INGRESS_PORT "
+                    "(e.g. from `kubectl -n istio-system get svc istio-ingressgateway`), or pass "
+                    "connect(ingress='http://HOST:PORT')"
+                )
+
+            client = PredictionClient(
+                self.ingress,
+                model=model,
+                timeout=self.config.request_timeout,
+                verify=self.config.verify_tls,
+            )
+            self._clients[model] = client
+        return client
+
+    def check_storage_uri(self, uri: str) -> None:
+        """Pre-flight: on the local cluster, the model files must exist in its storage mirror."""
+        check_storage_uri(uri)
+        if self.local is None:
+            return
+        from kserve_nb.local import storage
+
+        try:
+            storage.find_model_file(storage.resolve_storage_uri(uri, Path(self.local.state_dir)))
+        except storage.StorageError as err:
+            raise errors.ValidationError(f"storageUri {uri}: {err}; nothing was applied") from err
+
+    def close(self) -> None:
+        """Close HTTP clients (the local cluster keeps running; stop it with ``kserve-nb local down``)."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self.cluster.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- manifests
+
+
+def parse_manifest(manifest: str | Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Documents of a YAML/JSON text, a dict, or a list of dicts (safe-loaded; empty docs dropped)."""
+    if isinstance(manifest, Mapping):
+        docs: list[Any] = [manifest]
+    elif isinstance(manifest, str):
+        try:
+            docs = [d for d in yaml.safe_load_all(manifest) if d is not None]
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise errors.ValidationError(f"malformed YAML{where}: {problem}; nothing was applied") from err
+    else:
+        docs = list(manifest)
+    if not docs:
+        raise errors.ValidationError("the manifest is empty; nothing was applied")
+    out = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, Mapping) and doc.get("kind") == "List":
+            out.extend(json.loads(json.dumps(item)) for item in doc.get("items") or [])
+        elif not isinstance(doc, Mapping):
+            raise errors.ValidationError(
+                f"document {i + 1} is a {type(doc).__name__}, not a Kubernetes object; nothing was applied"
+            )
+        else:
+            out.append(json.loads(json.dumps(doc, default=str)))
+    return out
+
+
+def validate_document(doc: Mapping[str, Any], namespace: str) -> None:
+    """Client-side checks so a bad manifest fails before anything is sent."""
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if not api_version or not kind:
+        raise errors.ValidationError("every document needs apiVersion and kind; nothing was applied")
+    if (api_version, kind) not in SUPPORTED_KINDS:
+        if kind == r.KIND:
+            raise errors.ValidationError(
+                f"InferenceService apiVersion must be {r.API_VERSION}, got {api_version}; nothing was applied"
+            )
+        raise errors.ValidationError(
+            f"{kind} ({api_version}) is not handled here; use kubectl apply for it. "
+            "kserve-nb applies InferenceService, Namespace and ConfigMap; nothing was applied"
+        )
+    name = (doc.get("metadata") or {}).get("name")
+    if not name:
+        raise errors.ValidationError(f"{kind} needs metadata.name; nothing was applied")
+    if kind != r.KIND:
+        return
+    predictor = (doc.get("spec") or {}).get("predictor")
+    if not isinstance(predictor, Mapping):
+        raise errors.ValidationError(f"InferenceService {name} needs spec.predictor; nothing was applied")
+    if "canaryTrafficPercent" in predictor:
+        value = predictor["canaryTrafficPercent"]
+        try:
+            if isinstance(value, str):  # the API types it as an integer: "10" is rejected there too
+                raise errors.ValidationError(f"canaryTrafficPercent must be an integer, got the string {value!r}")
+            check_percent(value)
+        except errors.ValidationError as err:
+            raise errors.ValidationError(f"InferenceService {name}: {err}; nothing was applied") from err
+
+
+def pod_row(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """``kubectl get pod`` columns of one pod dict."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    ready = sum(1 for c in statuses if c.get("ready"))
+    status = (pod.get("status") or {}).get("phase") or ""
+    for c in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        waiting = (c.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason"):
+            status = f"Init:{waiting['reason']}"
+            break
+    else:
+        for c in statuses:
+            waiting = (c.get("state") or {}).get("waiting")
+            if waiting and waiting.get("reason"):
+                status = waiting["reason"]
+                break
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return {
+        "NAME": pod["metadata"]["name"],
+        "READY": f"{ready}/{len(statuses)}",
+        "STATUS": status,
+        "RESTARTS": sum(int(c.get("restartCount") or 0) for c in statuses),
+        "AGE": human_age((pod.get("metadata") or {}).get("creationTimestamp")),
+        "REVISION": labels.get(r.REVISION_LABEL, ""),
+    }
+
+
+# ---------------------------------------------------------------------- connect
+
+
+def _env_ingress() -> str | None:
+    host, port = os.environ.get("INGRESS_HOST"), os.environ.get("INGRESS_PORT")
+    if host:
+        return f"http://{host}:{port}" if port else f"http://{host}"
+    return None
+
+
+def _default_kubeconfig() -> str | None:
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        first = env.split(os.pathsep)[0]
+        return first if Path(first).expanduser().exists() else None
+    home = Path("~/.kube/config").expanduser()
+    return str(home) if home.exists() else None
+
+
+def _local_for_kubeconfig(path: str | None) -> Any:
+    # A kubeconfig written by a local cluster lives in its state dir: find the cluster behind it.
+    if not path:
+        return None
+    from kserve_nb.local import manager
+
+    state_dir = Path(path).expanduser().resolve().parent
+    if not (state_dir / "token").exists():
+        return None
+    return manager.status(state_dir)
+
+
+def connect(
+    *,
+    kubeconfig: str | os.PathLike[str] | None = None,
+    context: str | None = None,
+    namespace: str | None = None,
+    local: bool | None = None,
+    ingress: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    config: KServeNb | None = None,
+) -> Session:
+    """Connect to a cluster and return a :class:`Session`.
+
+    Resolution, first match wins: ``local=True`` → the embedded local cluster; an explicit
+    ``kubeconfig``/``context``; in-cluster config (a notebook server running in Kubernetes);
+    ``$KUBECONFIG`` or ``~/.kube/config``; otherwise the embedded local cluster, started on demand
+    and reused when already running. ``local=False`` forbids that fallback.
+
+    Predictions go through ``ingress`` (a base URL), else ``$INGRESS_HOST:$INGRESS_PORT``, else the
+    local cluster's gateway, else straight to the service URLs.
+    """
+    cfg = config or KServeNb()
+    kubeconfig = kubeconfig or cfg.kubeconfig
+    context = context or cfg.context
+    namespace = namespace or cfg.namespace
+    ingress = ingress or cfg.ingress
+    if local is True:
+        return _connect_local(cfg, namespace, ingress, state_dir)
+    if kubeconfig or context:
+        cluster = Cluster.from_kubeconfig(kubeconfig, context, namespace)
+        lc = _local_for_kubeconfig(str(kubeconfig) if kubeconfig else _default_kubeconfig())
+        if lc is not None and cluster.target.context == LOCAL_CONTEXT:
+            cluster = Cluster.from_kubeconfig(kubeconfig, context, namespace, kind="local")
+            return Session(cluster, config=cfg, local=lc, ingress=ingress or lc.ingress)
+        return Session(cluster, config=cfg, ingress=ingress or _env_ingress())
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and IN_CLUSTER_TOKEN.exists():
+        return Session(Cluster.in_cluster(namespace), config=cfg, ingress=ingress or _env_ingress())
+    default = _default_kubeconfig()
+    if default:
+        return connect(kubeconfig=default, context=None, namespace=namespace, ingress=ingress, config=cfg)
+    if local is False:
+        raise errors.ConfigError(
+            "no cluster configured: pass kubeconfig=/context=, set $KUBECONFIG, or use local=True"
+        )
+    return _connect_local(cfg, namespace, ingress, state_dir)
+
+
+def _connect_local(cfg: KServeNb, namespace: str | None, ingress: str | None, state_dir: Any) -> Session:
+    from kserve_nb.local import manager
+
+    lc = manager.up(state_dir or cfg.local_state_dir or None)
+    cluster = Cluster.from_kubeconfig(lc.kubeconfig, LOCAL_CONTEXT, namespace, kind="local")
+    return Session(cluster, config=cfg, local=lc, ingress=ingress or lc.ingress)
+
+
+def host_of(url: str) -> str:
+    """Host name of a URL."""
+    return urlparse(url).hostname or url
