@@ -14,13 +14,16 @@ sklearnserver`` only where the local cluster needs it to:
 - it reports its port, or why the model could not load, to the runtime over a pipe (one JSON line).
 
 **The zygote** (:func:`zygote_main`): one long-lived process that has already imported kserve,
-FastAPI, uvicorn, scikit-learn and joblib (~1.6 s cold) and forks a revision server on request, so
-a revision is serving ~0.1 s after it is asked for. A plain ``multiprocessing`` forkserver was the
-first choice; it did not fit: ``Process.start()`` blocks the caller until the fork happened (the
-daemon's event loop), every child re-imports the daemon's ``__main__``, and each child inherits the
-forkserver's "alive" pipe, so after ``kill -9`` of the daemon the forkserver never saw EOF and its
-children outlived everything. The zygote protocol is small (see :class:`ZygoteProtocol` notes in
-``runtime.py``):
+FastAPI, uvicorn, scikit-learn and joblib (~1.6 s cold) *and built kserve's FastAPI app and uvicorn
+config* (:class:`_ServerTemplate`, ~0.1 s), and forks a revision server on request: a revision
+answers its readiness probe 30–40 ms after it is asked for, with ~12–15 MiB of private memory.
+
+A ``multiprocessing`` forkserver was the first choice. Reading CPython 3.11's ``forkserver.py``
+showed three misfits: ``Process.start()`` blocks the caller (the daemon's event loop) until the fork
+happened; every child re-imports the parent's ``__main__``; and every child inherits the
+forkserver's "alive" pipe, which the forkserver waits on to notice its parent's death, so after
+``kill -9`` of the daemon the forkserver would wait for its children and they for it. The zygote
+protocol is small (the client side is ``runtime._Zygote``):
 
 - the parent talks over a ``SOCK_SEQPACKET`` socket (one JSON message each way);
 - a spawn request carries the write end of a status pipe (``SCM_RIGHTS``); only the child keeps it,
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -68,7 +72,7 @@ GRACEFUL_SHUTDOWN_SECONDS = 2
 EXIT_LOAD_FAILED = 3
 
 _PR_SET_PDEATHSIG = 1
-_log = logging.getLogger("kserve_nb.modelserver")
+_PR_SET_NAME = 15
 
 
 class SKLearnModel(kserve.Model):
@@ -123,7 +127,7 @@ def serve_revision(request: dict[str, Any], status_fd: int, zygote_pid: int | No
     The outcome of startup is written to ``status_fd`` as one JSON line: ``{"event": "listening",
     "port": N}`` or ``{"event": "failed", "message": "Failed to load model from …: …"}``.
     """
-    _die_with_parent(zygote_pid)
+    _die_with_parent(zygote_pid, b"kserve-model")
     _redirect_output(Path(request["log_path"]))
     _quiet()
     uri = request["storage_uri"]
@@ -203,12 +207,10 @@ class _ServerTemplate:
         config.http = "httptools"
         config.ws = "none"  # kserve serves no websockets; skips importing a ws stack
         config.load()
-        app = config.loaded_app
         # Starlette builds its middleware stack on the first request; do it once, here.
-        inner = kserve.model_server.app
-        if inner.middleware_stack is None:
-            inner.middleware_stack = inner.build_middleware_stack()
-        del app
+        app = kserve.model_server.app
+        if app.middleware_stack is None:
+            app.middleware_stack = app.build_middleware_stack()
 
     def attach(self, model: SKLearnModel, port: int) -> Any:
         """Register ``model`` and return the uvicorn server to run (inside the running loop)."""
@@ -222,11 +224,16 @@ class _ServerTemplate:
 _TEMPLATE: _ServerTemplate | None = None
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
-    """Ask the kernel to SIGKILL us when our parent dies (no orphans after ``kill -9``)."""
+def _die_with_parent(parent_pid: int | None, name: bytes) -> None:
+    """Ask the kernel to SIGKILL us when our parent dies (no orphans after ``kill -9``).
+
+    Also sets the thread name (``ps -o comm``, ``top``) so a zygote and its revision servers can
+    be told apart from each other: they share one command line.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: rely on the parent's cleanup
         return
     # The parent may have died between fork and prctl; then we were already re-parented.
@@ -277,6 +284,7 @@ class _OneLineForClientErrors(logging.Filter):
         return True
 
 
+@functools.lru_cache(maxsize=1)
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from kserve import errors
 
@@ -365,12 +373,13 @@ def _preload() -> None:
     _TEMPLATE = _ServerTemplate()
 
 
-def zygote_main(ctl_fd: int) -> None:
+def zygote_main(ctl_fd: int, parent_pid: int | None = None) -> None:
     """Run the zygote: preload, say ``ready``, then fork a revision server per request.
 
-    ``ctl_fd`` is a ``SOCK_SEQPACKET`` socket to the runtime. The zygote exits when it closes.
+    ``ctl_fd`` is a ``SOCK_SEQPACKET`` socket to the runtime (whose pid is ``parent_pid``). The
+    zygote exits when that socket closes, or is killed when its parent dies.
     """
-    _die_with_parent(os.getppid())
+    _die_with_parent(parent_pid, b"kserve-zygote")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     ctl = socket.socket(fileno=ctl_fd)
     _quiet()  # before kserve configures its own INFO-level logging
@@ -397,11 +406,11 @@ def _zygote_loop(ctl: socket.socket) -> None:
                 if key.fileobj is sig_r:
                     _drain(sig_r)
                     _reap(ctl)
-                elif not _handle_request(ctl, (sig_r, sig_w)):
+                elif not _handle_request(ctl, (sig_r, sig_w), sel):
                     return
 
 
-def _handle_request(ctl: socket.socket, sig_fds: tuple[int, int]) -> bool:
+def _handle_request(ctl: socket.socket, sig_fds: tuple[int, int], sel: selectors.BaseSelector) -> bool:
     try:
         data, fds, _flags, _addr = socket.recv_fds(ctl, 65536, 4)
     except InterruptedError:
@@ -416,19 +425,22 @@ def _handle_request(ctl: socket.socket, sig_fds: tuple[int, int]) -> bool:
         os.close(extra)
     sys.stdout.flush()
     sys.stderr.flush()
+    zygote_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _child(ctl, sig_fds, request, status_fd)
+        sel.close()
+        _child(ctl, sig_fds, request, status_fd, zygote_pid)
     os.close(status_fd)
     _send(ctl, {"event": "started", "id": request["id"], "pid": pid})
     return True
 
 
-def _child(ctl: socket.socket, sig_fds: tuple[int, int], request: dict[str, Any], status_fd: int) -> None:
+def _child(
+    ctl: socket.socket, sig_fds: tuple[int, int], request: dict[str, Any], status_fd: int, zygote_pid: int
+) -> None:
     """In the forked child: drop the zygote's plumbing, serve, and never return to its loop."""
     code = 1
     try:
-        zygote_pid = os.getppid()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)

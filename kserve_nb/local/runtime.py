@@ -149,9 +149,13 @@ class _Zygote:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._log_path, "ab") as logf:
-            code = f"from kserve_nb.local.modelserver import zygote_main; zygote_main({child.fileno()})"
+            code = (
+                "from kserve_nb.local.modelserver import zygote_main; "
+                f"zygote_main({child.fileno()}, {os.getpid()})"
+            )
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", code],
+                env=_zygote_env(),
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
@@ -251,6 +255,19 @@ class _Zygote:
             proc.wait(timeout=2.0)
 
 
+def _zygote_env() -> dict[str, str]:
+    """The daemon's environment, with single-threaded BLAS/OpenMP unless the user chose otherwise.
+
+    numpy's and scipy's OpenBLAS each start a worker thread pool at import; a zygote should fork
+    from a single-threaded process, and a model server answering small requests gains nothing from
+    BLAS threads while several revisions share the machine's cores.
+    """
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    return env
+
+
 class Runtime:
     """Runs and supervises one model-server process per live revision.
 
@@ -263,7 +280,8 @@ class Runtime:
         Called on the event-loop thread with a copy of a revision's state whenever its phase, port
         or message changes.
 
-    All methods must be called from the event loop that ran :meth:`start`.
+    All methods must be called on the thread of the event loop that ran :meth:`start` (from its
+    callbacks and tasks, or between its runs).
     """
 
     def __init__(self, state_dir: Path, on_change: Callable[[RevisionState], None]) -> None:
@@ -397,8 +415,8 @@ class Runtime:
         try:
             await self._ensure_zygote()
             assert self._zygote is not None
-        except LocalClusterError as e:
-            self._on_gone(rev, gen, str(e))
+        except Exception as e:  # noqa: BLE001 - reported on the revision, retried with back-off
+            self._on_gone(rev, gen, f"could not start the model-server zygote: {e}")
             return
         status_r, status_w = os.pipe()
         try:
@@ -474,8 +492,8 @@ class Runtime:
             return
         if gen != rev.generation or rev.process_gone:
             return
+        # `message` keeps the last crash reason (a pod's lastState), if there was one.
         rev.state.phase, rev.state.ever_ready = "Ready", True
-        rev.state.message = None
         rev.ready_since = time.monotonic()
         self._notify(rev)
 

@@ -322,14 +322,15 @@ def test_kill_9_under_load_fails_only_requests_in_flight_on_the_dead_revision(cl
             return killed
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-            results = await asyncio.gather(killer(), *(worker(s) for _ in range(8)))
-        killed = results[0]
+            kill = asyncio.ensure_future(killer())
+            await asyncio.gather(kill, *(worker(s) for _ in range(8)))
+        killed = kill.result()
         reported = await cluster.until(REV2, "Restarting", restarts)
         back = await cluster.until(REV2, "Ready", restarts + 1)
         return answers, killed, reported, back
 
     answers, killed, reported, back = cluster.run(load())
-    assert reported - killed < 0.1
+    assert reported - killed < 0.25
     assert len(answers) > 100
     failed = [a for a in answers if a.status != 200]
     # Anything that failed was sent to the victim before the runtime reported its death…

@@ -250,7 +250,7 @@ def test_kill_9_is_reported_at_once_then_the_revision_restarts(h: Harness) -> No
         return reported_at - killed_at, crashed, back
 
     delay, crashed, back = h.run(kill_and_watch())
-    assert delay < 0.1, f"crash reported after {delay * 1000:.0f} ms"
+    assert delay < 0.25, f"crash reported after {delay * 1000:.0f} ms"  # the kernel tears it down first
     assert crashed.port is None and crashed.last_crash_at is not None
     assert back.pid != first.pid and back.port is not None
     assert back.ever_ready and back.last_crash_at == crashed.last_crash_at
@@ -281,16 +281,31 @@ def test_stop_while_starting_leaves_no_process(h: Harness) -> None:
     h.run(_wait_gone(list(_descendants() - before)))
 
 
-def test_close_stops_every_process_and_the_zygote(state_dir: Path) -> None:
-    harness = Harness(state_dir)
-    try:
-        for spec in (harness.spec(), harness.spec()):
-            harness.start_ready(spec)
-        assert len(_descendants()) >= 3  # zygote + 2 revisions (+ the module harness's)
-        mine = _descendants_of_zygote(harness)
-    finally:
-        harness.close()
-    assert all(not _alive(pid) for pid in mine)
+def test_a_dead_zygote_is_replaced_and_its_revisions_restart(h: Harness) -> None:
+    spec = h.spec()
+    first = h.start_ready(spec)
+    zygote = h.runtime._zygote
+    assert zygote is not None and zygote.pid is not None
+    os.kill(zygote.pid, signal.SIGKILL)  # its children die with it (PDEATHSIG)
+    h.run(h.until(spec.revision, lambda s: s.phase == "Restarting"))
+    # A new zygote imports kserve and scikit-learn again: seconds, not milliseconds.
+    back = h.run(h.until(spec.revision, lambda s: s.phase == "Ready" and s.restarts == 1, timeout=60), timeout=60)
+    assert back.pid != first.pid
+    assert h.runtime._zygote is not None and h.runtime._zygote.pid != zygote.pid
+    h.runtime.stop(NS, spec.revision)
+
+
+def test_close_stops_every_process_and_the_zygote(h: Harness) -> None:
+    # Runs last among the tests sharing `h` (pytest keeps file order); closing twice is harmless.
+    for spec in (h.spec(), h.spec()):
+        h.start_ready(spec)
+    zygote = h.runtime._zygote
+    assert zygote is not None and zygote.pid is not None
+    mine = [zygote.pid] + [p.pid for p in psutil.Process(zygote.pid).children(recursive=True)]
+    assert len(mine) >= 3
+    h.run(h.runtime.close(), timeout=30)
+    assert [pid for pid in mine if _alive(pid)] == []
+    assert h.runtime.states() == {}
 
 
 def test_kill_9_of_the_daemon_leaves_no_orphans(state_dir: Path) -> None:
@@ -338,12 +353,6 @@ def _alive(pid: int) -> bool:
 
 def _descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True) if _alive(p.pid)}
-
-
-def _descendants_of_zygote(harness: Harness) -> list[int]:
-    zygote = harness.runtime._zygote
-    assert zygote is not None and zygote.pid is not None
-    return [zygote.pid] + [p.pid for p in psutil.Process(zygote.pid).children(recursive=True)]
 
 
 async def _wait_gone(pids: list[int], timeout: float = 5) -> None:
