@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import pandas as pd
@@ -43,28 +42,6 @@ class Condition:
     reason: str | None = None
     message: str | None = None
     last_transition: str | None = None
-
-
-def human_age(timestamp: str | None, now: datetime | None = None) -> str:
-    """Kubernetes-style short age (``79s``, ``11m``, ``3h``, ``2d``) of an RFC 3339 time."""
-    if not timestamp:
-        return ""
-    try:
-        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return ""
-    seconds = int(((now or datetime.now(timezone.utc)) - then).total_seconds())
-    if seconds < 0:
-        return "0s"
-    if seconds < 120:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours}h{minutes % 60}m" if hours < 8 and minutes % 60 else f"{hours}h"
-    return f"{hours // 24}d"
 
 
 @dataclass(frozen=True)
@@ -202,7 +179,7 @@ class ServiceStatus:
             "LATEST": self.latest_percent,
             "PREVROLLEDOUTREVISION": self.prev_revision or "",
             "LATESTREADYREVISION": self.latest_revision or "",
-            "AGE": human_age(self.created),
+            "AGE": r.age(self.created),
         }
         frame = pd.DataFrame([row])
         for col in ("PREV", "LATEST"):
@@ -235,6 +212,9 @@ class ServiceStatus:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        return f"<ServiceStatus {self.summary()}>"
 
     def _repr_html_(self) -> str:
         ready = self.ready or "?"

@@ -17,7 +17,7 @@ answers in microseconds here, so there is nothing to gain from a thread pool.
 from __future__ import annotations
 
 import asyncio
-import copy
+import builtins
 import json
 import sqlite3
 import uuid
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import orjson
 
 # Keep this many events for watch resumption; older resourceVersions answer 410 Gone.
 EVENT_RETENTION = 20_000
@@ -188,7 +190,7 @@ class Store:
         rt: ResourceType,
         namespace: str | None = None,
         label_selector: Mapping[str, str | None] | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
         """Objects of ``rt`` (in ``namespace``, or everywhere when None), sorted by namespace and name.
 
         ``label_selector`` maps label keys to a required value, or to None for "key exists".
@@ -212,7 +214,7 @@ class Store:
 
     def create(self, rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Store a new object; server-set metadata is filled in. Raises StoreAlreadyExists."""
-        new = copy.deepcopy(dict(obj))
+        new = _clone(obj)
         meta = new.setdefault("metadata", {})
         name = meta["name"]
         namespace = meta.get("namespace", "") if rt.namespaced else ""
@@ -242,7 +244,7 @@ class Store:
         ="status"`` keeps everything but ``status``. ``generation`` goes up when ``spec`` changed.
         A ``metadata.resourceVersion`` that does not match raises StoreConflict (when ``check_rv``).
         """
-        new = copy.deepcopy(dict(obj))
+        new = _clone(obj)
         meta = new.setdefault("metadata", {})
         name = meta["name"]
         namespace = meta.get("namespace", "") if rt.namespaced else ""
@@ -254,7 +256,7 @@ class Store:
             raise StoreConflict(name)
         old_meta = old["metadata"]
         if subresource == "status":
-            merged = copy.deepcopy(old)
+            merged = _clone(old)
             if "status" in new:
                 merged["status"] = new["status"]
             else:
@@ -332,7 +334,7 @@ class Store:
 
     def events_since(
         self, rv: int, rt: ResourceType, namespace: str | None = None
-    ) -> list[WatchEvent]:
+    ) -> builtins.list[WatchEvent]:
         """Events of ``rt`` newer than ``rv``. Raises StoreGone when ``rv`` is older than the log."""
         oldest = self._db.execute("SELECT MIN(rv) FROM events").fetchone()[0]
         if oldest is not None and rv < oldest - 1 and rv < self._rv:
@@ -402,6 +404,12 @@ class Store:
         for sub in list(self._subscribers):
             self.unsubscribe(sub)
         self._db.close()
+
+
+def _clone(obj: Mapping[str, Any]) -> dict[str, Any]:
+    # A JSON round trip through orjson is several times faster than copy.deepcopy here, and the
+    # objects are JSON by construction.
+    return dict(orjson.loads(orjson.dumps(obj)))
 
 
 def matches_labels(obj: Mapping[str, Any], selector: Mapping[str, str | None]) -> bool:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kserve_nb import resources
+from kserve_nb.resources import human_duration, parse_time
 from kserve_nb.local.store import (
     CONFIGMAPS,
     INFERENCESERVICES,
@@ -45,55 +46,6 @@ AGE_DESCRIPTION = (
 )
 
 # ------------------------------------------------------------------------------ durations
-
-
-def human_duration(seconds: float) -> str:
-    """A duration the way ``kubectl get`` prints AGE (apimachinery ``HumanDuration``).
-
-    About two significant figures: ``79s``, ``5m3s``, ``11m``, ``3h5m``, ``20h``, ``2d4h``, ``30d``,
-    ``2y10d``, ``9y``. Up to a second in the future counts as ``0s``; further is ``<invalid>``.
-    """
-    whole = int(seconds)  # Go's int(d.Seconds()) truncates toward zero
-    if whole < -1:
-        return "<invalid>"
-    if whole < 0:
-        return "0s"
-    if whole < 120:
-        return f"{whole}s"
-    minutes = whole // 60
-    if minutes < 10:
-        rest = whole % 60
-        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = whole // 3600
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
-    if hours < 48:
-        return f"{hours}h"
-    days = hours // 24
-    if hours < 24 * 8:
-        rest = hours % 24
-        return f"{days}d" if rest == 0 else f"{days}d{rest}h"
-    if hours < 24 * 365 * 2:
-        return f"{days}d"
-    years = days // 365
-    if hours < 24 * 365 * 8:
-        rest = days % 365
-        return f"{years}y" if rest == 0 else f"{years}y{rest}d"
-    return f"{years}y"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp as an aware datetime, or None when missing or malformed."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def timestamp_since(value: Any, now: datetime) -> str:

@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on how pytest put this directo
     from conftest_api import LocalApi, canary_status, isvc_manifest, pod_manifest  # type: ignore[no-redef]
 
 from kserve_nb.local import admission, openapi, patching, tables
+from kserve_nb.resources import human_duration
 from kserve_nb.local.apiserver import negotiate, parse_label_selector, parse_target
 from kserve_nb.local.store import CONFIGMAPS, INFERENCESERVICES, NAMESPACES, PODS, REVISIONS
 
@@ -1101,7 +1102,7 @@ def test_oversized_bodies_are_413(http: httpx.Client) -> None:
      (8 * 365 * 86400 - 86400, "7y364d"), (8 * 365 * 86400, "8y"), (20 * 365 * 86400, "20y")],
 )
 def test_human_duration_matches_kubernetes(seconds: float, expected: str) -> None:
-    assert tables.human_duration(seconds) == expected
+    assert human_duration(seconds) == expected
 
 
 @pytest.mark.parametrize(
