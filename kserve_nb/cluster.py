@@ -61,6 +61,9 @@ def translate(exc: BaseException, what: str, server: str = "") -> errors.KServeN
                 else ""
             )
             return errors.Conflict(f"{message}{hint}", status=status, body=body)
+        if status == 403 and "admission webhook" in message:
+            # KServe's webhook refuses invalid specs with 403, not an RBAC problem.
+            return errors.ValidationError(f"{what} rejected: {message}", status=status, body=body)
         if status in (401, 403):
             return errors.AccessDenied(
                 f"{what}: {message or 'access denied'} (check the kubeconfig user and its RBAC)",

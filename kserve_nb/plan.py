@@ -109,6 +109,9 @@ class Plan:
     def __str__(self) -> str:
         return self.summary()
 
+    def __repr__(self) -> str:
+        return f"<Plan {self.summary()}>"
+
     def _repr_html_(self) -> str:
         return (
             f"<div><b>{html.escape(self.summary())}</b>"

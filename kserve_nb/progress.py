@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 import time
 from typing import Any
 
@@ -17,7 +18,9 @@ def in_kernel() -> bool:
     except ImportError:  # pragma: no cover
         return False
     shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    # Off the kernel thread (a panel's worker) a display would land in whatever cell runs now.
+    on_main = threading.current_thread() is threading.main_thread()
+    return on_main and shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class Progress:

@@ -9,6 +9,7 @@ the cluster reports the intended state.
 from __future__ import annotations
 
 import html
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from kserve_nb import resources as r
 from kserve_nb.history import History, new_entry
 from kserve_nb.plan import Plan, plan
 from kserve_nb.progress import Progress
-from kserve_nb.status import ServiceStatus, human_age
+from kserve_nb.status import ServiceStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.session import Session
@@ -85,6 +86,9 @@ class Release:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        return f"<Release {self.summary()}>"
 
     def _repr_html_(self) -> str:
         return f"<div><b>{html.escape(self.summary())}</b>{self.status._repr_html_()}</div>"
@@ -173,7 +177,7 @@ class Service:
                     "tags": ",".join(tags.get(rev, [])),
                     "roles": ",".join(roles),
                     "created": meta.get("creationTimestamp", ""),
-                    "age": human_age(meta.get("creationTimestamp")),
+                    "age": r.age(meta.get("creationTimestamp")),
                 }
             )
         return pd.DataFrame(
@@ -194,16 +198,20 @@ class Service:
         self,
         storage_uri: str,
         *,
-        model_format: str = "sklearn",
+        model_format: str | None = None,
         tag_routing: bool | None = None,
         dry_run: bool = False,
         wait: bool = True,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Release | Plan:
-        """Create the service, or roll a new model out to 100% without a canary."""
+        """Create the service, or roll a new model out to 100% without a canary.
+
+        ``model_format`` defaults to the service's current format (``sklearn`` for a new service).
+        """
         uri = self._check_uri(storage_uri)
         if not self.exists():
-            return self._create(uri, model_format, tag_routing, dry_run, wait, timeout)
+            return self._create(uri, model_format or "sklearn", tag_routing, dry_run, wait, timeout, cancel)
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
             return self._model_patch(isvc, uri, None, model_format, tag_routing, remove_canary=True)
@@ -211,7 +219,9 @@ class Service:
         def settled(st: ServiceStatus, new: str | None) -> bool:
             return self._latest_is(st, new) and st.latest_percent == 100 and len(st.traffic) == 1
 
-        return self._release(_Step("deploy", patch, settled, ("spec",), {"storageUri": uri}), dry_run, wait, timeout)
+        return self._release(
+            _Step("deploy", patch, settled, ("spec",), {"storageUri": uri}), dry_run, wait, timeout, cancel
+        )
 
     def canary(
         self,
@@ -223,6 +233,7 @@ class Service:
         dry_run: bool = False,
         wait: bool = True,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Release | Plan:
         """Deploy ``storage_uri`` as a new revision and send it ``percent`` % of the traffic.
 
@@ -239,6 +250,8 @@ class Service:
             Return the :class:`~kserve_nb.plan.Plan` (exact patch, resulting traffic) and apply nothing.
         wait:
             Wait until the new revision is ready and the split is in place (``timeout`` seconds).
+        cancel:
+            Setting this event stops the wait early (the change stays applied), e.g. from a panel.
         """
         pct = check_percent(percent)
         uri = self._check_uri(storage_uri)
@@ -252,10 +265,16 @@ class Service:
             )
 
         step = _Step("canary", patch, settled, ("spec",), {"storageUri": uri, "percent": pct})
-        return self._release(step, dry_run, wait, timeout, tag_routing=tag_routing)
+        return self._release(step, dry_run, wait, timeout, cancel)
 
     def set_traffic(
-        self, percent: int, *, dry_run: bool = False, wait: bool = True, timeout: float | None = None
+        self,
+        percent: int,
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Release | Plan:
         """Set ``canaryTrafficPercent`` of the revision in flight (no new revision)."""
         pct = check_percent(percent)
@@ -274,10 +293,17 @@ class Service:
 
         return self._release(
             _Step("traffic", patch, settled, ("spec.predictor.canaryTrafficPercent",), {"percent": pct}),
-            dry_run, wait, timeout,
+            dry_run, wait, timeout, cancel,
         )
 
-    def promote(self, *, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> Release | Plan:
+    def promote(
+        self,
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Release | Plan:
         """Send 100% to the latest ready revision (removes ``canaryTrafficPercent``)."""
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,10 +327,17 @@ class Service:
             )
 
         return self._release(
-            _Step("promote", patch, settled, ("spec.predictor.canaryTrafficPercent",)), dry_run, wait, timeout
+            _Step("promote", patch, settled, ("spec.predictor.canaryTrafficPercent",)), dry_run, wait, timeout, cancel
         )
 
-    def rollback(self, *, dry_run: bool = False, wait: bool = True, timeout: float | None = None) -> Release | Plan:
+    def rollback(
+        self,
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Release | Plan:
         """Send 100% back to the previously rolled-out revision (``canaryTrafficPercent: 0``)."""
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,7 +357,7 @@ class Service:
             return st.latest_percent == 0 and st.prev_percent == 100
 
         return self._release(
-            _Step("rollback", patch, settled, ("spec.predictor.canaryTrafficPercent",)), dry_run, wait, timeout
+            _Step("rollback", patch, settled, ("spec.predictor.canaryTrafficPercent",)), dry_run, wait, timeout, cancel
         )
 
     def delete(self) -> None:
@@ -445,7 +478,14 @@ class Service:
             )
 
     def _create(
-        self, uri: str, model_format: str, tag_routing: bool | None, dry_run: bool, wait: bool, timeout: float | None
+        self,
+        uri: str,
+        model_format: str,
+        tag_routing: bool | None,
+        dry_run: bool,
+        wait: bool,
+        timeout: float | None,
+        cancel: threading.Event | None,
     ) -> Release | Plan:
         from kserve_nb.session import isvc_manifest
 
@@ -458,13 +498,13 @@ class Service:
         self.session.cluster.create_isvc(manifest, self.namespace)
         self._record(new_entry("create", self.session.context, storageUri=uri, outcome="applied"))
         final = self._wait(
-            "create", lambda st, new: self._latest_is(st, None) and st.latest_percent == 100, None, timeout
+            "create", lambda st, new: self._latest_is(st, None) and st.latest_percent == 100, None, timeout, cancel
         ) if wait else self.status()
         return Release("create", self.name, self.namespace, manifest, final,
                        r.revision_name(self.name, 1), time.monotonic() - started, wait)
 
     def _release(
-        self, step: _Step, dry_run: bool, wait: bool, timeout: float | None, tag_routing: bool | None = None
+        self, step: _Step, dry_run: bool, wait: bool, timeout: float | None, cancel: threading.Event | None = None
     ) -> Release | Plan:
         started = time.monotonic()
         isvc = self.get()
@@ -491,7 +531,11 @@ class Service:
         before = ServiceStatus.from_isvc(isvc)
         entry_fields = {**step.fields, "before": before.summary()}
         try:
-            final = self._wait(step.action, step.settled, preview.new_revision, timeout) if wait else self.status()
+            final = (
+                self._wait(step.action, step.settled, preview.new_revision, timeout, cancel)
+                if wait
+                else self.status()
+            )
         except errors.KServeNbError as err:
             self._record(new_entry(step.action, self.session.context, outcome=f"failed: {err}", **entry_fields))
             raise
@@ -525,8 +569,10 @@ class Service:
         settled: Callable[[ServiceStatus, str | None], bool],
         new_revision: str | None,
         timeout: float | None,
+        cancel: threading.Event | None = None,
     ) -> ServiceStatus:
         cfg = self.session.config
+        cancel = cancel or threading.Event()
         deadline = time.monotonic() + (timeout if timeout is not None else cfg.wait_timeout)
         progress = Progress(f"{action} {self.namespace}/{self.name}")
         st = self.status()
@@ -547,7 +593,13 @@ class Service:
                 progress.done(msg)
                 raise errors.RolloutError(msg)
             progress.update(_waiting_text(st, new_revision))
-            time.sleep(self.session.poll_interval)
+            if cancel.wait(self.session.poll_interval):
+                msg = (
+                    f"stopped waiting for {action} of {self.name}; the change is applied and the cluster "
+                    f"keeps converging (now: {st.summary()})"
+                )
+                progress.done(msg)
+                raise errors.RolloutError(msg)
             st = self.status()
 
     def _failure(self, st: ServiceStatus, new_revision: str | None) -> str | None:

@@ -19,7 +19,7 @@ from kserve_nb.cluster import IN_CLUSTER_TOKEN, Cluster
 from kserve_nb.config import KServeNb
 from kserve_nb.patches import three_way_merge_patch
 from kserve_nb.service import Service, check_percent, check_storage_uri
-from kserve_nb.status import ServiceStatus, human_age
+from kserve_nb.status import ServiceStatus
 
 LOCAL_CONTEXT = "kserve-nb-local"
 SUPPORTED_KINDS = {
@@ -356,7 +356,7 @@ def pod_row(pod: Mapping[str, Any]) -> dict[str, Any]:
         "READY": f"{ready}/{len(statuses)}",
         "STATUS": status,
         "RESTARTS": sum(int(c.get("restartCount") or 0) for c in statuses),
-        "AGE": human_age((pod.get("metadata") or {}).get("creationTimestamp")),
+        "AGE": r.age((pod.get("metadata") or {}).get("creationTimestamp")),
         "REVISION": labels.get(r.REVISION_LABEL, ""),
     }
 
