@@ -1,0 +1,252 @@
+"""The release panel's controller (no widgets) against the real local cluster.
+
+The controller is what the panel's buttons and slider call; here it is driven directly, and the
+cluster's own object (read with the real kubectl) must follow every applied action and stay put
+for every refused, pending or cancelled one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+import pandas as pd
+import pytest
+
+from kserve_nb.config import KServeNb
+from kserve_nb.errors import NotFound
+from kserve_nb.session import Session, connect
+from kserve_nb.widgets.controller import PanelController
+from kserve_nb.widgets.samples import IRIS_SOURCE, iris_rows
+
+MODEL_1 = "gs://kfserving-examples/models/sklearn/1.0/model"
+MODEL_2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
+
+
+@pytest.fixture(scope="module")
+def session(local_cluster: Any) -> Iterator[Session]:
+    s = connect(local=True, state_dir=local_cluster.state_dir)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def name(session: Session, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A service name unique to the test, deleted afterwards."""
+    base = "pn-" + request.node.name.removeprefix("test_").replace("_", "-")[:28].rstrip("-")
+    yield base
+    try:
+        session.service(base).delete()
+    except NotFound:
+        pass
+
+
+def settings(max_step: int = 20, confirm_above: int = 50) -> KServeNb:
+    return KServeNb(max_step=max_step, confirm_above=confirm_above)
+
+
+def in_canary(session: Session, name: str, tag_routing: bool = True) -> None:
+    """``name`` on model 1, then model 2 as a 10% canary (through the façade, waiting for each)."""
+    svc = session.service(name)
+    svc.deploy(MODEL_1, tag_routing=tag_routing)
+    svc.canary(MODEL_2, 10)
+
+
+def isvc(kubectl: Any, name: str) -> dict[str, Any]:
+    """The live object as ``kubectl get isvc NAME -o json`` prints it."""
+    return json.loads(kubectl.run("get", "isvc", name, "-n", "default", "-o", "json").stdout)
+
+
+def canary_percent(kubectl: Any, name: str) -> Any:
+    return isvc(kubectl, name)["spec"]["predictor"].get("canaryTrafficPercent")
+
+
+def split(kubectl: Any, name: str) -> dict[str, int]:
+    traffic = isvc(kubectl, name)["status"]["components"]["predictor"]["traffic"]
+    return {e["revisionName"].rsplit("-", 1)[1]: e["percent"] for e in traffic}
+
+
+# ---------------------------------------------------------------------- deploy
+
+
+def test_preview_of_a_new_service_plans_a_create_and_applies_nothing(session: Session, name: str) -> None:
+    c = PanelController(session.service(name), settings())
+    c.refresh()
+    assert c.exists is False and c.status is None
+    plan = c.preview_deploy(MODEL_1, 10, tag_routing=True)
+    assert plan is not None and plan.new_revision == f"{name}-predictor-00001"
+    assert c.plan is plan and "dry run of create" in c.log[-1].outcome
+    assert not session.service(name).exists()
+
+
+def test_deploy_creates_then_deploys_a_canary(session: Session, name: str, kubectl: Any) -> None:
+    c = PanelController(session.service(name), settings())
+    assert c.deploy(MODEL_1, 10, tag_routing=True) == "applied"
+    assert split(kubectl, name) == {"00001": 100}
+    plan = c.preview_deploy(MODEL_2, 10, tag_routing=True)
+    assert [(e.percent, e.revision[-5:]) for e in plan.after.traffic] == [(10, "00002"), (90, "00001")]
+    assert canary_percent(kubectl, name) is None  # the preview changed nothing
+    assert c.deploy(MODEL_2, 10, tag_routing=True) == "applied"
+    assert canary_percent(kubectl, name) == 10
+    assert split(kubectl, name) == {"00002": 10, "00001": 90}
+    assert c.status.latest_percent == 10
+    assert c.revision_uris == {f"{name}-predictor-00001": MODEL_1, f"{name}-predictor-00002": MODEL_2}
+    assert [e.action for e in c.log] == ["deploy", "preview", "deploy"] and all(e.ok for e in c.log)
+
+
+def test_a_deploy_above_the_confirmation_threshold_waits_for_confirm(session: Session, name: str, kubectl: Any) -> None:
+    session.service(name).deploy(MODEL_1)
+    c = PanelController(session.service(name), settings(confirm_above=50))
+    c.refresh()
+    assert c.deploy(MODEL_2, 60) == "needs_confirmation"
+    assert c.pending is not None and c.pending.action == "deploy" and "60%" in c.pending.message
+    assert isvc(kubectl, name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_1
+    assert c.confirm() == "applied"
+    assert canary_percent(kubectl, name) == 60 and c.pending is None
+
+
+# ---------------------------------------------------------------------- traffic guards
+
+
+def test_a_move_within_max_step_applies_and_a_bigger_one_is_refused(session: Session, name: str, kubectl: Any) -> None:
+    in_canary(session, name)
+    c = PanelController(session.service(name), settings(max_step=20))
+    c.refresh()
+    assert c.request_traffic(30) == "applied"
+    assert canary_percent(kubectl, name) == 30 and split(kubectl, name) == {"00002": 30, "00001": 70}
+    assert c.error is None and c.live_percent == 30
+
+    assert c.request_traffic(90) == "refused"
+    assert canary_percent(kubectl, name) == 30  # refused, not clamped: nothing nobody chose is applied
+    assert "move of 60 points" in c.error and "move to 50% first" in c.error
+    assert c.log[-1].ok is False and "refused" in c.log[-1].outcome
+    assert c.request_traffic(30) == "unchanged"
+    assert c.request_traffic(10) == "applied" and canary_percent(kubectl, name) == 10
+    assert c.error is None  # a successful action clears the previous error
+
+
+def test_raising_the_canary_above_the_threshold_needs_confirmation(session: Session, name: str, kubectl: Any) -> None:
+    in_canary(session, name)
+    c = PanelController(session.service(name), settings(max_step=50, confirm_above=40))
+    c.refresh()
+    assert c.request_traffic(50) == "needs_confirmation"
+    assert c.pending.action == "traffic" and c.pending.kwargs == {"percent": 50}
+    assert canary_percent(kubectl, name) == 10
+    c.cancel()
+    assert c.pending is None and c.log[-1].outcome == "cancelled"
+    assert canary_percent(kubectl, name) == 10
+
+    assert c.request_traffic(50) == "needs_confirmation"
+    assert c.confirm() == "applied"
+    assert canary_percent(kubectl, name) == 50 and split(kubectl, name) == {"00002": 50, "00001": 50}
+    # Lowering exposure is never held back, even above the threshold.
+    assert c.request_traffic(45) == "applied" and canary_percent(kubectl, name) == 45
+
+
+def test_promote_and_rollback_wait_for_confirmation(session: Session, name: str, kubectl: Any) -> None:
+    in_canary(session, name)
+    c = PanelController(session.service(name), settings())
+    c.refresh()
+    assert c.promote() == "needs_confirmation"
+    assert f"{name}-predictor-00002" in c.pending.message
+    assert canary_percent(kubectl, name) == 10
+    assert c.confirm() == "applied"
+    assert canary_percent(kubectl, name) is None and split(kubectl, name) == {"00002": 100}
+
+    assert c.rollback() == "needs_confirmation"
+    c.cancel()
+    assert split(kubectl, name) == {"00002": 100}
+    assert c.rollback() == "needs_confirmation" and c.confirm() == "applied"
+    assert canary_percent(kubectl, name) == 0 and split(kubectl, name) == {"00002": 0, "00001": 100}
+    assert c.confirm() == "unchanged"  # nothing pending any more
+
+
+# ---------------------------------------------------------------------- test traffic
+
+
+def test_send_test_compares_both_sides_with_iris_or_a_notebook_dataframe(session: Session, name: str) -> None:
+    in_canary(session, name, tag_routing=True)
+    frame = pd.DataFrame(iris_rows(6), columns=["a", "b", "c", "d"])
+    c = PanelController(session.service(name), settings(), user_ns={"holdout": frame, "_hidden": frame, "n": 3})
+    c.refresh()
+    assert c.input_sources() == [IRIS_SOURCE, "holdout"]
+
+    comparison = c.send_test(8, IRIS_SOURCE)
+    assert c.comparison is comparison and c.error is None
+    assert set(comparison.results["target"]) == {"latest", "prev"} and len(comparison.results) == 16
+    assert set(comparison.figures()) >= {"predictions", "latency"}
+    assert c.log[-1].action == "send" and "agreement" in c.log[-1].outcome
+
+    comparison = c.send_test(4, "holdout")
+    assert len(comparison.results) == 8
+
+
+def test_without_tag_routing_send_test_samples_the_default_route(session: Session, name: str) -> None:
+    in_canary(session, name, tag_routing=False)
+    c = PanelController(session.service(name), settings())
+    c.refresh()
+    results = c.send_test(10)
+    assert c.results is results and set(results["target"]) == {"default"} and len(results) == 10
+    assert "enable tag routing" in c.log[-1].outcome
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_errors_land_in_the_error_field_and_the_log(session: Session, name: str, kubectl: Any) -> None:
+    in_canary(session, name)
+    c = PanelController(session.service(name), settings(), user_ns={})
+    c.refresh()
+    assert c.deploy("gs://no-such-bucket/model", 10) == "failed"
+    assert c.error.startswith("deploy failed: storageUri gs://no-such-bucket/model")
+    assert c.log[-1].ok is False
+    assert isvc(kubectl, name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_2
+
+    assert c.send_test(5, "missing_frame") is None
+    assert "no DataFrame 'missing_frame'" in c.error
+
+    # The same failure on the worker thread is reported, not lost.
+    assert c.submit("deploy", "not a uri", 10).result(timeout=30) == "failed"
+    assert "storageUri" in c.error and "no supported scheme" in c.error
+    c.stop()
+
+
+def test_a_panel_on_a_missing_service_reports_it_instead_of_raising(session: Session) -> None:
+    c = PanelController(session.service("pn-never-created"), settings())
+    assert c.refresh() is None and c.exists is False
+    assert c.request_traffic(10) == "refused"
+    assert "deploy it first" in c.error
+
+
+# ---------------------------------------------------------------------- background work
+
+
+def test_polling_reports_changes_and_stop_leaves_no_thread(session: Session, name: str) -> None:
+    in_canary(session, name)
+    before = {t.ident for t in threading.enumerate()}
+    c = PanelController(session.service(name), settings(max_step=100, confirm_above=100))
+    seen: list[tuple[str, str]] = []
+    c.observe(lambda what: seen.append((what, threading.current_thread().name)))
+    c.start_polling(0.05)
+    assert c.polling
+    session.service(name).set_traffic(40)  # someone else changes the split
+    deadline = time.monotonic() + 10
+    while c.live_percent != 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.live_percent == 40
+    assert ("status", "kserve-nb-panel-poll") in seen
+
+    gate = threading.Event()
+    c.submit(gate.wait, 10)  # hold the worker so three quick slider releases queue up behind it
+    futures = [c.submit_traffic(p) for p in (45, 50, 55)]
+    gate.set()
+    assert [f.result(timeout=30) for f in futures] == ["unchanged", "unchanged", "applied"]  # only the last
+    assert c.live_percent == 55
+    assert c.wait_idle(10)
+
+    assert c.stop(timeout=10) is True
+    assert not c.polling
+    leftover = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("kserve-nb-panel")]
+    assert leftover == []
