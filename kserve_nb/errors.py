@@ -70,6 +70,10 @@ class PredictionError(KServeNbError):
     """A prediction request failed (bad payload, model error, dead revision, no route)."""
 
 
+class IngressUnreachable(ConnectionFailed, PredictionError):
+    """A prediction could not reach the ingress at all (caught as either parent)."""
+
+
 class RolloutError(KServeNbError):
     """A release step did not reach its intended state (revision failed, deadline passed)."""
 

@@ -1,0 +1,545 @@
+"""Prediction client: call one side of a release through the ingress gateway.
+
+Every request goes to the ingress base URL with the ``Host`` header of its :class:`Target`
+(``sklearn-iris-predictor…`` for the weighted default route, ``latest-…``/``prev-…`` for the tag
+routes), exactly like ``curl -H "Host: …" http://$INGRESS/v1/models/sklearn-iris:predict``.
+
+- :meth:`PredictionClient.predict` is one call on an ``httpx.Client``; failures raise one-line errors.
+- :meth:`PredictionClient.send` replays many inputs against several targets concurrently and returns
+  one tidy row per request (failures are rows, not exceptions). It runs on a private event loop in
+  a worker thread, with a minimal HTTP/1.1 sender (aiohttp when a proxy applies; see
+  :mod:`kserve_nb.predict.bulk` for the measurements), or on the httpx client in a thread pool when
+  the caller injected an httpx transport or auth flow.
+
+Headers may carry bearer tokens: they are never logged and never shown in a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import logging
+import os
+import ssl
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from kserve_nb import __version__
+from kserve_nb.errors import IngressUnreachable, PredictionError, ValidationError
+from kserve_nb.predict import protocol as proto
+from kserve_nb.predict.bulk import REVISION_HEADER, AiohttpSender, Job, LoopThread, Outcome, RawSender, interpret
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"kserve-nb/{__version__}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one side of the release answers.
+
+    Parameters
+    ----------
+    name:
+        ``"default"`` (the weighted route), ``"latest"`` or ``"prev"`` (the tag routes), or any label.
+    host:
+        ``Host`` header, e.g. ``"latest-sklearn-iris-predictor.kserve-test.example.com"``.
+    revision:
+        Revision the tag points at; None for the weighted default host (the gateway may still
+        name the answering revision in an ``x-kserve-revision`` response header).
+    """
+
+    name: str
+    host: str
+    revision: str | None = None
+
+    @classmethod
+    def from_url(cls, name: str, url: str, revision: str | None = None) -> Target:
+        """Target from a status URL such as ``http://latest-sklearn-iris-predictor.kserve-test.example.com``."""
+        host = urlsplit(url if "://" in url else f"http://{url}").hostname
+        if not host:
+            raise ValidationError(f"cannot read a host name from {url!r}")
+        return cls(name=name, host=host, revision=revision)
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """The answer to one :meth:`PredictionClient.predict` call.
+
+    Attributes
+    ----------
+    target:
+        Target name the request was sent to.
+    revision:
+        Revision that answered (response header ``x-kserve-revision`` if present, else the
+        target's revision, else None).
+    predictions:
+        One prediction per instance sent.
+    status_code:
+        HTTP status (2xx; errors raise instead).
+    latency_ms:
+        Wall time from sending to having read the whole body.
+    response:
+        Decoded response body, for anything the parsed predictions leave out.
+    """
+
+    target: str
+    revision: str | None
+    predictions: list[Any]
+    status_code: int
+    latency_ms: float
+    response: Any = field(repr=False, default=None)
+
+
+def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
+    """One context for both the httpx and the aiohttp paths, so they trust the same CAs."""
+    if verify is False:
+        return False
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if isinstance(verify, (str, os.PathLike)):
+        path = os.fspath(verify)
+        if os.path.isdir(path):
+            return ssl.create_default_context(capath=path)
+        if not os.path.exists(path):
+            raise ValidationError(f"verify={path!r}: no such CA bundle file or directory")
+        return ssl.create_default_context(cafile=path)
+    return httpx.create_ssl_context()  # certifi, httpx's default trust store
+
+
+def _basic_auth(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _check_header(name: str, value: str) -> None:
+    # CR/LF in a header would let a value inject headers or requests on the raw wire path.
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise ValidationError(f"header names and values must be strings, got {type(name).__name__}: {type(value).__name__}")
+    if not name or any(c in name for c in " \t\r\n:") or any(c in value for c in "\r\n\0"):
+        raise ValidationError(f"invalid header {name!r}: names are tokens, values may not contain line breaks")
+
+
+def _proxied(url: str) -> bool:
+    """True when HTTP(S)_PROXY/ALL_PROXY applies to ``url`` (and NO_PROXY does not exempt it)."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def _no_cookies() -> httpx.Cookies:
+    # A jar that refuses every cookie: gateway affinity cookies would make the traffic split sticky.
+    jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.Cookies(jar)
+
+
+class PredictionClient:
+    """Send predictions to the sides of a canary release through the ingress gateway.
+
+    Parameters
+    ----------
+    ingress:
+        Base URL of the ingress gateway, e.g. ``"http://127.0.0.1:31380"``.
+    model:
+        Model name on the URL; for an InferenceService it is the isvc name.
+    headers:
+        Extra request headers (e.g. ``Authorization``). Never logged, never shown in the repr.
+    timeout:
+        Seconds per request.
+    verify:
+        TLS verification for https ingresses: True (default, certifi CAs), a CA bundle path, an
+        ``ssl.SSLContext``, or False. Certificates are checked against the ingress host name.
+    transport:
+        An ``httpx.BaseTransport`` to use instead of the network (then ``send`` also goes through
+        it, on a thread pool, instead of the fast path).
+    auth:
+        ``(user, password)`` for HTTP basic auth (sent as a header on every path), or any
+        ``httpx.Auth`` flow (then ``send`` goes through httpx on a thread pool, like ``transport``).
+
+    Notes
+    -----
+    HTTP(S)_PROXY / NO_PROXY from the environment apply to both paths. Cookies are never kept, so
+    a gateway's affinity cookie cannot make a sampled traffic split sticky.
+
+    Examples
+    --------
+    >>> with PredictionClient("http://127.0.0.1:31380", model="sklearn-iris") as client:  # doctest: +SKIP
+    ...     latest = Target("latest", "latest-sklearn-iris-predictor.kserve-test.example.com")
+    ...     client.predict(latest, [[6.8, 2.8, 4.8, 1.4]]).predictions
+    [2]
+    """
+
+    def __init__(
+        self,
+        ingress: str,
+        *,
+        model: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        verify: bool | str | ssl.SSLContext = True,
+        transport: httpx.BaseTransport | None = None,
+        auth: tuple[str, str] | httpx.Auth | None = None,
+    ) -> None:
+        parts = urlsplit(ingress)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError(
+                f"ingress must be a base URL like 'http://127.0.0.1:31380', got {ingress!r}"
+            )
+        if timeout <= 0:
+            raise ValidationError(f"timeout must be positive, got {timeout!r}")
+        proto.model_path(model)  # validates the name
+        self.ingress = ingress.rstrip("/")
+        self.model = model
+        self.timeout = float(timeout)
+        for name, value in (headers or {}).items():
+            _check_header(name, value)
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            **dict(headers or {}),
+        }
+        if isinstance(auth, tuple):
+            self._headers["Authorization"] = _basic_auth(*auth)
+            auth = None
+        self._ssl = _ssl_context(verify) if parts.scheme == "https" else True
+        # Anything only httpx can apply (a transport, an auth flow) routes send() through httpx too.
+        self._via_httpx = transport is not None or auth is not None
+        self._http = httpx.Client(
+            base_url=self.ingress,
+            headers=self._headers,
+            timeout=self.timeout,
+            verify=self._ssl if parts.scheme == "https" else True,
+            transport=transport,
+            auth=auth,
+            cookies=_no_cookies(),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+        self._loop = LoopThread()
+        # The raw sender speaks to the ingress directly; a proxy from the environment (which httpx
+        # honours for predict) needs aiohttp's proxy support.
+        sender = AiohttpSender if _proxied(self.ingress) else RawSender
+        self._sender: AiohttpSender | RawSender = sender(timeout=self.timeout, ssl_context=self._ssl)
+        # Stop the loop thread even when the user never calls close(); references the parts, not self.
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._sender, self._http)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close connections and stop the background loop. Idempotent."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return not self._finalizer.alive
+
+    def __enter__(self) -> PredictionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Deliberately no headers: they may hold bearer tokens.
+        state = " closed" if self.closed else ""
+        return f"<PredictionClient ingress={self.ingress!r} model={self.model!r}{state}>"
+
+    # -- one call --------------------------------------------------------------------------
+
+    def url(self, protocol: str = "v1") -> str:
+        """Full URL of the model's inference endpoint on the ingress."""
+        return self.ingress + proto.model_path(self.model, protocol)
+
+    def predict(self, target: Target, payload: Any, *, protocol: str = "v1") -> PredictionResult:
+        """Send one request to ``target`` and return its predictions.
+
+        Parameters
+        ----------
+        target:
+            The side to call.
+        payload:
+            Rows (list, numpy array, DataFrame) or a ready V1/V2 dict.
+        protocol:
+            ``"v1"`` or ``"v2"``.
+
+        Raises
+        ------
+        PredictionError
+            On any HTTP error or an unreadable answer, with the server's message, the status, the
+            target and what to do.
+        IngressUnreachable
+            When the ingress cannot be reached at all.
+        """
+        self._check_open()
+        _check_header("Host", target.host)
+        body = proto.build_request(payload, protocol)
+        content = proto.dumps(body)
+        path = proto.model_path(self.model, protocol)
+        t0 = time.perf_counter()
+        try:
+            resp = self._http.post(path, content=content, headers={"Host": target.host})
+        except httpx.ConnectError as exc:
+            raise IngressUnreachable(
+                f"cannot reach the ingress at {self.ingress} ({exc}); is the cluster up? "
+                "Start the local one with `kserve-nb local up` or check the ingress address"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise PredictionError(
+                f"{target.name} ({target.host}) did not answer within {self.timeout:g} s; the revision may be "
+                "scaling from zero or overloaded: retry, or raise timeout="
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise PredictionError(f"request to {target.name} ({target.host}) failed: {exc}") from exc
+        latency = (time.perf_counter() - t0) * 1000.0
+        data = _decode(resp.content)
+        if resp.status_code >= 400:
+            raise PredictionError(
+                proto.describe_http_error(
+                    resp.status_code, data, target=target.name, host=target.host, model=self.model, protocol=protocol
+                ),
+                status=resp.status_code,
+                body=data,
+            )
+        try:
+            preds = proto.parse_response(data, protocol)
+        except PredictionError as exc:
+            raise PredictionError(
+                f"{target.name} ({target.host}) answered {resp.status_code} but {exc.message}",
+                status=resp.status_code,
+                body=data,
+            ) from exc
+        revision = resp.headers.get(REVISION_HEADER) or target.revision
+        return PredictionResult(target.name, revision, preds, resp.status_code, latency, data)
+
+    # -- many calls ------------------------------------------------------------------------
+
+    def send(
+        self,
+        targets: Sequence[Target],
+        inputs: Any,
+        *,
+        repeat: int = 1,
+        concurrency: int = 32,
+        protocol: str = "v1",
+    ) -> pd.DataFrame:
+        """Send every input to every target, concurrently; one row per request.
+
+        Each instance is its own request (so each row gets its own latency and revision). The
+        order is repeat → row → target, so both sides see the same load over time.
+
+        Parameters
+        ----------
+        targets:
+            Sides to call, e.g. ``[latest, prev]`` for a paired replay or ``[default]`` to sample
+            the weighted split.
+        inputs:
+            Rows (list, numpy array, DataFrame), or V1/V2 payload dicts sent as they are.
+        repeat:
+            How many times to send the whole set.
+        concurrency:
+            Requests in flight at once.
+        protocol:
+            ``"v1"`` or ``"v2"``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``target, revision, row, repeat, input, prediction, status_code, latency_ms,
+            error`` (see :mod:`kserve_nb.analysis.frames`). A failed request is a row whose
+            ``error`` says why; the batch always completes.
+
+        Notes
+        -----
+        Blocks the calling thread but never touches its event loop, so it is safe in a Jupyter
+        cell; use :meth:`asend` from a coroutine to keep that loop running meanwhile.
+        """
+        self._check_open()
+        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol)
+        t0 = time.perf_counter()
+        if self._via_httpx:
+            outcomes = self._send_threads(plan, concurrency)
+        else:
+            outcomes = self._loop.run(lambda: self._sender.run(plan.url, plan.jobs, plan.headers, protocol=protocol, concurrency=concurrency))
+        log.debug("sent %d requests in %.2f s", len(plan.jobs), time.perf_counter() - t0)
+        return plan.frame(outcomes)
+
+    async def asend(
+        self,
+        targets: Sequence[Target],
+        inputs: Any,
+        *,
+        repeat: int = 1,
+        concurrency: int = 32,
+        protocol: str = "v1",
+    ) -> pd.DataFrame:
+        """Awaitable :meth:`send`: the work runs on the client's own loop thread, the caller's loop stays free."""
+        self._check_open()
+        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol)
+        if self._via_httpx:
+            outcomes = await asyncio.get_running_loop().run_in_executor(None, self._send_threads, plan, concurrency)
+        else:
+            fut = self._loop.submit(lambda: self._sender.run(plan.url, plan.jobs, plan.headers, protocol=protocol, concurrency=concurrency))
+            try:
+                outcomes = await asyncio.wrap_future(fut)
+            except asyncio.CancelledError:
+                fut.cancel()
+                raise
+        return plan.frame(outcomes)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise PredictionError("this PredictionClient is closed; create a new one")
+
+    def _plan(self, targets: Sequence[Target], inputs: Any, *, repeat: int, concurrency: int, protocol: str) -> _Plan:
+        proto.check_protocol(protocol)
+        if isinstance(targets, Target):
+            targets = [targets]
+        targets = list(targets)
+        if not targets:
+            raise ValidationError("send needs at least one Target")
+        for t in targets:
+            if not isinstance(t, Target):
+                raise ValidationError(f"targets must be Target objects, got {type(t).__name__}")
+            _check_header("Host", t.host)
+        names = [t.name for t in targets]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"target names must be unique, got {names}")
+        if repeat < 1 or concurrency < 1:
+            raise ValidationError(f"repeat and concurrency must be ≥ 1, got repeat={repeat}, concurrency={concurrency}")
+        instances = proto.to_instances(inputs)
+        if isinstance(instances, dict):  # one ready payload
+            instances = [instances]
+        bodies = _bodies(instances, inputs, protocol)
+        jobs = [
+            Job(slot, row, rep, body, single)
+            for rep in range(repeat)
+            for row, (body, single) in enumerate(bodies)
+            for slot in range(len(targets))
+        ]
+        headers = [{**self._headers, "Host": t.host} for t in targets]
+        return _Plan(targets, instances, jobs, self.url(protocol), headers, protocol)
+
+    def _send_threads(self, plan: _Plan, concurrency: int) -> list[Outcome]:
+        """Bulk path over the httpx client (used when the caller injected a transport or auth flow)."""
+        path = proto.model_path(self.model, plan.protocol)
+        hosts = [t.host for t in plan.targets]
+
+        def one(job: Job) -> Outcome:
+            t0 = time.perf_counter()
+            try:
+                resp = self._http.post(path, content=job.body, headers={"Host": hosts[job.slot]})
+            except httpx.TimeoutException:
+                return Outcome(None, None, None, _ms(t0), f"timed out after {self.timeout:g} s")
+            except httpx.ConnectError as exc:
+                return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
+            except httpx.HTTPError as exc:
+                return Outcome(None, None, None, _ms(t0), f"{type(exc).__name__}: {exc}")
+            return interpret(
+                resp.status_code,
+                resp.content,
+                resp.headers.get(REVISION_HEADER),
+                _ms(t0),
+                protocol=plan.protocol,
+                single=job.single,
+            )
+
+        # Threads beyond ~16 only add GIL contention; a custom transport is rarely the fast path anyway.
+        workers = max(1, min(concurrency, 16, len(plan.jobs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kserve-nb-send") as pool:
+            return list(pool.map(one, plan.jobs))
+
+
+@dataclass
+class _Plan:
+    targets: list[Target]
+    instances: list[Any]
+    jobs: list[Job]
+    url: str
+    headers: list[dict[str, str]]
+    protocol: str
+
+    def frame(self, outcomes: Sequence[Outcome]) -> pd.DataFrame:
+        from kserve_nb.analysis.frames import results_frame  # lazy: pandas
+
+        from kserve_nb.analysis.frames import RESULT_COLUMNS
+
+        cols: dict[str, list[Any]] = {c: [] for c in RESULT_COLUMNS}
+        for job, o in zip(self.jobs, outcomes, strict=True):
+            t = self.targets[job.slot]
+            cols["target"].append(t.name)
+            cols["revision"].append(o.revision or t.revision)
+            cols["row"].append(job.row)
+            cols["repeat"].append(job.repeat)
+            cols["input"].append(self.instances[job.row])
+            cols["prediction"].append(o.prediction)
+            cols["status_code"].append(o.status_code)
+            cols["latency_ms"].append(o.latency_ms)
+            cols["error"].append(o.error)
+        return results_frame(cols)
+
+
+def _bodies(instances: list[Any], original: Any, protocol: str) -> list[tuple[bytes, bool]]:
+    """Encode each instance once (it is reused for every target and repeat)."""
+    dt: str | None = None
+    if protocol == "v2":
+        # One datatype for the whole set, so row 3 = [5, 3, 1, 0] is not INT64 while the rest are FP64.
+        dt = proto._numpy_datatype(original)
+        if dt is None:
+            flat = [v for inst in instances if not isinstance(inst, dict) for v in _leaves(inst)]
+            try:
+                dt = proto.infer_datatype(flat) if flat else None
+            except ValidationError:
+                dt = None
+    out = []
+    for inst in instances:
+        if proto.is_v1_payload(inst) or proto.is_v2_payload(inst):
+            if protocol == "v1" and proto.is_v2_payload(inst):
+                raise ValidationError("a V2 payload was given but protocol='v1'; pass protocol='v2'")
+            out.append((proto.dumps(inst), False))
+        elif protocol == "v1":
+            out.append((proto.dumps({"instances": [inst]}), True))
+        else:
+            out.append((proto.dumps(proto.v2_request([inst], datatype=dt)), True))
+    return out
+
+
+def _leaves(v: Any) -> list[Any]:
+    if isinstance(v, (list, tuple)):
+        return [x for i in v for x in _leaves(i)]
+    return [v]
+
+
+def _decode(content: bytes) -> Any:
+    if not content:
+        return None
+    try:
+        return proto.loads(content)
+    except ValueError:
+        return content.decode(errors="replace")
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _shutdown(loop: LoopThread, sender: AiohttpSender | RawSender, client: httpx.Client) -> None:
+    loop.stop(cleanup=sender.aclose)
+    client.close()
