@@ -121,9 +121,11 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
         if controller is not None:
             controller.on_runtime_change(state)
 
-    runtime = Runtime(state_dir, on_change)
-    await runtime.start()
-    await loop.run_in_executor(None, storage.seed_mirror, state_dir)
+    # Seeding the mirror trains two small models (it imports scikit-learn) and the zygote imports
+    # kserve: both happen in the background while the API comes up; launches wait for them.
+    seeded = loop.run_in_executor(None, storage.seed_mirror, state_dir)
+    runtime = Runtime(state_dir, on_change, prerequisite=seeded)
+    await runtime.start(wait=False)
     previous = _previous_ports(state_dir)
     gateway = Gateway("127.0.0.1", int(previous.get("ingress", 0)))
     try:

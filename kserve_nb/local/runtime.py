@@ -284,7 +284,15 @@ class Runtime:
     callbacks and tasks, or between its runs).
     """
 
-    def __init__(self, state_dir: Path, on_change: Callable[[RevisionState], None]) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        on_change: Callable[[RevisionState], None],
+        prerequisite: "asyncio.Future[Any] | None" = None,
+    ) -> None:
+        # ``prerequisite``: something every launch waits for first (the daemon seeds the storage
+        # mirror in the background while the API already answers).
+        self._prerequisite = prerequisite
         self._state_dir = Path(state_dir)
         self._on_change = on_change
         self._revisions: dict[tuple[str, str], _Revision] = {}
@@ -299,8 +307,12 @@ class Runtime:
 
     # --- public API ---------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the warm zygote and wait until it has imported kserve and scikit-learn (~1.6 s)."""
+    async def start(self, wait: bool = True) -> None:
+        """Start the warm zygote (it imports kserve and scikit-learn, ~1.6 s on a quiet machine).
+
+        With ``wait=False`` the zygote warms up in the background: the cluster answers at once and
+        the first revision start waits for the zygote instead.
+        """
         import aiohttp
 
         self._loop = asyncio.get_running_loop()
@@ -308,7 +320,14 @@ class Runtime:
             connector=aiohttp.TCPConnector(limit=0, force_close=True),
             timeout=aiohttp.ClientTimeout(total=2.0),
         )
-        await self._ensure_zygote()
+        if wait:
+            await self._ensure_zygote()
+            return
+        warm = self._loop.create_task(self._ensure_zygote())
+        # A failure is reported on the first revision that needs the zygote; log it here too.
+        warm.add_done_callback(
+            lambda t: t.cancelled() or t.exception() is None or log.warning("zygote warm-up failed: %s", t.exception())
+        )
 
     def ensure_running(self, spec: RevisionSpec) -> None:
         """Make sure a process serves ``spec`` (idempotent; a changed spec replaces the process)."""
@@ -413,6 +432,8 @@ class Runtime:
     async def _start_process(self, rev: _Revision, gen: int) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self._prerequisite is not None:
+                await asyncio.shield(self._prerequisite)
             await self._ensure_zygote()
             assert self._zygote is not None
         except Exception as e:  # noqa: BLE001 - reported on the revision, retried with back-off
