@@ -24,18 +24,18 @@ def _local(args: argparse.Namespace) -> int:
         stopped = manager.down(args.state_dir)
         print("local cluster stopped" if stopped else "no local cluster was running")
         return 0
-    cluster = manager.status(args.state_dir)
+    running = manager.status(args.state_dir)
     if args.action == "env":
-        if cluster is None:
+        if running is None:
             print("no local cluster is running: start one with `kserve-nb local up`", file=sys.stderr)
             return 1
-        print(manager.shell_env(cluster))
+        print(manager.shell_env(running))
         return 0
     # status
-    if cluster is None:
+    if running is None:
         print("stopped")
         return 1
-    print(f"running (pid {cluster.pid})  API {cluster.api}  ingress {cluster.ingress}  state {cluster.state_dir}")
+    print(f"running (pid {running.pid})  API {running.api}  ingress {running.ingress}  state {running.state_dir}")
     return 0
 
 

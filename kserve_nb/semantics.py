@@ -23,7 +23,7 @@ import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from kserve_nb import resources as r
 
@@ -197,7 +197,7 @@ def desired_traffic(
     return [{**latest, "percent": 100}]
 
 
-def validate_traffic(targets: list[Mapping[str, Any]]) -> str | None:
+def validate_traffic(targets: Sequence[Mapping[str, Any]]) -> str | None:
     """Knative's route validation of ``spec.traffic``; the error message, or None when valid."""
     errors = []
     total = 0

@@ -289,7 +289,7 @@ def parse_manifest(manifest: str | Mapping[str, Any] | Iterable[Mapping[str, Any
         docs = list(manifest)
     if not docs:
         raise errors.ValidationError("the manifest is empty; nothing was applied")
-    out = []
+    out: list[dict[str, Any]] = []
     for i, doc in enumerate(docs):
         if isinstance(doc, Mapping) and doc.get("kind") == "List":
             out.extend(json.loads(json.dumps(item)) for item in doc.get("items") or [])

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from kserve_nb import resources as r
 from kserve_nb.local import store as st
+from kserve_nb.local.runtime import RevisionSpec
 from kserve_nb.semantics import (
     KsvcState,
     Revision,
@@ -80,13 +81,11 @@ class Controller:
         runtime: RuntimeLike,
         gateway: GatewayLike,
         settings: Settings | None = None,
-        revision_spec_factory: Any = None,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.gateway = gateway
         self.settings = settings or Settings()
-        self._spec_factory = revision_spec_factory
         self._states: dict[tuple[str, str], KsvcState] = {}
         self._routes: dict[tuple[str, str], dict[str, list[tuple[str, str, int]]]] = {}
         self._dirty: set[tuple[str, str]] = set()
@@ -207,9 +206,9 @@ class Controller:
             ks = KsvcState.from_json(raw)
         for rev in ks.revisions if ks else []:
             self.runtime.stop(ns, rev.name)
-        for (rns, rev) in list(self.runtime.states()):
-            if rns == ns and isvc_of_revision(rev) == name:
-                self.runtime.stop(ns, rev)
+        for rns, revision in list(self.runtime.states()):
+            if rns == ns and isvc_of_revision(revision) == name:
+                self.runtime.stop(ns, revision)
         for rt in (st.PODS, st.REVISIONS):
             items, _ = self.store.list(rt, ns, {r.ISVC_LABEL: name})
             for obj in items:
@@ -278,10 +277,11 @@ class Controller:
         for revision in stale:
             self.runtime.stop(ns, revision)
 
-    def _revision_spec(self, ns: str, name: str, rev: Revision) -> Any:
+    @staticmethod
+    def _revision_spec(ns: str, name: str, rev: Revision) -> RevisionSpec:
         predictor = rev.template.get("predictor") or {}
         model = predictor.get("model") or {}
-        fields = dict(
+        return RevisionSpec(
             namespace=ns,
             model_name=name,
             revision=rev.name,
@@ -289,11 +289,6 @@ class Controller:
             model_format=model_format_of(predictor) or "",
             protocol_version=model.get("protocolVersion"),
         )
-        if self._spec_factory is not None:
-            return self._spec_factory(**fields)
-        from kserve_nb.local.runtime import RevisionSpec
-
-        return RevisionSpec(**fields)
 
     # ------------------------------------------------------------------ objects
 

@@ -325,9 +325,7 @@ class Runtime:
             return
         warm = self._loop.create_task(self._ensure_zygote())
         # A failure is reported on the first revision that needs the zygote; log it here too.
-        warm.add_done_callback(
-            lambda t: t.cancelled() or t.exception() is None or log.warning("zygote warm-up failed: %s", t.exception())
-        )
+        warm.add_done_callback(_log_warm_up_failure)
 
     def ensure_running(self, spec: RevisionSpec) -> None:
         """Make sure a process serves ``spec`` (idempotent; a changed spec replaces the process)."""
@@ -640,6 +638,11 @@ class Runtime:
                 log.exception("on_change failed for %s/%s", snapshot.namespace, snapshot.revision)
 
         self._get_loop().call_soon(deliver)
+
+
+def _log_warm_up_failure(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("zygote warm-up failed: %s", task.exception())
 
 
 def _key(rev: _Revision) -> tuple[str, str]:
