@@ -10,6 +10,7 @@ import pandas as pd
 
 from kserve_nb import resources as r
 from kserve_nb.semantics import model_format_of, storage_uri_of
+from kserve_nb.style import split_bar_html
 
 
 @dataclass(frozen=True)
@@ -219,14 +220,7 @@ class ServiceStatus:
     def _repr_html_(self) -> str:
         ready = self.ready or "?"
         color = {"True": "#1a7f37", "False": "#cf222e"}.get(ready, "#9a6700")
-        bar = "".join(
-            f'<div title="{html.escape(e.revision)} {e.percent}%" style="width:{e.percent}%;'
-            f'background:{"#0969da" if e.latest else "#8c959f"};color:white;font-size:11px;'
-            f'text-align:center;overflow:hidden;white-space:nowrap">'
-            f'{html.escape(e.tag or ("latest" if e.latest else ""))} {e.percent}%</div>'
-            for e in self.traffic
-            if e.percent > 0
-        )
+        bar = split_bar_html(self.traffic, latest_percent=self.latest_percent)
         failure = (
             f'<div style="color:#cf222e">{html.escape(self.failure)}</div>' if self.failure else ""
         )
@@ -234,7 +228,7 @@ class ServiceStatus:
             f'<div class="kserve-nb-status"><b>{html.escape(self.namespace)}/{html.escape(self.name)}</b> '
             f'<span style="color:{color}">READY {html.escape(ready)}</span> '
             f'<code>{html.escape(self.storage_uri or "")}</code>'
-            f'<div style="display:flex;width:420px;height:16px;margin:4px 0;background:#eaeef2">{bar}</div>'
+            f"{bar}"
             f"{failure}{self.table.to_html(index=False, na_rep='')}"
             f"{self.traffic_table.to_html(index=False) if self.traffic else ''}</div>"
         )

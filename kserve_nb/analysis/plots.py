@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from kserve_nb.style import SIDE_COLORS  # one palette for figures, bars and tables
 from kserve_nb.analysis.frames import group_label, ok_mask
 
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 
     from kserve_nb.analysis.compare import Comparison
 
-#: Colour of each side, shared by every figure.
-SIDE_COLORS: dict[str, str] = {"prev": "#4C78A8", "latest": "#F58518", "default": "#54A24B"}
 _EXTRA_COLORS = ("#B279A2", "#E45756", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC")
 _PATTERNS = ("", "/", "x", ".", "\\", "+")
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash")

@@ -122,7 +122,7 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
             controller.on_runtime_change(state)
 
     # Seeding the mirror trains two small models (it imports scikit-learn) and the zygote imports
-    # kserve: both happen in the background while the API comes up; launches wait for them.
+    # kserve: both run concurrently with the API's start-up; launches wait for them.
     seeded = loop.run_in_executor(None, storage.seed_mirror, state_dir)
     runtime = Runtime(state_dir, on_change, prerequisite=seeded)
     await runtime.start(wait=False)
@@ -143,6 +143,9 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
 
     controller = Controller(store, runtime, gateway, Settings(domain=domain))
     await controller.start()
+    # Announce the cluster only once the seeded models exist: a client's pre-flight check of a
+    # seeded storageUri must never race the seeding. The zygote keeps warming meanwhile.
+    await seeded
 
     server = f"https://127.0.0.1:{api_port}"
     write_private(

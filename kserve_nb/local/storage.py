@@ -198,9 +198,11 @@ def _looks_like_windows_drive(scheme: str, uri: str) -> bool:
 
 
 def _seed_stamp() -> str:
-    import sklearn
+    # Read the version from the package metadata: importing scikit-learn costs seconds, and the
+    # stamp is checked on every start.
+    from importlib.metadata import version
 
-    return f"format={_SEED_FORMAT} sklearn={sklearn.__version__}\n"
+    return f"format={_SEED_FORMAT} sklearn={version('scikit-learn')}\n"
 
 
 def _seeds_present(root: Path) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import ipywidgets as w
 
+from kserve_nb.style import split_bar_html
 from kserve_nb.widgets.controller import PanelController
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,7 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.status import ServiceStatus
 
 LOG_LINES = 12
-LATEST_COLOR, PREV_COLOR = "#0969da", "#8c959f"
 
 
 def _classed(widget: Any, *names: str) -> Any:
@@ -345,14 +345,4 @@ def _revision_row(role: str, revision: str | None, percent: int | None, uri: str
 
 
 def _split_bar(st: ServiceStatus) -> str:
-    cells = "".join(
-        f'<div title="{html.escape(e.revision)} {e.percent}%" style="width:{e.percent}%;'
-        f'background:{LATEST_COLOR if e.latest else PREV_COLOR};color:white;font-size:11px;text-align:center;'
-        f'overflow:hidden;white-space:nowrap">{html.escape(e.tag or ("latest" if e.latest else ""))} {e.percent}%</div>'
-        for e in st.traffic
-        if e.percent > 0
-    )
-    return (
-        f'<div class="kserve-nb-split" data-latest="{st.latest_percent if st.latest_percent is not None else ""}" '
-        f'style="display:flex;width:420px;height:16px;margin:4px 0;background:#eaeef2">{cells}</div>'
-    )
+    return split_bar_html(st.traffic, latest_percent=st.latest_percent)
