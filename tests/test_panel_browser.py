@@ -261,6 +261,12 @@ def _drive(page: Any, url: str, kubectl: Any, artifacts: Path) -> None:
     expect_text(page, ".kserve-nb-header", "20%")
     page.screenshot(path=str(artifacts / "panel-canary.png"), full_page=True)
 
+    # Test traffic: Send puts per-revision plotly figures and the comparison into the panel.
+    page.locator(".kserve-nb-send").click()
+    page.locator(".kserve-nb-panel .js-plotly-plot").first.wait_for(timeout=PANEL_TIMEOUT_MS)
+    expect_text(page, ".kserve-nb-log", "send")
+    page.screenshot(path=str(artifacts / "panel-test.png"), full_page=True)
+
     page.locator(".kserve-nb-promote").click()
     confirm_then(page)
     wait_for("promotion (100% on revision 2)", lambda: state(kubectl) == (None, {"00002": 100}))
