@@ -5,25 +5,34 @@ Pure functions on plain JSON values, shared by the client (apply, dry runs) and 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
+import orjson
+
 _MISSING = object()
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of a JSON value (an orjson round trip: several times faster than deepcopy)."""
+    return orjson.loads(orjson.dumps(value))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch to ``target`` and return the result (inputs are not modified).
 
-    A ``None`` value removes the key; objects merge recursively; anything else replaces.
+    A ``None`` value removes the key; objects merge recursively; anything else (arrays included)
+    replaces the target value wholesale.
     """
     if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
+        return clone(patch)
+    result = clone(dict(target)) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
-        else:
+        elif isinstance(value, Mapping):
             result[key] = merge_patch(result.get(key), value)
+        else:
+            result[key] = clone(value)
     return result
 
 
@@ -49,7 +58,7 @@ def three_way_merge_patch(
             if sub:
                 patch[key] = sub
         elif live is _MISSING or live != value:
-            patch[key] = copy.deepcopy(value)
+            patch[key] = clone(value)
     for key in original:
         if key not in modified and key in current:
             patch[key] = None

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import orjson
+from kserve_nb.patches import clone
 
 # Keep this many events for watch resumption; older resourceVersions answer 410 Gone.
 EVENT_RETENTION = 20_000
@@ -214,7 +214,7 @@ class Store:
 
     def create(self, rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Store a new object; server-set metadata is filled in. Raises StoreAlreadyExists."""
-        new = _clone(obj)
+        new = clone(obj)
         meta = new.setdefault("metadata", {})
         name = meta["name"]
         namespace = meta.get("namespace", "") if rt.namespaced else ""
@@ -244,7 +244,7 @@ class Store:
         ="status"`` keeps everything but ``status``. ``generation`` goes up when ``spec`` changed.
         A ``metadata.resourceVersion`` that does not match raises StoreConflict (when ``check_rv``).
         """
-        new = _clone(obj)
+        new = clone(obj)
         meta = new.setdefault("metadata", {})
         name = meta["name"]
         namespace = meta.get("namespace", "") if rt.namespaced else ""
@@ -256,7 +256,7 @@ class Store:
             raise StoreConflict(name)
         old_meta = old["metadata"]
         if subresource == "status":
-            merged = _clone(old)
+            merged = clone(old)
             if "status" in new:
                 merged["status"] = new["status"]
             else:
@@ -404,12 +404,6 @@ class Store:
         for sub in list(self._subscribers):
             self.unsubscribe(sub)
         self._db.close()
-
-
-def _clone(obj: Mapping[str, Any]) -> dict[str, Any]:
-    # A JSON round trip through orjson is several times faster than copy.deepcopy here, and the
-    # objects are JSON by construction.
-    return dict(orjson.loads(orjson.dumps(obj)))
 
 
 def matches_labels(obj: Mapping[str, Any], selector: Mapping[str, str | None]) -> bool:
