@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from kserve_nb.patches import clone, merge_patch  # noqa: F401 - re-exported for the API server
 
 
