@@ -109,6 +109,22 @@ def main() -> None:
                           headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
                 wait_ready(api, "bench")
 
+            # The same through the façade: Service.canary() returns once the new revision is ready
+            # and the split is in place (its own wait), then the first answer on latest-.
+            import kserve_nb
+
+            session = kserve_nb.connect(local=True, state_dir=cluster.state_dir, namespace=NS)
+            svc = session.service("bench")
+            facade = []
+            for _ in range(4):
+                other = M[1] if svc.status().storage_uri == M[0] else M[0]  # always a new revision
+                s = time.perf_counter()
+                svc.canary(other, 10, tag_routing=True)
+                svc.predict({"instances": [[6.8, 2.8, 4.8, 1.4]]}, to="latest")
+                facade.append((time.perf_counter() - s) * 1000)
+                svc.promote()
+            session.close()
+
             kubectl = []
             for _ in range(5):
                 s = time.perf_counter()
@@ -126,6 +142,8 @@ def main() -> None:
     print(f"  API PATCH isvc      p50 {pct(patches, .5):6.2f} ms   p99 {pct(patches, .99):6.2f} ms   (n={len(patches)})")
     print(f"  apply → canary serving on latest-  median {statistics.median(serving):6.0f} ms   "
           f"max {max(serving):6.0f} ms   (n={len(serving)})")
+    print(f"  Service.canary() → first answer on latest-  median {statistics.median(facade):6.0f} ms   "
+          f"max {max(facade):6.0f} ms   (n={len(facade)})")
     print(f"  kubectl get isvc (whole command)    median {statistics.median(kubectl):6.0f} ms")
 
 
