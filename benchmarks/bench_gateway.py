@@ -11,6 +11,11 @@ time during the gateway runs: the one number that other load on the machine hard
 Direct/gateway pairs are repeated ``--rounds`` times, interleaved, and the median round is shown.
 Loopback only; each run lasts ``--duration`` seconds.
 
+``--baseline PATH`` loads another version of ``gateway.py`` (e.g. a copy saved from git before a
+change) as a second gateway on the same revision; every round then runs direct, baseline and current
+back to back, and a second table shows the baseline, so a before/after comparison on a busy machine
+compares runs seconds apart rather than minutes apart.
+
 Targets (from the issue): >= 0.9x direct throughput at concurrency >= 8, <= 0.3 ms added p50 at
 concurrency 1.
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import importlib.util
 import os
 import shutil
 import statistics
@@ -105,7 +112,18 @@ async def start_revision(state_dir: Path) -> tuple[Runtime, RevisionState]:
     return runtime, state
 
 
-async def main(duration: float, concurrencies: list[int], rounds: int) -> None:
+def load_gateway_class(path: Path) -> type[Gateway]:
+    """``Gateway`` from another copy of ``gateway.py`` (the ``--baseline``)."""
+    spec = importlib.util.spec_from_file_location("bench_baseline_gateway", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    cls: type[Gateway] = module.Gateway
+    return cls
+
+
+async def main(duration: float, concurrencies: list[int], rounds: int, baseline: Path | None) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,41 +132,83 @@ async def main(duration: float, concurrencies: list[int], rounds: int) -> None:
         script = state_dir / "post.lua"
         script.write_text(LUA)
         runtime, state = await start_revision(state_dir)
-        gateway = Gateway()
+        gateways = [Gateway()] + ([load_gateway_class(baseline)()] if baseline else [])
         try:
-            port = await gateway.start()
             assert state.port is not None
-            gateway.update({HOST: [(NAMESPACE, REVISION, 100)]}, {(NAMESPACE, REVISION): (state.host, state.port)})
             path = f"/v1/models/{ISVC}:predict"
             direct_url = f"http://127.0.0.1:{state.port}{path}"
-            gateway_url = f"http://127.0.0.1:{port}{path}"
-            # Warm both paths (connection pools, first-request code paths).
+            urls = []
+            for gateway in gateways:
+                port = await gateway.start()
+                gateway.update({HOST: [(NAMESPACE, REVISION, 100)]}, {(NAMESPACE, REVISION): (state.host, state.port)})
+                urls.append(f"http://127.0.0.1:{port}{path}")
+            # Warm every path (connection pools, first-request code paths).
             await wrk(direct_url, None, 8, 1, script)
-            await wrk(gateway_url, HOST, 8, 1, script)
+            for url in urls:
+                await wrk(url, HOST, 8, 1, script)
             load = os.getloadavg()[0]
-            rows = []
+            tables: list[list[tuple[int, Run, Run]]] = [[] for _ in urls]
+            paired: list[tuple[int, list[tuple[Run, Run]], list[tuple[Run, Run]]]] = []
             for c in concurrencies:
-                pairs = []
-                for _ in range(rounds):
+                rounds_by_gateway: list[list[tuple[Run, Run]]] = [[] for _ in urls]
+                for r in range(rounds):
                     direct = await wrk(direct_url, None, c, duration, script)
-                    via = await wrk(gateway_url, HOST, c, duration, script)
-                    pairs.append((direct, via))
-                rows.append((c, *median_pair(pairs)))
+                    # Alternate which gateway goes first, so neither always follows the direct run.
+                    order = list(range(len(urls)))
+                    if r % 2:
+                        order.reverse()
+                    for i in order:
+                        rounds_by_gateway[i].append((direct, await wrk(urls[i], HOST, c, duration, script)))
+                for table, pairs in zip(tables, rounds_by_gateway):
+                    table.append((c, *median_pair(pairs)))
+                if baseline:
+                    paired.append((c, rounds_by_gateway[0], rounds_by_gateway[1]))
         finally:
-            await gateway.close()
+            for gateway in gateways:
+                await gateway.close()
             await runtime.close()
-    print_table(rows, duration, rounds, load)
+    print_table(tables[0], duration, rounds, load, "current gateway")
+    if baseline:
+        print_table(tables[1], duration, rounds, load, f"baseline {baseline}")
+        print_comparison(paired)
 
 
 def median_pair(pairs: list[tuple[Run, Run]]) -> tuple[Run, Run]:
-    """The round whose throughput ratio is the median (keeps each row's numbers consistent)."""
+    """The round whose throughput ratio is the median (keeps each row's numbers consistent).
+
+    Its gateway CPU per request is replaced by the median over all rounds: that number hardly
+    depends on which round it came from, and the median of all is the steadier estimate.
+    """
     ranked = sorted(pairs, key=lambda p: p[1].rps / p[0].rps)
-    return ranked[len(ranked) // 2]
+    direct, via = ranked[len(ranked) // 2]
+    cpu = statistics.median(v.cpu_us_per_request for _, v in pairs)
+    return direct, dataclasses.replace(via, cpu_us_per_request=cpu)
 
 
-def print_table(rows: list[tuple[int, Run, Run]], duration: float, rounds: int, load: float) -> None:
+def print_comparison(paired: list[tuple[int, list[tuple[Run, Run]], list[tuple[Run, Run]]]]) -> None:
+    """Current vs baseline: medians over all rounds, and of the per-round differences."""
+    print("\ncurrent vs baseline, medians over all rounds (per-round differences: each round ran both)")
+    header = (
+        f"{'conc':>4} | {'CPU/req now':>11} {'baseline':>8} {'change':>7} | {'p50 now':>8} {'baseline':>8} "
+        f"{'diff':>8} | {'req/s now':>9} {'baseline':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for c, now, base in paired:
+        cpu_now = statistics.median(v.cpu_us_per_request for _, v in now)
+        cpu_base = statistics.median(v.cpu_us_per_request for _, v in base)
+        p50_diff = statistics.median(n.p50_ms - b.p50_ms for (_, n), (_, b) in zip(now, base))
+        print(
+            f"{c:>4} | {cpu_now:>9.0f}us {cpu_base:>6.0f}us {100 * (cpu_now / cpu_base - 1):>+6.0f}% | "
+            f"{statistics.median(v.p50_ms for _, v in now):>6.3f}ms {statistics.median(v.p50_ms for _, v in base):>6.3f}ms "
+            f"{p50_diff:>+6.3f}ms | {statistics.median(v.rps for _, v in now):>9.0f} "
+            f"{statistics.median(v.rps for _, v in base):>8.0f}"
+        )
+
+
+def print_table(rows: list[tuple[int, Run, Run]], duration: float, rounds: int, load: float, title: str) -> None:
     print(
-        f"\nwrk -t1, {duration:g}s per run, median of {rounds} interleaved rounds, POST iris JSON "
+        f"\n{title}: wrk -t1, {duration:g}s per run, median of {rounds} interleaved rounds, POST iris JSON "
         f"(2 instances), loopback; {os.cpu_count()} CPUs, load average {load:.2f} at start"
     )
     header = (
@@ -177,5 +237,6 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved direct/gateway pairs per concurrency")
+    parser.add_argument("--baseline", type=Path, help="another gateway.py to measure interleaved with this one")
     ns = parser.parse_args()
-    uvloop.run(main(ns.duration, ns.concurrency, ns.rounds))
+    uvloop.run(main(ns.duration, ns.concurrency, ns.rounds, ns.baseline))

@@ -343,3 +343,304 @@ def test_kill_9_under_load_fails_only_requests_in_flight_on_the_dead_revision(cl
     cluster.run(asyncio.sleep(0.05))
     hits = Counter(call(cluster, HOST).headers["x-kserve-revision"] for _ in range(40))
     assert hits[REV2] > 0
+
+
+# --- the HTTP/1.1 edge -------------------------------------------------------------------------
+#
+# Raw sockets, so that what goes over the wire is exactly what a test says: framing, pipelining,
+# half-written requests. Runs in the cluster's loop (the gateway lives there).
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def _response(reader: asyncio.StreamReader, *, head: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One response off the wire: status, headers (lower-case names), body (none after a HEAD)."""
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if line)}
+    length = 0 if head else int(headers.get("content-length", "0"))
+    return status, headers, await reader.readexactly(length)
+
+
+def _post(host: str = HOST, body: bytes = IRIS_JSON, *, version: str = "1.1", extra: str = "") -> bytes:
+    return (
+        f"POST {PREDICT} HTTP/{version}\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader, timeout: float = 5) -> bool:
+    return await asyncio.wait_for(reader.read(), timeout) == b""
+
+
+def test_keep_alive_serves_many_requests_over_one_connection(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def go() -> list[tuple[int, dict[str, str], bytes]]:
+        reader, writer = await _connect(cluster.port)
+        answers = []
+        for _ in range(5):
+            writer.write(_post())
+            answers.append(await _response(reader))
+        writer.close()
+        return answers
+
+    answers = cluster.run(go())
+    assert [a[0] for a in answers] == [200] * 5
+    assert all(b'"predictions":[1,1]' in a[2].replace(b" ", b"") for a in answers)
+    assert all("connection" not in a[1] for a in answers)  # HTTP/1.1: keep-alive by default
+
+
+def test_http_1_0_closes_unless_asked_to_keep_alive(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def go() -> tuple[str, bool, list[str]]:
+        reader, writer = await _connect(cluster.port)
+        writer.write(_post(version="1.0"))
+        status, headers, _ = await _response(reader)
+        assert status == 200
+        closed = await _closed_by_peer(reader)
+        writer.close()
+        reader, writer = await _connect(cluster.port)
+        kept = []
+        for _ in range(2):
+            writer.write(_post(version="1.0", extra="Connection: keep-alive\r\n"))
+            kept.append((await _response(reader))[1]["connection"])
+        writer.close()
+        return headers["connection"], closed, kept
+
+    assert cluster.run(go()) == ("close", True, ["keep-alive", "keep-alive"])
+
+
+def test_connection_close_is_honoured(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def go() -> tuple[int, str, bool]:
+        reader, writer = await _connect(cluster.port)
+        writer.write(_post(extra="Connection: close\r\n"))
+        status, headers, _ = await _response(reader)
+        return status, headers["connection"], await _closed_by_peer(reader)
+
+    assert cluster.run(go()) == (200, "close", True)
+
+
+def test_a_chunked_request_body_is_forwarded_whole(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+    first, second = IRIS_JSON[:20], IRIS_JSON[20:]
+
+    async def go() -> tuple[int, bytes]:
+        reader, writer = await _connect(cluster.port)
+        writer.write(f"POST {PREDICT} HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the second chunk in a later read
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(second), second))
+        status, headers, body = await _response(reader)
+        writer.close()
+        assert headers["x-kserve-nb-content-type"] == "coerced to application/json"  # no content type sent
+        return status, body.replace(b" ", b"")
+
+    assert cluster.run(go()) == (200, b'{"predictions":[1,1]}')
+
+
+def test_expect_100_continue_is_answered_before_the_body(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def go() -> tuple[int, int]:
+        reader, writer = await _connect(cluster.port)
+        head = _post(extra="Expect: 100-continue\r\n")[: -len(IRIS_JSON)]
+        writer.write(head)
+        interim, _, _ = await asyncio.wait_for(_response(reader), 5)  # no body sent yet
+        writer.write(IRIS_JSON)
+        final, _, _ = await _response(reader)
+        writer.close()
+        return interim, final
+
+    assert cluster.run(go()) == (100, 200)
+
+
+def test_an_oversized_body_is_a_413_and_closes(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kserve_nb.local.gateway as gateway_module
+
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def declared() -> tuple[int, bool]:
+        # Content-Length says too much: refused from the headers, before any 100 Continue or body.
+        reader, writer = await _connect(cluster.port)
+        length = gateway_module.MAX_BODY_BYTES + 1
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        status, _, _ = await _response(reader)
+        return status, await _closed_by_peer(reader)
+
+    assert cluster.run(declared()) == (413, True)
+
+    monkeypatch.setattr(gateway_module, "MAX_BODY_BYTES", 1000)
+
+    async def chunked() -> tuple[int, bytes, bool]:
+        # A chunked body has no declared size: refused once the chunks add up to too much.
+        reader, writer = await _connect(cluster.port)
+        writer.write(f"POST {PREDICT} HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        for _ in range(3):
+            writer.write(b"200\r\n" + b"x" * 512 + b"\r\n")
+        status, _, body = await _response(reader)
+        return status, body, await _closed_by_peer(reader)
+
+    status, body, closed = cluster.run(chunked())
+    assert (status, closed) == (413, True)
+    assert b"larger than 1000 bytes" in body
+    monkeypatch.undo()
+    assert call(cluster, HOST).status == 200
+
+
+def test_a_malformed_request_is_a_400_and_closes(cluster: Cluster) -> None:
+    async def go(request: bytes) -> tuple[int, bool]:
+        reader, writer = await _connect(cluster.port)
+        writer.write(request)
+        status, _, body = await _response(reader)
+        assert b"malformed HTTP request" in body
+        return status, await _closed_by_peer(reader)
+
+    assert cluster.run(go(b"GARBAGE\r\n\r\n")) == (400, True)
+    assert cluster.run(go(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")) == (400, True)
+    cluster.route({HOST: [(NS, REV1, 100)]})
+    assert call(cluster, HOST).status == 200
+
+
+def test_pipelined_requests_are_answered_in_order(cluster: Cluster) -> None:
+    cluster.route({LATEST_HOST: [(NS, REV2, 100)], PREV_HOST: [(NS, REV1, 100)]})
+
+    async def go() -> list[tuple[int, str | None]]:
+        reader, writer = await _connect(cluster.port)
+        # The 404 in the middle is known at once; it must still wait for the model's answer ahead of it.
+        writer.write(_post(LATEST_HOST) + _post("nope.example.com") + _post(PREV_HOST) + _post(LATEST_HOST))
+        answers = []
+        for _ in range(4):
+            status, headers, _ = await _response(reader)
+            answers.append((status, headers.get("x-kserve-revision")))
+        writer.close()
+        return answers
+
+    assert cluster.run(go()) == [(200, REV2), (404, None), (200, REV1), (200, REV2)]
+
+
+def test_a_head_answer_has_no_body(cluster: Cluster) -> None:
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def go() -> tuple[int, int]:
+        reader, writer = await _connect(cluster.port)
+        writer.write(f"HEAD /v1/models/{ISVC} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode() + _post())
+        head_status, _, _ = await _response(reader, head=True)
+        # Were there a body after the HEAD answer, this would parse it as a status line and fail.
+        status, _, _ = await _response(reader)
+        writer.close()
+        return head_status, status
+
+    head_status, status = cluster.run(go())
+    assert status == 200 and head_status < 600
+
+
+class SlowModel:
+    """A stand-in model server that answers ``{}`` after ``delay`` seconds, and counts hang-ups."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.hung_up = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return "127.0.0.1", self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head else 0
+                await reader.readexactly(length)
+                await asyncio.sleep(self.delay)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.hung_up += 1
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def test_clients_vanishing_mid_request_do_not_disturb_the_gateway(cluster: Cluster) -> None:
+    slow = SlowModel(0.3)
+    endpoints = cluster.endpoints()
+    endpoints[(NS, "slow")] = cluster.run(slow.start())
+    cluster.gateway.update({HOST: [(NS, REV1, 100)], "slow.example.com": [(NS, "slow", 100)]}, endpoints)
+
+    async def go() -> None:
+        # Half a request line, half a body, and a whole request whose answer is still being computed.
+        for partial in (b"POST /v1/mod", _post()[:-10], _post("slow.example.com")):
+            _, writer = await _connect(cluster.port)
+            writer.write(partial)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()  # gone without a word (a FIN, as when a client is killed)
+        await asyncio.sleep(0.4)  # the slow model notices a hang-up once it has answered
+
+    try:
+        cluster.run(go())
+        # The abandoned request's upstream connection was closed (as Envoy cancels upstream requests),
+        # not returned to the pool.
+        assert slow.hung_up == 1
+        answers = [call(cluster, HOST) for _ in range(3)]
+        assert [a.status for a in answers] == [200] * 3
+        cluster.run(asyncio.sleep(0.1))
+        assert not cluster.gateway._connections  # every client connection was let go
+    finally:
+        slow.close()
+
+
+def test_idle_keep_alive_connections_are_closed(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kserve_nb.local.gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module, "CLIENT_IDLE_SECONDS", 0.5)
+    cluster.route({HOST: [(NS, REV1, 100)]})
+
+    async def go() -> tuple[int, bool]:
+        reader, writer = await _connect(cluster.port)
+        writer.write(_post())
+        status, _, _ = await _response(reader)
+        return status, await _closed_by_peer(reader, timeout=4)  # the sweep runs once a second
+
+    assert cluster.run(go()) == (200, True)
+
+
+def test_close_lets_the_request_in_flight_finish_and_stops_listening(cluster: Cluster) -> None:
+    slow = SlowModel(0.3)
+
+    async def go() -> tuple[int, str, bool, bool]:
+        gateway = Gateway()
+        port = await gateway.start()
+        gateway.update({HOST: [(NS, "slow", 100)]}, {(NS, "slow"): await slow.start()})
+        idle_reader, _ = await _connect(port)
+        reader, writer = await _connect(port)
+        writer.write(_post())
+        await asyncio.sleep(0.1)  # the request is waiting for the model
+        closing = asyncio.ensure_future(gateway.close())
+        status, headers, _ = await _response(reader)
+        await closing
+        idle_closed = await _closed_by_peer(idle_reader)
+        try:
+            await _connect(port)
+            refused = False
+        except OSError:
+            refused = True
+        return status, headers["connection"], idle_closed, refused
+
+    try:
+        assert cluster.run(go()) == (200, "close", True, True)
+    finally:
+        slow.close()
