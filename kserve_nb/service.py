@@ -342,9 +342,11 @@ class Service:
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
             st = ServiceStatus.from_isvc(isvc)
-            has_target = (
-                st.previous_rolledout_revision
-                or (st.latest_rolledout_revision and st.latest_rolledout_revision != st.latest_ready_revision)
+            # Something to pin away from: a promoted-over revision, or a canary revision (ready,
+            # starting or failed) beside the rolled-out one.
+            has_target = st.previous_rolledout_revision or (
+                st.latest_rolledout_revision
+                and st.latest_created_revision != st.latest_rolledout_revision
             )
             if not has_target:
                 raise errors.ValidationError(
@@ -606,7 +608,9 @@ class Service:
         predictor_ready = st.condition("PredictorReady")
         if predictor_ready is not None and predictor_ready.reason == "ReconcileFailed":
             return f"the cluster rejected the change to {self.name}: {predictor_ready.message}"
-        if st.failure and (new_revision is None or st.latest_created_revision == new_revision):
+        # Only the revision this step created can fail it: a rollback or a traffic change must
+        # still go through while an older canary revision is failed.
+        if st.failure and new_revision is not None and st.latest_created_revision == new_revision:
             serving = " + ".join(f"{e.percent}% {e.revision}" for e in st.traffic) or "nothing"
             return (
                 f"{st.latest_created_revision} failed: {st.failure} — traffic stays on {serving}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -240,3 +241,16 @@ def test_kernel_loop_is_not_blocked_by_send(session: Session) -> None:
 
     assert asyncio.run(inside_running_loop()) == 80
     assert threading.active_count() < 50
+
+
+def test_rollback_pins_traffic_away_from_a_failed_canary(session: Session) -> None:
+    svc = _fresh(session, "failed-then-back")
+    # Bypass the client pre-flight to let the cluster fail the revision itself.
+    session.apply(isvc_manifest("failed-then-back", NS, "gs://kfserving-examples/models/sklearn/1.0/none", canary_percent=20))
+    deadline = time.monotonic() + 20
+    while svc.status().failure is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "failed" in (svc.status().failure or "")
+    st = svc.rollback().status
+    assert (st.prev_percent, st.latest_percent) == (100, 0)
+    assert st.split() == {"failed-then-back-predictor-00001": 100}
