@@ -94,46 +94,44 @@ _LABEL_VALUE = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"
 _LABEL_VALUE_RE = re.compile(f"^{_LABEL_VALUE}$")
 
 
+def _name_errors(value: str, limit: int, pattern: Any, explanation: str) -> list[str]:
+    # One shape for all of apimachinery's name validators: a length limit, then a regex.
+    errors = []
+    if len(value) > limit:
+        errors.append(f"must be no more than {limit} characters")
+    if not pattern.match(value):
+        errors.append(explanation)
+    return errors
+
+
 def dns1123_label_errors(value: str) -> list[str]:
     """Why ``value`` is not an RFC 1123 label (empty list when it is)."""
-    errors = []
-    if len(value) > 63:
-        errors.append("must be no more than 63 characters")
-    if not _LABEL_RE.match(value):
-        errors.append(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
-            "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
-            f"used for validation is '{DNS1123_LABEL}')"
-        )
-    return errors
+    return _name_errors(
+        value, 63, _LABEL_RE,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+        "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
+        f"used for validation is '{DNS1123_LABEL}')",
+    )
 
 
 def dns1123_subdomain_errors(value: str) -> list[str]:
     """Why ``value`` is not an RFC 1123 subdomain (empty list when it is)."""
-    errors = []
-    if len(value) > 253:
-        errors.append("must be no more than 253 characters")
-    if not _SUBDOMAIN_RE.match(value):
-        errors.append(
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
-            "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
-            f"for validation is '{DNS1123_SUBDOMAIN}')"
-        )
-    return errors
+    return _name_errors(
+        value, 253, _SUBDOMAIN_RE,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+        "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+        f"for validation is '{DNS1123_SUBDOMAIN}')",
+    )
 
 
 def dns1035_label_errors(value: str) -> list[str]:
     """Why ``value`` is not an RFC 1035 label (empty list when it is)."""
-    errors = []
-    if len(value) > 63:
-        errors.append("must be no more than 63 characters")
-    if not _DNS1035_RE.match(value):
-        errors.append(
-            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-            "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
-            f"'abc-123', regex used for validation is '{DNS1035_LABEL}')"
-        )
-    return errors
+    return _name_errors(
+        value, 63, _DNS1035_RE,
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+        "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+        f"'abc-123', regex used for validation is '{DNS1035_LABEL}')",
+    )
 
 
 def _qualified_name_errors(key: str) -> list[str]:
