@@ -66,6 +66,15 @@ def isvc_of_revision(revision: str) -> str:
     return revision.rsplit("-predictor-", 1)[0]
 
 
+def new_pod(rev: Revision) -> dict[str, str]:
+    """Name and creation time of a new pod for ``rev``: ``{revision}-deployment-{hash}-{suffix}``."""
+    suffix = "".join(secrets.choice(POD_ALPHABET) for _ in range(5))
+    return {
+        "name": f"{rev.name}-deployment-{pod_template_hash(rev.template_hash)}-{suffix}",
+        "created": st.now_rfc3339(),
+    }
+
+
 def pod_template_hash(template_hash: str) -> str:
     """A 9-10 character, Kubernetes-looking pod-template-hash derived from the revision template."""
     digest = hashlib.sha256(template_hash.encode()).digest()
@@ -248,32 +257,20 @@ class Controller:
         states = self.runtime.states()
         for rev in ks.revisions:
             if rev.name in live:
-                if rev.pod is None:
-                    suffix = "".join(secrets.choice(POD_ALPHABET) for _ in range(5))
-                    rev.pod = {
-                        "name": f"{rev.name}-deployment-{pod_template_hash(rev.template_hash)}-{suffix}",
-                        "created": st.now_rfc3339(),
-                    }
-                    self._save(ns, name, ks)
                 self.runtime.ensure_running(self._revision_spec(ns, name, rev))
-                self._write_pod(ns, name, rev, states.get((ns, rev.name)))
-            else:
-                if (ns, rev.name) in states:
-                    self.runtime.stop(ns, rev.name)
-                keep_failed_pod = rev.failed and rev is ks.latest_created
-                if rev.pod is not None and not keep_failed_pod:
-                    self._delete_pod(ns, rev.pod["name"])
-                    rev.pod = None
+            elif (ns, rev.name) in states:
+                self.runtime.stop(ns, rev.name)
+            # A failed latest revision keeps showing its (crash-looping) pod, like on a cluster.
+            shown = rev.name in live or (rev.failed and rev is ks.latest_created)
+            if shown:
+                if rev.pod is None:
+                    rev.pod = new_pod(rev)
                     self._save(ns, name, ks)
-                elif keep_failed_pod:
-                    if rev.pod is None:
-                        rev.pod = {
-                            "name": f"{rev.name}-deployment-{pod_template_hash(rev.template_hash)}-"
-                            + "".join(secrets.choice(POD_ALPHABET) for _ in range(5)),
-                            "created": st.now_rfc3339(),
-                        }
-                        self._save(ns, name, ks)
-                    self._write_pod(ns, name, rev, states.get((ns, rev.name)))
+                self._write_pod(ns, name, rev, states.get((ns, rev.name)))
+            elif rev.pod is not None:
+                self._delete_pod(ns, rev.pod["name"])
+                rev.pod = None
+                self._save(ns, name, ks)
         for revision in stale:
             self.runtime.stop(ns, revision)
 
