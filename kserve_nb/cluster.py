@@ -7,13 +7,12 @@ translated here, once, into the kserve-nb error tree with a message that says wh
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from kserve_nb import errors
 from kserve_nb import resources as r
@@ -312,41 +311,9 @@ class Cluster:
         )
         return dict(json.loads(resp.data))
 
-    # Generic apply support
-    def create_namespace_object(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a Namespace from a manifest."""
-        resp = self._call(
-            f'create namespace "{body["metadata"]["name"]}"', self.core.create_namespace, dict(body),
-            _preload_content=False,
-        )
-        return dict(json.loads(resp.data))
-
-    def watch_isvc(self, name: str, namespace: str, timeout_seconds: int = 30) -> Iterator[dict[str, Any]]:
-        """Stream watch events of one InferenceService (``{"type", "object"}`` dicts)."""
-        from kubernetes import watch
-
-        w = watch.Watch()
-        try:
-            yield from w.stream(
-                self.custom.list_namespaced_custom_object,
-                r.GROUP, r.VERSION, namespace, r.PLURAL,
-                field_selector=f"metadata.name={name}",
-                timeout_seconds=timeout_seconds,
-            )
-        except Exception as exc:
-            if _is_connection_error(exc):
-                raise translate(exc, "watch", self.target.server) from exc
-            raise
-        finally:
-            w.stop()
-
 
 def _is_connection_error(exc: BaseException) -> bool:
     import urllib3
 
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, OSError))
 
-
-def copy_manifest(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep copy of a manifest as plain dicts."""
-    return copy.deepcopy(dict(obj))

@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlparse
 
 import pandas as pd
 import yaml
@@ -445,7 +444,3 @@ def _connect_local(cfg: KServeNb, namespace: str | None, ingress: str | None, st
     cluster = Cluster.from_kubeconfig(lc.kubeconfig, LOCAL_CONTEXT, namespace, kind="local")
     return Session(cluster, config=cfg, local=lc, ingress=ingress or lc.ingress)
 
-
-def host_of(url: str) -> str:
-    """Host name of a URL."""
-    return urlparse(url).hostname or url
