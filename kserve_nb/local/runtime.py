@@ -2,8 +2,9 @@
 
 The controller says which revisions should run (:meth:`Runtime.ensure_running` /
 :meth:`Runtime.stop`); the runtime starts each as a fork of a warm zygote (see
-``modelserver.py``), probes ``GET /v1/models/{name}`` until it answers 200, and reports every phase
-change through ``on_change``:
+``modelserver.py``), counts it Ready once it reports that it listens (model loaded, HTTP server
+started: Knative's default TCP readiness), kills it if ``GET /v1/models/{name}`` does not then answer
+200, and reports every phase change through ``on_change``:
 
 ``Starting`` → ``Ready``; a model that cannot load → ``Failed`` (deterministic: no restart loop); a
 process that dies → ``Restarting`` at once (the gateway stops routing to it within milliseconds),
@@ -47,7 +48,7 @@ BACKOFF_MAX_SECONDS = 10.0
 BACKOFF_RESET_SECONDS = 30.0
 #: How long a process may take to report its port (model load included) before it is killed.
 START_TIMEOUT_SECONDS = 120.0
-#: How long the readiness probe tries after the port was reported.
+#: How long the HTTP check may take to get a 200 after the port was reported.
 READY_TIMEOUT_SECONDS = 10.0
 #: SIGTERM → SIGKILL grace for stopped revisions.
 STOP_GRACE_SECONDS = 3.0
@@ -82,6 +83,7 @@ class RevisionState:
     started_at: str | None = None  # RFC3339 UTC of the current process start
     last_crash_at: str | None = None
     ever_ready: bool = False
+    last_port: int | None = None  # the port it last listened on: a restart asks for it again
 
 
 @dataclass(eq=False)
@@ -465,6 +467,7 @@ class Runtime:
             "storage_uri": rev.spec.storage_uri,
             "state_dir": str(self._state_dir),
             "log_path": str(rev.log_path),
+            "port": rev.state.last_port,
         }
 
     def _on_status(self, rev: _Revision, gen: int) -> None:
@@ -490,27 +493,34 @@ class Runtime:
             self._notify(rev)
         elif msg.get("event") == "listening":
             self._cancel_timer(rev)
-            rev.state.port = int(msg["port"])
+            rev.state.port = rev.state.last_port = int(msg["port"])
+            self._ready(rev)
             self._spawn_task(rev, self._probe(rev, gen))
 
     async def _probe(self, rev: _Revision, gen: int) -> None:
+        """Confirm that a process that reported ``listening`` answers HTTP; kill it if it doesn't.
+
+        The revision is Ready from the ``listening`` report on: the model is loaded and uvicorn has
+        started, which is what Knative's default (TCP) readiness probe checks. An ingress that keeps a
+        restarting revision's address (nginx) reaches it from that moment, so Ready must not lag it.
+        """
         url = f"http://{rev.state.host}:{rev.state.port}/v1/models/{rev.spec.model_name}"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
+            if gen != rev.generation or rev.process_gone:
+                return
             try:
                 async with self._http.get(url) as resp:
                     if resp.status == 200:
-                        break
-            except Exception:  # noqa: BLE001 - not up yet; the deadline bounds this loop
+                        return
+            except Exception:  # noqa: BLE001 - not answering yet; the deadline bounds this loop
                 pass
             await asyncio.sleep(0.01)
-        else:
-            if gen == rev.generation and rev.state.pid is not None:
-                rev.kill_reason = f"model server did not answer GET {url} within {READY_TIMEOUT_SECONDS:g}s"
-                self._kill(rev.state.pid)
-            return
-        if gen != rev.generation or rev.process_gone:
-            return
+        if gen == rev.generation and rev.state.pid is not None:
+            rev.kill_reason = f"model server did not answer GET {url} within {READY_TIMEOUT_SECONDS:g}s"
+            self._kill(rev.state.pid)
+
+    def _ready(self, rev: _Revision) -> None:
         # `message` keeps the last crash reason (a pod's lastState), if there was one.
         rev.state.phase, rev.state.ever_ready = "Ready", True
         rev.ready_since = time.monotonic()
@@ -581,7 +591,7 @@ class Runtime:
         """Detach the current process's reader, timer and probe (not the process itself)."""
         self._cancel_timer(rev)
         for task in list(rev.tasks):
-            if task is not asyncio.current_task():
+            if task is not asyncio.current_task(self._get_loop()):
                 task.cancel()
         if rev.status_fd is not None:
             self._get_loop().remove_reader(rev.status_fd)
