@@ -16,7 +16,7 @@ def _local(args: argparse.Namespace) -> int:
         cluster = manager.up(args.state_dir)
         print(f"local cluster running (pid {cluster.pid})")
         print(f"  API      {cluster.api}   (context kserve-nb-local)")
-        print(f"  ingress  {cluster.ingress}")
+        print(f"  ingress  {cluster.ingress}   ({cluster.ingress_proxy})")
         print(f"  state    {cluster.state_dir}")
         print('use it from a shell:  eval "$(kserve-nb local env)"')
         return 0
@@ -35,7 +35,7 @@ def _local(args: argparse.Namespace) -> int:
     if running is None:
         print("stopped")
         return 1
-    print(f"running (pid {running.pid})  API {running.api}  ingress {running.ingress}  state {running.state_dir}")
+    print(f"running (pid {running.pid})  API {running.api}  ingress {running.ingress} ({running.ingress_proxy})  state {running.state_dir}")
     return 0
 
 

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from kserve_nb import resources as r
 from kserve_nb.local import store as st
@@ -58,7 +58,11 @@ class RuntimeLike(Protocol):
 
 
 class GatewayLike(Protocol):
-    def update(self, routes: Any, endpoints: Any) -> None: ...
+    def update(self, routes: Any, endpoints: Any, standby: Any = None) -> None: ...
+
+
+#: Routing table: host → weighted targets ``(namespace, revision, percent)``.
+RouteTable = dict[str, list[tuple[str, str, int]]]
 
 
 def isvc_of_revision(revision: str) -> str:
@@ -96,7 +100,14 @@ class Controller:
         self.gateway = gateway
         self.settings = settings or Settings()
         self._states: dict[tuple[str, str], KsvcState] = {}
-        self._routes: dict[tuple[str, str], dict[str, list[tuple[str, str, int]]]] = {}
+        self._routes: dict[tuple[str, str], RouteTable] = {}
+        # An ingress that is programmed asynchronously (nginx) reports the table it serves; status
+        # that would announce routes it does not serve yet is held back until it does, as Knative
+        # holds a Route's readiness until its ingress is programmed.
+        self._asynchronous_ingress = bool(getattr(gateway, "programs_asynchronously", False))
+        self._programmed: Mapping[str, Any] = {}
+        self._held: set[tuple[str, str]] = set()
+        self._published: dict[tuple[str, str], RouteTable] = {}  # the routes the written status announces
         self._dirty: set[tuple[str, str]] = set()
         self._scheduled = False
         self._task: asyncio.Task[None] | None = None
@@ -181,13 +192,19 @@ class Controller:
         if self._fail_unloadable(ks):
             result = reconcile({**isvc, "status": result.status}, ks, st.now_rfc3339(), self.settings)
         self._save(ns, name, ks)
-        if result.status != isvc.get("status"):
+        new_routes = routes(result.status, name, ns, self.settings)
+        held = self._ingress_lags(self._published.get((ns, name), {}), new_routes)
+        self._routes[(ns, name)] = new_routes
+        if held:
+            self._held.add((ns, name))
+        else:
+            self._published[(ns, name)] = new_routes
+        if not held and result.status != isvc.get("status"):
             self.store.update(
                 st.INFERENCESERVICES, {**isvc, "status": result.status}, subresource="status", check_rv=False
             )
         self._sync_revision_objects(ns, name, ks, result.status)
         self._sync_processes(ns, name, ks, result.status, stale)
-        self._routes[(ns, name)] = routes(result.status, name, ns, self.settings)
 
     def _stale_revisions(self, ns: str, name: str, ks: KsvcState) -> list[str]:
         # Revisions of an earlier incarnation (deleted and recreated isvc) still running.
@@ -227,6 +244,7 @@ class Controller:
                     pass
         self.store.put_private(f"ksvc/{ns}/{name}", None)
         self._routes.pop((ns, name), None)
+        self._published.pop((ns, name), None)
 
     # ------------------------------------------------------------------ runtime
 
@@ -324,16 +342,37 @@ class Controller:
 
     # ------------------------------------------------------------------ gateway
 
+    def on_ingress_programmed(self, table: Mapping[str, Any]) -> None:
+        """Ingress callback: it now serves ``table``; write the status held back for it."""
+        self._programmed = table
+        held, self._held = self._held, set()
+        for key in held:
+            self._mark_dirty(key)
+
+    def _ingress_lags(self, old: RouteTable, new: RouteTable) -> bool:
+        """Whether the ingress does not serve ``new`` yet (hosts of ``old`` it drops included)."""
+        if not self._asynchronous_ingress:
+            return False
+        programmed = self._programmed
+        if any(programmed.get(host) != targets for host, targets in new.items()):
+            return True
+        return any(host in programmed for host in old if host not in new)
+
     def _sync_gateway(self) -> None:
-        table: dict[str, list[tuple[str, str, int]]] = {}
+        table: RouteTable = {}
         for per_isvc in self._routes.values():
             table.update(per_isvc)
+        states = self.runtime.states()
         endpoints = {
-            key: (state.host, state.port)
-            for key, state in self.runtime.states().items()
-            if state.phase == "Ready" and state.port
+            key: (state.host, state.port) for key, state in states.items() if state.phase == "Ready" and state.port
         }
-        self.gateway.update(table, endpoints)
+        # Crashed revisions come back on their previous port; an ingress may keep it meanwhile.
+        standby = {
+            key: (state.host, state.last_port)
+            for key, state in states.items()
+            if state.phase in ("Restarting", "Starting") and state.last_port
+        }
+        self.gateway.update(table, endpoints, standby)
 
 
 # ---------------------------------------------------------------------- object shapes

@@ -95,6 +95,29 @@ def _previous_ports(state_dir: Path) -> dict[str, Any]:
         return {}
 
 
+async def _start_ingress(state_dir: Path, port: int) -> tuple[Any, int]:
+    """nginx in front of the Python gateway when nginx is installed, else the Python gateway alone.
+
+    The previous run's port is tried first (clients keep their ``INGRESS_PORT``), then a free one.
+    """
+    from kserve_nb.local.gateway import Gateway
+    from kserve_nb.local.nginx import NginxIngress, find_nginx
+
+    binary = find_nginx()
+    for candidate in dict.fromkeys((port, 0)):
+        gateway: Gateway | NginxIngress = (
+            NginxIngress(state_dir / "ingress", candidate, binary=binary) if binary else Gateway("127.0.0.1", candidate)
+        )
+        try:
+            return gateway, await gateway.start()
+        except OSError as e:
+            await gateway.close()
+            if candidate == 0:
+                raise
+            log.info("ingress port %d is taken (%s): picking another", candidate, e)
+    raise AssertionError("unreachable")
+
+
 async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     """Run the local cluster until SIGTERM/SIGINT."""
     from aiohttp import web
@@ -102,7 +125,7 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     from kserve_nb.local import storage
     from kserve_nb.local.apiserver import create_app, kubeconfig
     from kserve_nb.local.controller import Controller
-    from kserve_nb.local.gateway import Gateway
+    from kserve_nb.local.nginx import NginxIngress
     from kserve_nb.semantics import Settings
     from kserve_nb.local.runtime import Runtime
     from kserve_nb.local.store import Store
@@ -127,12 +150,7 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     runtime = Runtime(state_dir, on_change, prerequisite=seeded)
     await runtime.start(wait=False)
     previous = _previous_ports(state_dir)
-    gateway = Gateway("127.0.0.1", int(previous.get("ingress", 0)))
-    try:
-        ingress_port = await gateway.start()
-    except OSError:
-        gateway = Gateway("127.0.0.1", 0)
-        ingress_port = await gateway.start()
+    gateway, ingress_port = await _start_ingress(state_dir, int(previous.get("ingress", 0)))
     app = create_app(store, token)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -142,6 +160,8 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     api_port = api_sock.getsockname()[1]
 
     controller = Controller(store, runtime, gateway, Settings(domain=domain))
+    if isinstance(gateway, NginxIngress):
+        gateway.on_programmed = controller.on_ingress_programmed
     await controller.start()
     # Announce the cluster only once the seeded models exist: a client's pre-flight check of a
     # seeded storageUri must never race the seeding. The zygote keeps warming meanwhile.
@@ -158,11 +178,12 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
         "api": server,
         "ingress_host": "127.0.0.1",
         "ingress_port": ingress_port,
+        "ingress_proxy": "nginx" if isinstance(gateway, NginxIngress) else "python",
         "domain": domain,
         "kubeconfig": str(state_dir / "kubeconfig"),
     }
     write_private(state_dir / "endpoint.json", json.dumps(endpoint, indent=2))
-    log.info("local cluster up: api %s, ingress 127.0.0.1:%d", server, ingress_port)
+    log.info("local cluster up: api %s, ingress 127.0.0.1:%d (%s)", server, ingress_port, endpoint["ingress_proxy"])
 
     try:
         await stop.wait()

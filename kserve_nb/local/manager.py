@@ -37,6 +37,7 @@ class LocalCluster:
     ingress_port: int
     kubeconfig: Path
     domain: str = "example.com"
+    ingress_proxy: str = "python"  # what serves the ingress port: "nginx" or "python" (the Gateway alone)
 
     @property
     def ingress(self) -> str:
@@ -131,6 +132,7 @@ def _cluster(sd: Path, info: dict[str, Any]) -> LocalCluster:
         ingress_port=int(info["ingress_port"]),
         kubeconfig=Path(info["kubeconfig"]),
         domain=info.get("domain", "example.com"),
+        ingress_proxy=info.get("ingress_proxy", "python"),
     )
 
 

@@ -122,7 +122,12 @@ def test_cli_up_is_idempotent_env_status_down_and_files_are_private(fresh: Path)
     assert httpx.get(first.api + "/api", verify=ca).status_code == 401
     # Loopback only.
     daemon = psutil.Process(first.pid)
-    listening = [c.laddr.ip for c in daemon.connections() if c.status == psutil.CONN_LISTEN]
+    listening = [
+        c.laddr.ip
+        for proc in [daemon, *daemon.children(recursive=True)]  # nginx (the ingress) is a child
+        for c in proc.connections()
+        if c.status == psutil.CONN_LISTEN
+    ]
     assert listening and set(listening) == {"127.0.0.1"}
 
     assert cli("local", "down", "--state-dir", str(fresh)).returncode == 0
@@ -141,6 +146,10 @@ def test_kill_9_of_the_control_plane_then_up_keeps_every_object_revision_and_spl
             ("survivor-predictor-00002", 30), ("survivor-predictor-00001", 70)])
     servers = model_servers(cluster.pid)
     assert len(servers) >= 3  # zygote + two revisions
+    if cluster.ingress_proxy == "nginx":
+        nginx = [p for p in psutil.Process(cluster.pid).children(recursive=True) if p.name() == "nginx"]
+        assert len(nginx) >= 2  # master + worker
+        servers += nginx
 
     os.kill(cluster.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
