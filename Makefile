@@ -20,24 +20,35 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,notebooks,test]"
 	touch $@
 
-# Debian packages the tests and benchmarks use: chromium (browser test), wrk (benchmarks), curl.
-# kubectl is preinstalled on these machines. Installed only when missing, and only as root.
-sysdeps: $(SYSDEPS)
-$(SYSDEPS): | $(STAMP)
-	@missing=""; for p in chromium wrk curl; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Debian packages, installed only when missing, and only as root (else the command to run is shown):
+# nginx is the local cluster's ingress data plane (without it the Python gateway serves alone, slower);
+# the tests and benchmarks also use chromium (browser test), wrk (benchmarks) and curl.
+# kubectl is preinstalled on these machines.
+define apt_ensure
+	@missing=""; for p in $(1); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing (apt-get install$$missing)"; exit 1; fi; \
 	fi
+endef
+
+INGRESS := $(VENV)/.ingress-stamp
+$(INGRESS): | $(STAMP)
+	$(call apt_ensure,nginx)
 	touch $@
 
-demo: $(STAMP)
+sysdeps: $(SYSDEPS)
+$(SYSDEPS): | $(STAMP) $(INGRESS)
+	$(call apt_ensure,chromium wrk curl)
+	touch $@
+
+demo: $(STAMP) $(INGRESS)
 	$(BIN)/python -m kserve_nb.demo
 
 test: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest
 
-lab: $(STAMP)
+lab: $(STAMP) $(INGRESS)
 	$(BIN)/kserve-nb local up
 	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/
 

@@ -59,6 +59,8 @@ def test_binder_files_reuse_the_project_pins() -> None:
     for script in ("postBuild", "start"):
         assert os.access(BINDER / script, os.X_OK), f"binder/{script} must be executable"
     assert 'exec "$@"' in (BINDER / "start").read_text()
+    # repo2docker apt-installs these: nginx is the local cluster's ingress data plane.
+    assert (BINDER / "apt.txt").read_text().split() == ["nginx"]
 
 
 @pytest.mark.slow
