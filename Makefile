@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # Debian packages, installed only when missing, and only as root (else the command to run is shown):
-# nginx is the local cluster's ingress data plane (without it the Python gateway serves alone, slower);
+# nginx with its Lua module is the local cluster's ingress data plane (without them the Python gateway
+# serves alone, slower; then only a hint is printed);
 # the tests and benchmarks also use chromium (browser test), wrk (benchmarks) and curl.
 # kubectl is preinstalled on these machines.
 define apt_ensure
@@ -34,7 +35,10 @@ endef
 
 INGRESS := $(VENV)/.ingress-stamp
 $(INGRESS): | $(STAMP)
-	$(call apt_ensure,nginx)
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] || [ ! -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-lua; \
+	  else echo "for the fast ingress: apt-get install nginx libnginx-mod-http-lua (the Python gateway serves meanwhile)"; fi; \
+	fi
 	touch $@
 
 sysdeps: $(SYSDEPS)

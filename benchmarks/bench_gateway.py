@@ -4,7 +4,8 @@ Run: ``.venv/bin/python benchmarks/bench_gateway.py [--duration 3] [--concurrenc
 
 Starts one sklearn revision through :class:`~kserve_nb.local.runtime.Runtime`, the Python
 :class:`~kserve_nb.local.gateway.Gateway` in this process (on uvloop, as in the daemon) and, when
-nginx is installed, the :class:`~kserve_nb.local.nginx.NginxIngress` the daemon then uses. Drives
+nginx and its Lua module are installed, the :class:`~kserve_nb.local.nginx.NginxIngress` the daemon
+then uses. Drives
 each with ``wrk`` (POST of the walkthrough's iris JSON, ``Host`` header for the proxies) at each
 concurrency, direct and through each proxy back to back, and prints req/s, their ratio, p50/p99
 latency (plus what the proxy adds), and the proxy's CPU time per request (this process's for the

@@ -2,7 +2,7 @@
 
 Each script measures its comparisons side by side within its own run, on loopback only:
 
-- bench_gateway.py   gateway vs direct to the model server (req/s ratio, added p50/p99)
+- bench_gateway.py   ingress (nginx, Python gateway) vs direct to the model server (req/s ratio, added p50/p99)
 - bench_send.py      Service.send/PredictionClient.send vs curl loop, httpx, wrk (req/s ratios)
 - bench_cluster.py   cold start, API GET/PATCH latency, apply → canary serving, kubectl
 - bench_load_ext.py  %load_ext kserve_nb vs importing pandas + plotly

@@ -60,7 +60,7 @@ def test_binder_files_reuse_the_project_pins() -> None:
         assert os.access(BINDER / script, os.X_OK), f"binder/{script} must be executable"
     assert 'exec "$@"' in (BINDER / "start").read_text()
     # repo2docker apt-installs these: nginx is the local cluster's ingress data plane.
-    assert (BINDER / "apt.txt").read_text().split() == ["nginx"]
+    assert (BINDER / "apt.txt").read_text().split() == ["nginx", "libnginx-mod-http-lua"]
 
 
 @pytest.mark.slow

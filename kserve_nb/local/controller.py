@@ -58,7 +58,7 @@ class RuntimeLike(Protocol):
 
 
 class GatewayLike(Protocol):
-    def update(self, routes: Any, endpoints: Any, standby: Any = None) -> None: ...
+    def update(self, routes: Any, endpoints: Any) -> None: ...
 
 
 #: Routing table: host → weighted targets ``(namespace, revision, percent)``.
@@ -108,6 +108,7 @@ class Controller:
         self._programmed: Mapping[str, Any] = {}
         self._held: set[tuple[str, str]] = set()
         self._published: dict[tuple[str, str], RouteTable] = {}  # the routes the written status announces
+        self._pending: dict[tuple[str, str], tuple[str, Any]] = {}  # held status: (uid, status)
         self._dirty: set[tuple[str, str]] = set()
         self._scheduled = False
         self._task: asyncio.Task[None] | None = None
@@ -186,6 +187,12 @@ class Controller:
             self._teardown(ns, name)
             return
         uid = isvc["metadata"]["uid"]
+        stored_status = isvc.get("status")
+        pending = self._pending.get((ns, name))
+        if pending is not None and pending[0] == uid:
+            # Reconcile from the status computed last (KServe's controller would have written it; it
+            # only waits for the ingress here): its rollout bookkeeping must not be lost.
+            isvc = {**isvc, "status": pending[1]}
         ks = self._state(ns, name, uid)
         stale = self._stale_revisions(ns, name, ks)
         result = reconcile(isvc, ks, st.now_rfc3339(), self.settings)
@@ -197,12 +204,14 @@ class Controller:
         self._routes[(ns, name)] = new_routes
         if held:
             self._held.add((ns, name))
+            self._pending[(ns, name)] = (uid, result.status)
         else:
             self._published[(ns, name)] = new_routes
-        if not held and result.status != isvc.get("status"):
-            self.store.update(
-                st.INFERENCESERVICES, {**isvc, "status": result.status}, subresource="status", check_rv=False
-            )
+            self._pending.pop((ns, name), None)
+            if result.status != stored_status:
+                self.store.update(
+                    st.INFERENCESERVICES, {**isvc, "status": result.status}, subresource="status", check_rv=False
+                )
         self._sync_revision_objects(ns, name, ks, result.status)
         self._sync_processes(ns, name, ks, result.status, stale)
 
@@ -245,6 +254,7 @@ class Controller:
         self.store.put_private(f"ksvc/{ns}/{name}", None)
         self._routes.pop((ns, name), None)
         self._published.pop((ns, name), None)
+        self._pending.pop((ns, name), None)
 
     # ------------------------------------------------------------------ runtime
 
@@ -362,17 +372,12 @@ class Controller:
         table: RouteTable = {}
         for per_isvc in self._routes.values():
             table.update(per_isvc)
-        states = self.runtime.states()
         endpoints = {
-            key: (state.host, state.port) for key, state in states.items() if state.phase == "Ready" and state.port
+            key: (state.host, state.port)
+            for key, state in self.runtime.states().items()
+            if state.phase == "Ready" and state.port
         }
-        # Crashed revisions come back on their previous port; an ingress may keep it meanwhile.
-        standby = {
-            key: (state.host, state.last_port)
-            for key, state in states.items()
-            if state.phase in ("Restarting", "Starting") and state.last_port
-        }
-        self.gateway.update(table, endpoints, standby)
+        self.gateway.update(table, endpoints)
 
 
 # ---------------------------------------------------------------------- object shapes

@@ -103,10 +103,10 @@ async def _start_ingress(state_dir: Path, port: int) -> tuple[Any, int]:
     from kserve_nb.local.gateway import Gateway
     from kserve_nb.local.nginx import NginxIngress, find_nginx
 
-    binary = find_nginx()
+    found = find_nginx()
     for candidate in dict.fromkeys((port, 0)):
         gateway: Gateway | NginxIngress = (
-            NginxIngress(state_dir / "ingress", candidate, binary=binary) if binary else Gateway("127.0.0.1", candidate)
+            NginxIngress(state_dir / "ingress", candidate, found=found) if found else Gateway("127.0.0.1", candidate)
         )
         try:
             return gateway, await gateway.start()

@@ -693,7 +693,6 @@ class Gateway:
         self,
         routes: Mapping[str, Sequence[tuple[str, str, int]]],
         endpoints: Mapping[tuple[str, str], tuple[str, int]],
-        standby: Mapping[tuple[str, str], tuple[str, int]] | None = None,
     ) -> None:
         """Replace the whole routing table atomically.
 
@@ -704,9 +703,6 @@ class Gateway:
         endpoints:
             ``(namespace, revision)`` → ``(host, port)`` of a *ready* model server. Targets without
             an endpoint get no traffic.
-        standby:
-            Where restarting revisions will listen again; unused here (a refused connection is retried
-            on another target anyway), see :meth:`NginxIngress.update`.
         """
         self._table = _build_table(routes, endpoints)
         self._pool.retain_only(frozenset((h, int(p)) for h, p in endpoints.values()))

@@ -123,8 +123,7 @@ class SKLearnModel(kserve.Model):
 def serve_revision(request: dict[str, Any], status_fd: int, zygote_pid: int | None) -> int:
     """Run one revision's model server until SIGTERM; return the process exit code.
 
-    ``request`` holds ``model_name``, ``storage_uri``, ``state_dir``, ``log_path``, ``revision`` and
-    optionally ``port``, the port to listen on if it is free (else an ephemeral one).
+    ``request`` holds ``model_name``, ``storage_uri``, ``state_dir``, ``log_path`` and ``revision``.
     The outcome of startup is written to ``status_fd`` as one JSON line: ``{"event": "listening",
     "port": N}`` or ``{"event": "failed", "message": "Failed to load model from …: …"}``.
     """
@@ -144,22 +143,17 @@ def serve_revision(request: dict[str, Any], status_fd: int, zygote_pid: int | No
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(model, status_fd, int(request.get("port") or 0)))
+        loop.run_until_complete(_serve(model, status_fd))
     finally:
         loop.close()
     _log_line("model server stopped")
     return 0
 
 
-async def _serve(model: SKLearnModel, status_fd: int, preferred_port: int = 0) -> None:
+async def _serve(model: SKLearnModel, status_fd: int) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        # A restarted revision comes back on its previous port, so the ingress needn't be
-        # reprogrammed (an nginx reload drops idle keep-alive client connections).
-        sock.bind(("127.0.0.1", preferred_port))
-    except OSError:
-        sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     sock.setblocking(False)
     port = sock.getsockname()[1]

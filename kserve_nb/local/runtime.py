@@ -83,7 +83,6 @@ class RevisionState:
     started_at: str | None = None  # RFC3339 UTC of the current process start
     last_crash_at: str | None = None
     ever_ready: bool = False
-    last_port: int | None = None  # the port it last listened on: a restart asks for it again
 
 
 @dataclass(eq=False)
@@ -467,7 +466,6 @@ class Runtime:
             "storage_uri": rev.spec.storage_uri,
             "state_dir": str(self._state_dir),
             "log_path": str(rev.log_path),
-            "port": rev.state.last_port,
         }
 
     def _on_status(self, rev: _Revision, gen: int) -> None:
@@ -493,7 +491,7 @@ class Runtime:
             self._notify(rev)
         elif msg.get("event") == "listening":
             self._cancel_timer(rev)
-            rev.state.port = rev.state.last_port = int(msg["port"])
+            rev.state.port = int(msg["port"])
             self._ready(rev)
             self._spawn_task(rev, self._probe(rev, gen))
 
@@ -501,8 +499,7 @@ class Runtime:
         """Confirm that a process that reported ``listening`` answers HTTP; kill it if it doesn't.
 
         The revision is Ready from the ``listening`` report on: the model is loaded and uvicorn has
-        started, which is what Knative's default (TCP) readiness probe checks. An ingress that keeps a
-        restarting revision's address (nginx) reaches it from that moment, so Ready must not lag it.
+        started, which is what Knative's default (TCP) readiness probe checks.
         """
         url = f"http://{rev.state.host}:{rev.state.port}/v1/models/{rev.spec.model_name}"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS

@@ -199,3 +199,23 @@ def test_1000_requests_at_a_10_percent_split_land_within_the_binomial_interval(
     # 99.9% two-sided normal interval of Binomial(1000, 0.1): 100 ± 3.29 * sqrt(90) ≈ [69, 131]
     half = 3.2905 * math.sqrt(n * p * (1 - p))
     assert n * p - half <= hits <= n * p + half, hits
+
+
+def test_a_change_right_after_a_promotion_keeps_the_promotions_bookkeeping(
+    local_cluster: manager.LocalCluster,
+) -> None:
+    # The promotion's status waits (briefly) for the ingress to serve its routes; a change arriving
+    # meanwhile must still be reconciled from it: the promoted revision becomes the new `prev`.
+    merge = {"Content-Type": "application/merge-patch+json"}
+    with api(local_cluster) as client:
+        client.delete(f"{BASE}/quick")
+        client.post(BASE, json=manifest("quick", M1)).raise_for_status()
+        wait_for(client, "quick", ready)
+        client.patch(f"{BASE}/quick", json=manifest("quick", M2, canary=10), headers=merge).raise_for_status()
+        wait_for(client, "quick", lambda o: ready(o) and split(o) == [("quick-predictor-00002", 10), ("quick-predictor-00001", 90)])
+        client.patch(f"{BASE}/quick", json={"spec": {"predictor": {"canaryTrafficPercent": None}}}, headers=merge).raise_for_status()
+        client.patch(f"{BASE}/quick", json=manifest("quick", M1, canary=20), headers=merge).raise_for_status()
+        done = wait_for(client, "quick", lambda o: ready(o) and split(o)[0][0] == "quick-predictor-00003")
+        assert split(done) == [("quick-predictor-00003", 20), ("quick-predictor-00002", 80)]
+        assert done["status"]["components"]["predictor"]["latestRolledoutRevision"] == "quick-predictor-00002"
+        client.delete(f"{BASE}/quick")

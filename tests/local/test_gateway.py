@@ -63,14 +63,6 @@ class Cluster:
             if s.phase == "Ready" and s.port is not None
         }
 
-    def standby(self) -> dict[tuple[str, str], tuple[str, int]]:
-        """Restarting revisions' previous addresses, as the controller passes them."""
-        return {
-            key: (s.host, s.last_port)
-            for key, s in self.runtime.states().items()
-            if s.phase in ("Restarting", "Starting") and s.last_port
-        }
-
     @property
     def nginx(self) -> bool:
         return isinstance(self.gateway, NginxIngress)
@@ -118,7 +110,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     def on_change(state: RevisionState) -> None:
         events.append((time.monotonic(), state))
         if holder:  # the daemon's wiring: every runtime change reprograms the gateway at once
-            holder[0].gateway.update(holder[0].routes, holder[0].endpoints(), holder[0].standby())
+            holder[0].gateway.update(holder[0].routes, holder[0].endpoints())
 
     runtime = Runtime(state_dir, on_change)
     gateway: Gateway | NginxIngress = Gateway() if request.param == "python" else NginxIngress(state_dir / "ingress")
@@ -371,10 +363,7 @@ def test_kill_9_under_load_fails_only_requests_in_flight_on_the_dead_revision(cl
     # keep-alive connections to the victim (a POST that left is never re-sent, unlike a refused one).
     assert len(failed) <= (16 if cluster.nginx else 8)
     # …and nothing sent after the report reached it until it was Ready again.
-    # (nginx keeps a restarting revision's address and reaches it again once it listens, model loaded:
-    # a pipe message, and this busy loop's turn, before the runtime's Ready event is recorded here.)
-    margin = 0.05 if cluster.nginx else 0.001
-    after = [a for a in answers if reported < a.started and a.started + margin < back]
+    after = [a for a in answers if reported < a.started and a.started + 0.001 < back]
     assert after and all(a.headers["x-kserve-revision"] == REV1 for a in after)
     # Traffic returns to the restarted revision.
     cluster.run(asyncio.sleep(0.05))

@@ -2,8 +2,8 @@
 
 Routing behaviour through nginx is tested in ``test_gateway.py`` (every test there runs against both
 data planes); this file covers what is nginx's own: the rendered config (accepted by the real
-``nginx -t``, no injection from object names), the reload confirmation, supervision, and the
-daemon's choice between nginx and the Python gateway.
+``nginx -t``), the pushed table (no injection from object names), the control endpoint's token,
+supervision, and the daemon's choice between nginx and the Python gateway.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import uvloop
 
 from kserve_nb.local import manager
-from kserve_nb.local.nginx import INGRESS_ENV, NginxIngress, find_nginx, render
+from kserve_nb.local.nginx import INGRESS_ENV, NginxIngress, encode_table, find_nginx, render
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (make sysdeps installs it)")
 
@@ -33,51 +33,46 @@ def nginx_test(conf: str, directory: Path) -> subprocess.CompletedProcess[str]:
     (directory / "tmp").mkdir(parents=True, exist_ok=True)
     path = directory / "nginx.conf"
     path.write_text(conf)
-    binary = find_nginx()
-    assert binary is not None
+    found = find_nginx()
+    assert found is not None
     return subprocess.run(
-        [binary, "-t", "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(path)],
+        [found[0], "-t", "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(path)],
         capture_output=True, text=True, timeout=30,
     )
 
 
-def test_the_rendered_config_is_valid_for_many_long_hosts(tmp_path: Path) -> None:
-    routes = {f"h{i}-{LONG_HOST}": [("ns", f"rev-{i}", 90), ("ns", "rev-x", 10)] for i in range(200)}
-    endpoints = {("ns", f"rev-{i}"): ("127.0.0.1", 20000 + i) for i in range(200)}
-    endpoints[("ns", "rev-x")] = ("127.0.0.1", 30000)
-    conf = render(routes, endpoints, listen=18080, fallback=18081, directory=tmp_path, generation=7)
+def test_the_rendered_config_is_valid_and_loopback_only(tmp_path: Path) -> None:
+    found = find_nginx()
+    assert found is not None
+    conf = render(listen=18080, control=18082, fallback=18081, token="t0k3n", directory=tmp_path, modules=found[1])
     result = nginx_test(conf, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert conf.count("upstream kn_route_") == 200
-    assert "server 127.0.0.1:20003 weight=90" in conf and "server 127.0.0.1:30000 weight=10" in conf
-    assert '"~:20003$" rev-3;' in conf  # x-kserve-revision by port
-    assert "listen 127.0.0.1:18080" in conf and "0.0.0.0" not in conf
+    listens = [line.strip() for line in conf.splitlines() if line.strip().startswith("listen ")]
+    assert listens == ["listen 127.0.0.1:18080 default_server;", "listen 127.0.0.1:18082;"]
 
 
-def test_routes_without_a_ready_target_are_left_to_the_python_gateway(tmp_path: Path) -> None:
-    conf = render(
-        {"a.ns.example.com": [("ns", "r1", 100)], "b.ns.example.com": [("ns", "r2", 0), ("ns", "r3", 100)]},
+def test_the_table_holds_only_ready_targets_with_traffic() -> None:
+    table = encode_table(
+        {
+            "a.ns.example.com": [("ns", "r1", 90), ("ns", "r2", 10)],
+            "B.NS.example.com:8080": [("ns", "r2", 0), ("ns", "r3", 100)],
+            LONG_HOST: [("ns", "r1", 100)],
+        },
         {("ns", "r1"): ("127.0.0.1", 20001), ("ns", "r2"): ("127.0.0.1", 20002)},
-        listen=18080, fallback=18081, directory=tmp_path, generation=1,
     )
-    assert "a.ns.example.com kn_route_0;" in conf
-    assert "b.ns.example.com" not in conf  # r2 has no traffic, r3 is not ready: the fallback says why
-    assert "default kn_fallback;" in conf and "server 127.0.0.1:18081;" in conf
-
-
-def test_names_that_are_not_dns_names_never_reach_the_config(tmp_path: Path) -> None:
-    evil = [
-        "x.example.com; } server { listen 0.0.0.0:80",
-        "y.example.com\n  include /etc/passwd;",
-        "z.example.com'",
+    assert table.splitlines() == [
+        "a.ns.example.com r1 20001 90 r2 20002 10",
+        # b: r2 has no traffic and r3 is not ready, so the Python gateway answers it (503, says why)
+        f"{LONG_HOST} r1 20001 100",
     ]
+
+
+def test_names_that_are_not_dns_names_never_reach_the_table() -> None:
+    evil = ["x.example.com r9 22 100\nevil.example.com", "y.example.com;", "z example.com", "w.example.com'"]
     routes = {host: [("ns", "r1", 100)] for host in evil}
-    routes["ok.example.com"] = [("ns", "r1; evil", 100), ("ns", "r1", 100)]
-    conf = render(routes, {("ns", "r1"): ("127.0.0.1", 20001), ("ns", "r1; evil"): ("127.0.0.1", 20002)},
-                  listen=18080, fallback=18081, directory=tmp_path, generation=1)
-    assert "0.0.0.0" not in conf and "passwd" not in conf and "evil" not in conf and "'" not in conf.split("map $host")[1].split("}")[0]
-    assert "ok.example.com kn_route_0;" in conf and "20002" not in conf
-    assert nginx_test(conf, tmp_path).returncode == 0
+    routes["ok.example.com"] = [("ns", "r1 6666 100", 100), ("ns", "r1", 100)]
+    table = encode_table(routes, {("ns", "r1"): ("127.0.0.1", 20001), ("ns", "r1 6666 100"): ("127.0.0.1", 20002)})
+    assert table == "ok.example.com r1 20001 100\n"
 
 
 def test_find_nginx_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,45 +86,49 @@ def test_find_nginx_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv(INGRESS_ENV, "nginx")
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(os, "access", lambda *a, **k: False)
-    with pytest.raises(RuntimeError, match="apt-get install nginx"):
+    monkeypatch.setattr("kserve_nb.local.nginx.MODULE_DIRS", ("/nonexistent",))
+    with pytest.raises(RuntimeError, match="apt-get install nginx libnginx-mod-http-lua"):
         find_nginx()
 
 
-def test_updates_are_confirmed_then_reported_and_a_dead_nginx_is_restarted(tmp_path: Path) -> None:
+def test_updates_are_pushed_then_reported_and_a_dead_nginx_is_restarted(tmp_path: Path) -> None:
     async def go() -> None:
         reported: list[dict] = []
         ingress = NginxIngress(tmp_path / "ingress", on_programmed=lambda t: reported.append(dict(t)))
         port = await ingress.start()
         try:
             assert stat_mode(tmp_path / "ingress") == 0o700
+            assert stat_mode(tmp_path / "ingress" / "nginx.conf") == 0o600  # it holds the control token
+            assert ingress._token not in repr(ingress)
             routes = {"a.ns.example.com": [("ns", "r1", 100)]}
             ingress.update(routes, {("ns", "r1"): ("127.0.0.1", 9)})
-            assert reported == []  # nginx reloads first
+            assert reported == []  # pushed asynchronously
             await ingress.wait_programmed()
             assert reported == [routes]
-            # The old worker no longer accepts: every new connection gets the new config.
             async with httpx.AsyncClient() as client:
-                for _ in range(20):
-                    r = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": "nope.example.com"})
-                    assert r.status_code == 404 and "a.ns.example.com" in r.json()["error"]
-            # The same table again: nothing to reload, reported at once.
+                r = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": "nope.example.com"})
+                assert r.status_code == 404 and "a.ns.example.com" in r.json()["error"]
+                # The control endpoint wants its token.
+                control = f"http://127.0.0.1:{ingress._control}/routes"
+                assert (await client.post(control, content=b"evil.example.com r 1 100\n")).status_code == 401
+            # The same table again: nothing to push, reported at once.
             ingress.update(routes, {("ns", "r1"): ("127.0.0.1", 9)})
             assert len(reported) == 2
-            # nginx killed behind our back: restarted on the same port with the same table.
+            # nginx killed behind our back: restarted on the same port, and the table pushed again.
             master = ingress.pid
             assert master is not None
             os.kill(master, signal.SIGKILL)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and (ingress.pid in (None, master) or len(reported) < 3):
                 await asyncio.sleep(0.05)
-            assert ingress.pid not in (None, master)
+            assert ingress.pid not in (None, master) and len(reported) == 3
             async with httpx.AsyncClient() as client:
                 r = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": "nope.example.com"})
             assert r.status_code == 404
         finally:
             pid = ingress.pid
             await ingress.close()
-        assert pid is not None and not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert pid is not None and (not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
 
     uvloop.run(go())
 
