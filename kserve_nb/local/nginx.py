@@ -418,14 +418,27 @@ class NginxIngress:
             if task is not None:
                 task.cancel()
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGQUIT)  # graceful: in-flight requests finish
-            if not await _wait(process, 2.0):
-                process.terminate()
-                if not await _wait(process, 2.0):
-                    process.kill()
-                    await _wait(process, 2.0)
+        if process is not None:
+            self._workers()
+            await self._stop(process, graceful=True)
         await self._fallback.close()
+
+    async def _stop(self, process: subprocess.Popen[bytes], graceful: bool = False) -> None:
+        """Stop the master (SIGQUIT lets requests finish; SIGTERM doesn't), by force after 2 s each.
+
+        Its workers exit with it, unless the master had to be SIGKILLed: then they are killed too.
+        """
+        if process.poll() is None:
+            for sig in ((signal.SIGQUIT,) if graceful else ()) + (signal.SIGTERM,):
+                process.send_signal(sig)
+                if await _wait(process, 2.0):
+                    break
+            else:
+                process.kill()
+                await _wait(process, 2.0)
+        for pid in self._workers_seen:
+            _kill_orphan(pid)
+        self._workers_seen.clear()
 
     # --- internals ---
 
@@ -490,9 +503,8 @@ class NginxIngress:
             self._pushed = self._table
         except (TimeoutError, OSError) as e:
             process, self._process = self._process, None
-            if process.poll() is None:
-                process.kill()
-            await _wait(process, 2.0)
+            self._workers_seen |= _children(process.pid)
+            await self._stop(process)
             raise OSError(f"nginx did not start on 127.0.0.1:{self._port}: {self._error_tail() or e}") from e
         self._workers()
         log.info("nginx ingress (pid %d) on 127.0.0.1:%d, fallback gateway on %d",
@@ -516,13 +528,10 @@ class NginxIngress:
                     await asyncio.sleep(0.005)
 
     def _workers(self) -> set[int]:
-        """The master's current worker processes (remembered for :meth:`_supervise`)."""
+        """The master's current worker processes (remembered, to be killed if orphaned)."""
         if self._process is None:
             return set()
-        try:
-            workers = {child.pid for child in psutil.Process(self._process.pid).children()}
-        except psutil.Error:
-            return set()
+        workers = _children(self._process.pid)
         self._workers_seen = {pid for pid in self._workers_seen if psutil.pid_exists(pid)} | workers
         return workers
 
@@ -555,6 +564,13 @@ class NginxIngress:
         except OSError:
             return ""
         return lines[-1] if lines else ""
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {child.pid for child in psutil.Process(pid).children()}
+    except psutil.Error:
+        return set()
 
 
 def _kill_orphan(pid: int) -> None:

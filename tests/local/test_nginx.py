@@ -127,8 +127,10 @@ def test_updates_are_pushed_then_reported_and_a_dead_nginx_is_restarted(tmp_path
             assert r.status_code == 404
         finally:
             pid = ingress.pid
+            workers = ingress._workers_seen | ingress._workers()
             await ingress.close()
-        assert pid is not None and (not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+        assert pid is not None and workers
+        assert not [p for p in [pid, *workers] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
     uvloop.run(go())
 
