@@ -1,0 +1,273 @@
+"""Content negotiation and request bodies: JSON, YAML, and the protobuf kubectl sends for core types."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import orjson
+import yaml
+from aiohttp import web
+
+from kserve_nb.local.apiserver.status import ApiError, bad_request, unsupported_media_type
+
+
+JSON = "application/json"
+DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+DISCOVERY_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", APPLY_PATCH)
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What representation a GET asks for: ``json``, ``table`` or ``partial``."""
+
+    form: str = "json"
+    api_version: str = "meta.k8s.io/v1"
+
+    @property
+    def content_type(self) -> str:
+        """Response Content-Type."""
+        if self.form == "table":
+            version = self.api_version.split("/")[1]
+            return f"application/json;as=Table;v={version};g=meta.k8s.io"
+        return JSON
+
+
+def _media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for clause in accept.split(","):
+        parts = [p.strip() for p in clause.split(";")]
+        params = {}
+        for part in parts[1:]:
+            if "=" in part:
+                key, value = part.split("=", 1)
+                params[key.strip()] = value.strip()
+        out.append((parts[0].lower(), params))
+    return out
+
+
+def negotiate(accept: str | None) -> Negotiated:
+    """Pick the response form from an Accept header (first supported media range wins)."""
+    for media, params in _media_ranges(accept or JSON):
+        if media not in (JSON, "*/*", "application/*"):
+            continue
+        as_ = params.get("as")
+        if as_ is None:
+            return Negotiated()
+        if params.get("g") != "meta.k8s.io" or params.get("v") not in ("v1", "v1beta1"):
+            continue
+        version = f"meta.k8s.io/{params['v']}"
+        if as_ == "Table":
+            return Negotiated("table", version)
+        if as_ in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            return Negotiated("partial", version)
+    return Negotiated()
+
+
+def wants_discovery_v2(accept: str | None) -> str | None:
+    for media, params in _media_ranges(accept or ""):
+        if media == JSON and params.get("g") == "apidiscovery.k8s.io" and params.get("as") == "APIGroupDiscoveryList":
+            if params.get("v") in ("v2", "v2beta1"):
+                return params["v"]
+    return None
+
+
+def negotiate_openapi_v2(accept: str | None) -> bool:
+    """Whether an ``/openapi/v2`` request accepts JSON (we serve no protobuf form)."""
+    return any(media in (JSON, "*/*", "application/*") for media, _ in _media_ranges(accept or JSON))
+
+
+def json_response(body: Any, status: int = 200, content_type: str = JSON,
+                  warnings: list[str] | None = None) -> web.Response:
+    """A JSON response encoded with orjson."""
+    response = web.Response(body=orjson.dumps(body), status=status, content_type=None)
+    response.headers["Content-Type"] = content_type
+    for warning in warnings or ():
+        response.headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+    return response
+
+
+def status_response(error: ApiError) -> web.Response:
+    """The ``Status`` answer of an :class:`ApiError`."""
+    return json_response(error.status(), status=error.code)
+
+
+class _JsonSafeLoader(yaml.SafeLoader):
+    """Safe YAML loader that keeps timestamps as strings, as sigs.k8s.io/yaml does."""
+
+
+_JsonSafeLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _jsonable(value: Any, path: str = "") -> Any:
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, bool) else str(k).lower(): _jsonable(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v, path) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise bad_request(f"json: cannot unmarshal number {value} into Go value of type int64")
+    if isinstance(value, float) and value != value:
+        raise bad_request("error converting YAML to JSON: NaN is not valid JSON")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise bad_request(f"error converting YAML to JSON: unsupported value of type {type(value).__name__} at {path or '<root>'}")
+
+
+def decode_body(raw: bytes, content_type: str) -> Any:
+    """Decode a request body as JSON, (safe) YAML or Kubernetes protobuf. Raises ApiError 400/415."""
+    if content_type == PROTOBUF:
+        return decode_protobuf(raw)
+    if content_type not in ("", JSON, "application/octet-stream") and content_type not in YAML_TYPES:
+        raise unsupported_media_type([JSON, "application/yaml"])
+    if not raw.strip():
+        raise bad_request("the request body is empty")
+    if content_type in YAML_TYPES:
+        try:
+            value = yaml.load(raw, Loader=_JsonSafeLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            raise bad_request(f"error converting YAML to JSON: {exc}".replace("\n", " ")) from None
+        return _jsonable(value)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
+    check_int64(value)
+    return value
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_int64(value: Any) -> None:
+    """Reject integers Go cannot hold (orjson would accept them on input but not on output)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and not _INT64_MIN <= item <= _INT64_MAX:
+            raise bad_request(f"json: cannot unmarshal number {item} into Go value of type int64")
+
+
+# kubectl's typed clients (``kubectl create namespace``, ``kubectl create configmap``) send
+# Kubernetes protobuf and do not fall back to JSON, so the core types we accept writes for are
+# decoded here: the ``k8s\0`` envelope (runtime.Unknown) and the generated.proto field numbers.
+_PB_MAGIC = b"k8s\x00"
+_PB_TIME = {1: ("seconds", "int"), 2: ("nanos", "int")}
+_PB_OWNER = {1: ("kind", "str"), 3: ("name", "str"), 4: ("uid", "str"), 5: ("apiVersion", "str"),
+             6: ("controller", "bool"), 7: ("blockOwnerDeletion", "bool")}
+_PB_META = {1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"), 4: ("selfLink", "str"),
+            5: ("uid", "str"), 6: ("resourceVersion", "str"), 7: ("generation", "int"),
+            8: ("creationTimestamp", "time"), 9: ("deletionTimestamp", "time"),
+            10: ("deletionGracePeriodSeconds", "int"), 11: ("labels", "map"), 12: ("annotations", "map"),
+            13: ("ownerReferences", ("list", _PB_OWNER)), 14: ("finalizers", "strlist")}
+_PB_KINDS: dict[str, dict[int, tuple[str, Any]]] = {
+    "Namespace": {1: ("metadata", _PB_META), 2: ("spec", {1: ("finalizers", "strlist")}),
+                  3: ("status", {1: ("phase", "str")})},
+    "ConfigMap": {1: ("metadata", _PB_META), 2: ("data", "map"), 3: ("binaryData", "bytesmap"),
+                  4: ("immutable", "bool")},
+}
+
+
+def _pb_fields(data: bytes) -> list[tuple[int, Any]]:
+    """Split a protobuf message into (field number, raw value) pairs."""
+    out: list[tuple[int, Any]] = []
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        shift = result = 0
+        while True:
+            if pos >= len(data) or shift > 63:
+                raise ValueError("truncated varint")
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return result
+            shift += 7
+
+    while pos < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out.append((number, varint()))
+        elif wire == 2:
+            length = varint()
+            if pos + length > len(data):
+                raise ValueError("truncated field")
+            out.append((number, data[pos:pos + length]))
+            pos += length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            out.append((number, data[pos:pos + size]))
+            pos += size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def _pb_signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _pb_message(data: bytes, schema: Mapping[int, tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for number, raw in _pb_fields(data):
+        if number not in schema:
+            continue  # fields we do not model are dropped, as an older server would
+        name, kind = schema[number]
+        # Go writes empty strings and zero integers of non-pointer fields; JSON omits them.
+        if kind == "str":
+            if raw:
+                out[name] = raw.decode()
+        elif kind == "int":
+            if raw:
+                out[name] = _pb_signed(raw)
+        elif kind == "bool":
+            out[name] = bool(raw)
+        elif kind == "strlist":
+            out.setdefault(name, []).append(raw.decode())
+        elif kind in ("map", "bytesmap"):
+            entry = dict(_pb_fields(raw))
+            value = entry.get(2, b"")
+            out.setdefault(name, {})[entry.get(1, b"").decode()] = (
+                base64.b64encode(value).decode() if kind == "bytesmap" else value.decode())
+        elif kind == "time":
+            seconds = _pb_signed(dict(_pb_fields(raw)).get(1, 0))
+            if seconds > 0:
+                out[name] = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif isinstance(kind, tuple):
+            out.setdefault(name, []).append(_pb_message(raw, kind[1]))
+        else:
+            out[name] = _pb_message(raw, kind)
+    return out
+
+
+def decode_protobuf(raw: bytes) -> dict[str, Any]:
+    """Decode a Kubernetes protobuf body of a Namespace or ConfigMap into its JSON form."""
+    if not raw.startswith(_PB_MAGIC):
+        raise bad_request("the protobuf body does not start with the Kubernetes envelope")
+    try:
+        envelope = dict(_pb_fields(raw[len(_PB_MAGIC):]))
+        type_meta = _pb_message(envelope.get(1, b""), {1: ("apiVersion", "str"), 2: ("kind", "str")})
+        kind = type_meta.get("kind", "")
+        if kind not in _PB_KINDS:
+            raise unsupported_media_type([JSON, "application/yaml"])
+        obj = _pb_message(envelope.get(2, b""), _PB_KINDS[kind])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"unable to decode protobuf body: {exc}") from None
+    return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}

@@ -1,0 +1,155 @@
+"""Resource URLs, query parameters and the write helpers shared by create, update and patch."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from kserve_nb.local import openapi
+from kserve_nb.local.apiserver.status import bad_request
+from kserve_nb.local.patching import clone
+from kserve_nb.local.store import ResourceType, now_rfc3339
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resource URL: the type, namespace, object name and subresource it names."""
+
+    rt: ResourceType
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+    watch: bool = False  # the deprecated /watch/ path prefix
+
+
+def parse_target(segments: list[str]) -> Target | None:
+    """Map path segments (after ``/api/v1`` or ``/apis/<g>/<v>``) to a :class:`Target`."""
+    if not segments:
+        return None
+    if segments[0] == "api":
+        group, version, rest = "", segments[1] if len(segments) > 1 else "", segments[2:]
+    elif segments[0] == "apis" and len(segments) >= 3:
+        group, version, rest = segments[1], segments[2], segments[3:]
+    else:
+        return None
+    kinds = openapi.BY_GROUP_VERSION.get((group, version))
+    if kinds is None or not rest:
+        return None
+    watch = False
+    if rest[0] == "watch":
+        watch, rest = True, rest[1:]
+        if not rest:
+            return None
+    namespace = None
+    # /namespaces/{ns}/{plural}/... names a namespaced collection, except the namespace's own
+    # subresources (/api/v1/namespaces/{name}/status|finalize).
+    if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize")):
+        namespace, rest = rest[1], rest[2:]
+    rt = kinds.get(rest[0])
+    if rt is None or len(rest) > 3:
+        return None
+    if namespace is not None and not rt.namespaced:
+        return None
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    return Target(rt, namespace, name, sub, watch)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string such as ``32s`` or ``1m30s``. Raises ValueError."""
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if not match:
+            raise ValueError(text)
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise ValueError(text)
+    return total
+
+
+def query_flag(params: Mapping[str, str], name: str) -> bool:
+    return params.get(name, "").lower() in ("true", "1")
+
+
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apiserver's SimpleNameGenerator alphabet
+
+
+def generate_name(prefix: str) -> str:
+    return prefix[: 63 - 5] + "".join(random.choice(_NAME_CHARS) for _ in range(5))  # noqa: S311
+
+
+def strip_server_fields(meta: dict[str, Any]) -> None:
+    for key in ("managedFields", "selfLink"):
+        meta.pop(key, None)
+
+
+def simulate_update(rt: ResourceType, old: Mapping[str, Any], new: Mapping[str, Any],
+                    subresource: str | None) -> dict[str, Any]:
+    """What :meth:`Store.update` would store (for dry-run), without writing."""
+    if subresource == "status":
+        merged = clone(dict(old))
+        if "status" in new:
+            merged["status"] = clone(new["status"])
+        else:
+            merged.pop("status", None)
+        return merged
+    out = clone(dict(new))
+    meta = out.setdefault("metadata", {})
+    old_meta = old.get("metadata") or {}
+    if rt.has_status:
+        if "status" in old:
+            out["status"] = clone(old["status"])
+        else:
+            out.pop("status", None)
+    for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
+        if key in old_meta:
+            meta[key] = old_meta[key]
+        else:
+            meta.pop(key, None)
+    if rt.group and out.get("spec") != old.get("spec"):
+        meta["generation"] = int(old_meta.get("generation", 1)) + 1
+    meta["resourceVersion"] = old_meta.get("resourceVersion")
+    out["apiVersion"], out["kind"] = rt.api_version, rt.kind
+    return out
+
+
+def simulate_create(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = clone(dict(obj))
+    meta = out.setdefault("metadata", {})
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = now_rfc3339()
+    meta.pop("resourceVersion", None)
+    if rt.group:
+        meta["generation"] = 1
+    out["apiVersion"], out["kind"] = rt.api_version, rt.kind
+    return out
+
+
+@dataclass
+class WriteOptions:
+    """Query parameters shared by create, update and patch."""
+
+    dry_run: bool
+    field_validation: str  # Strict, Warn or Ignore
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> WriteOptions:
+        """Read and check ``dryRun`` and ``fieldValidation``."""
+        dry = params.getall("dryRun", []) if hasattr(params, "getall") else [params.get("dryRun", "")]
+        dry = [d for d in dry if d]
+        if any(d != "All" for d in dry):
+            raise bad_request(f"Invalid dry run value: {dry}")
+        mode = params.get("fieldValidation", "") or "Warn"
+        canonical = {"strict": "Strict", "warn": "Warn", "ignore": "Ignore"}.get(mode.lower())
+        if canonical is None:
+            raise bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Strict", "Warn"')
+        return cls(bool(dry), canonical)

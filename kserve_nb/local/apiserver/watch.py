@@ -1,0 +1,172 @@
+"""Watch streams: store events as Kubernetes watch events (JSON lines or Tables), with bookmarks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+from aiohttp import web
+
+from kserve_nb.local import tables
+from kserve_nb.local.apiserver.codec import JSON, negotiate
+from kserve_nb.local.apiserver.requests import Target, query_flag, parse_go_duration
+from kserve_nb.local.apiserver.status import ApiError, bad_request
+from kserve_nb.local.store import StoreGone, WatchEvent
+
+if TYPE_CHECKING:  # only in annotations: server imports this module
+    from kserve_nb.local.apiserver.server import ApiServer
+
+
+DEFAULT_WATCH_TIMEOUT = 1800.0
+BOOKMARK_INTERVAL = 60.0
+
+
+class WatchStream:
+    """One watch request: initial state or resumption, then live events until timeout/disconnect."""
+
+    def __init__(self, server: ApiServer, request: web.Request, target: Target) -> None:
+        self.server = server
+        self.store = server.store
+        self.request = request
+        self.target = target
+        self.rt = target.rt
+        self.namespace = target.namespace if target.rt.namespaced else None
+        params = request.query
+        self.selection = server._selection(request, target)
+        self.form = negotiate(request.headers.get("Accept"))
+        self.include = params.get("includeObject") or "Metadata"
+        self.bookmarks = query_flag(params, "allowWatchBookmarks")
+        self.send_initial = query_flag(params, "sendInitialEvents")
+        self.rv_param = params.get("resourceVersion", "")
+        try:
+            if params.get("timeoutSeconds"):
+                self.timeout = float(params["timeoutSeconds"])
+            elif params.get("timeout"):
+                self.timeout = parse_go_duration(params["timeout"])  # the client's request timeout
+            else:
+                self.timeout = DEFAULT_WATCH_TIMEOUT
+        except ValueError:
+            raise bad_request(f"invalid timeoutSeconds: {params.get('timeoutSeconds')}") from None
+        self.headers_sent = False
+        self.visible: set[tuple[str, str]] = set()  # objects this watcher has seen as selected
+        self.last_rv = 0
+
+    async def run(self) -> web.StreamResponse:
+        """Serve the watch; returns when it times out, the client leaves or the server stops."""
+        # sendInitialEvents (streaming list) always starts from the current state, like rv "" or "0".
+        if self.rv_param not in ("", "0") and not self.send_initial:
+            try:
+                start_rv = int(self.rv_param)
+            except ValueError:
+                raise bad_request(f"invalid resource version: {self.rv_param}") from None
+        else:
+            start_rv = None
+        sub = self.store.subscribe(self.rt, self.namespace)
+        self.server._watchers[id(sub)] = sub
+        try:
+            # No await between subscribing and reading the backlog: nothing can slip in between.
+            backlog, gone = self._backlog(start_rv)
+            response = web.StreamResponse(status=200)
+            response.headers["Content-Type"] = self.form.content_type if self.form.form == "table" else JSON
+            response.headers["Cache-Control"] = "no-cache, private"
+            response.enable_chunked_encoding()
+            await response.prepare(self.request)
+            if gone is not None:
+                await self._send(response, {"type": "ERROR", "object": gone.status()})
+                return await self._finish(response)
+            for etype, obj in backlog:
+                await self._send_object(response, etype, obj)
+            if start_rv is None and self.send_initial and self.bookmarks:
+                await self._send_bookmark(response, initial_end=True)
+            await self._follow(response, sub)
+            return await self._finish(response)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        finally:
+            self.store.unsubscribe(sub)
+            self.server._watchers.pop(id(sub), None)
+
+    async def _finish(self, response: web.StreamResponse) -> web.StreamResponse:
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
+
+    def _backlog(self, start_rv: int | None) -> tuple[list[tuple[str, dict[str, Any]]], ApiError | None]:
+        if start_rv is None:
+            items, rv = self.store.list(self.rt, self.namespace)
+            self.last_rv = rv
+            return [("ADDED", o) for o in items if self.selection.matches(o)], None
+        try:
+            # (cast: Store.list shadows the builtin in store.py's annotations, which confuses mypy)
+            events = cast("list[WatchEvent]", self.store.events_since(start_rv, self.rt, self.namespace))
+        except StoreGone as exc:
+            return [], ApiError(410, "Expired", str(exc))
+        self.last_rv = max([start_rv] + [e.rv for e in events])
+        return [(e.type, e.obj) for e in events], None
+
+    async def _follow(self, response: web.StreamResponse, sub: Any) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        next_bookmark = loop.time() + BOOKMARK_INTERVAL
+        transport = self.request.transport
+        while not self.server._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                event: WatchEvent | None = await asyncio.wait_for(sub.queue.get(), min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                if transport is None or transport.is_closing():
+                    return  # the client went away
+                if self.bookmarks and loop.time() >= next_bookmark:
+                    await self._send_bookmark(response)
+                    next_bookmark = loop.time() + BOOKMARK_INTERVAL
+                continue
+            if event is None:
+                return  # server shutdown
+            if event.rv <= self.last_rv:
+                continue  # already covered by the backlog
+            self.last_rv = event.rv
+            await self._send_object(response, event.type, event.obj)
+
+    async def _send_object(self, response: web.StreamResponse, etype: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        selected = self.selection.matches(obj)
+        if not selected:
+            if key in self.visible and etype != "DELETED":
+                # It left the selection: to this watcher it was deleted.
+                self.visible.discard(key)
+                await self._send(response, {"type": "DELETED", "object": self._present(obj)})
+            return
+        if etype == "DELETED":
+            self.visible.discard(key)
+        else:
+            if etype == "MODIFIED" and key not in self.visible and self.selection.labels:
+                etype = "ADDED"  # it entered the selection
+            self.visible.add(key)
+        await self._send(response, {"type": etype, "object": self._present(obj)})
+
+    def _present(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.form.form == "table":
+            table = tables.to_table(self.rt, [obj], include_object=self.include, headers=not self.headers_sent,
+                                    api_version=self.form.api_version,
+                                    resource_version=(obj.get("metadata") or {}).get("resourceVersion"))
+            self.headers_sent = True
+            return table
+        if self.form.form == "partial":
+            return tables.partial_object_metadata(obj, self.form.api_version)
+        return obj
+
+    async def _send_bookmark(self, response: web.StreamResponse, *, initial_end: bool = False) -> None:
+        meta: dict[str, Any] = {"resourceVersion": str(max(self.last_rv, 0))}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        await self._send(response, {"type": "BOOKMARK",
+                                    "object": {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": meta}})
+
+    async def _send(self, response: web.StreamResponse, event: dict[str, Any]) -> None:
+        await response.write(orjson.dumps(event) + b"\n")
