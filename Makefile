@@ -25,10 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 # serves alone, slower; then only a hint is printed);
 # the tests and benchmarks also use chromium (browser test), wrk (benchmarks) and curl.
 # kubectl is preinstalled on these machines.
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 define apt_ensure
 	@missing=""; for p in $(1); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then $(APT_INSTALL) $$missing; \
 	  else echo "please install:$$missing (apt-get install$$missing)"; exit 1; fi; \
 	fi
 endef
@@ -36,7 +37,7 @@ endef
 INGRESS := $(VENV)/.ingress-stamp
 $(INGRESS): | $(STAMP)
 	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] || [ ! -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-lua; \
+	  if [ "$$(id -u)" = 0 ]; then $(APT_INSTALL) nginx libnginx-mod-http-lua; \
 	  else echo "for the fast ingress: apt-get install nginx libnginx-mod-http-lua (the Python gateway serves meanwhile)"; fi; \
 	fi
 	touch $@

@@ -5,8 +5,7 @@ Run: ``.venv/bin/python benchmarks/bench_gateway.py [--duration 3] [--concurrenc
 Starts one sklearn revision through :class:`~kserve_nb.local.runtime.Runtime`, the Python
 :class:`~kserve_nb.local.gateway.Gateway` in this process (on uvloop, as in the daemon) and, when
 nginx and its Lua module are installed, the :class:`~kserve_nb.local.nginx.NginxIngress` the daemon
-then uses. Drives
-each with ``wrk`` (POST of the walkthrough's iris JSON, ``Host`` header for the proxies) at each
+then uses. Drives each with ``wrk`` (POST of the walkthrough's iris JSON, ``Host`` header for the proxies) at each
 concurrency, direct and through each proxy back to back, and prints req/s, their ratio, p50/p99
 latency (plus what the proxy adds), and the proxy's CPU time per request (this process's for the
 Python gateway, nginx's workers' for nginx: the one number that other load hardly moves).
@@ -32,6 +31,7 @@ import argparse
 import asyncio
 import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import statistics
@@ -42,11 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import json
-import subprocess
-
 import psutil
 import uvloop
+from paired_latency import BODY  # this directory is on sys.path when a benchmark runs
+
 
 from kserve_nb.local.gateway import Gateway
 from kserve_nb.local.nginx import NginxIngress, find_nginx
@@ -57,11 +56,10 @@ NAMESPACE = "kserve-test"
 ISVC = "sklearn-iris"
 REVISION = "sklearn-iris-predictor-00001"
 HOST = f"{ISVC}.{NAMESPACE}.example.com"
-BODY = '{"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}'
 
 LUA = f"""
 wrk.method = "POST"
-wrk.body = '{BODY}'
+wrk.body = '{BODY.decode()}'
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT %d %d %d %d %d %d %d %d\\n",
@@ -175,13 +173,13 @@ async def main(
             assert state.port is not None
             path = f"/v1/models/{ISVC}:predict"
             direct_url = f"http://127.0.0.1:{state.port}{path}"
-            urls = []
+            ports = []
             for _, plane in planes:
-                port = await plane.start()
+                ports.append(await plane.start())
                 plane.update({HOST: [(NAMESPACE, REVISION, 100)]}, {(NAMESPACE, REVISION): (state.host, state.port)})
                 if isinstance(plane, NginxIngress):
                     await plane.wait_programmed()
-                urls.append(f"http://127.0.0.1:{port}{path}")
+            urls = [f"http://127.0.0.1:{port}{path}" for port in ports]
             cpus = [nginx_cpu(p) if isinstance(p, NginxIngress) else time.process_time for _, p in planes]
             # Warm every path (connection pools, first-request code paths).
             await wrk(direct_url, None, 8, 1, script)
@@ -205,9 +203,7 @@ async def main(
                     table.append((c, *median_pair(pairs)))
                 if baseline:
                     paired.append((c, rounds_by_plane[0], rounds_by_plane[-1]))
-            spec = [["direct", state.port, HOST]] + [
-                [label, int(url.split(":")[2].split("/")[0]), HOST] for (label, _), url in zip(planes, urls)
-            ]
+            spec = [["direct", state.port, HOST]] + [[label, port, HOST] for (label, _), port in zip(planes, ports)]
             probe = await asyncio.create_subprocess_exec(
                 sys.executable, str(Path(__file__).with_name("paired_latency.py")), json.dumps(spec), str(pair_rounds),
                 stdout=asyncio.subprocess.PIPE,

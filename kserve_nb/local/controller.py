@@ -106,7 +106,6 @@ class Controller:
         # holds a Route's readiness until its ingress is programmed.
         self._asynchronous_ingress = bool(getattr(gateway, "programs_asynchronously", False))
         self._programmed: Mapping[str, Any] = {}
-        self._held: set[tuple[str, str]] = set()
         self._published: dict[tuple[str, str], RouteTable] = {}  # the routes the written status announces
         self._pending: dict[tuple[str, str], tuple[str, Any]] = {}  # held status: (uid, status)
         self._dirty: set[tuple[str, str]] = set()
@@ -203,7 +202,6 @@ class Controller:
         held = self._ingress_lags(self._published.get((ns, name), {}), new_routes)
         self._routes[(ns, name)] = new_routes
         if held:
-            self._held.add((ns, name))
             self._pending[(ns, name)] = (uid, result.status)
         else:
             self._published[(ns, name)] = new_routes
@@ -355,8 +353,7 @@ class Controller:
     def on_ingress_programmed(self, table: Mapping[str, Any]) -> None:
         """Ingress callback: it now serves ``table``; write the status held back for it."""
         self._programmed = table
-        held, self._held = self._held, set()
-        for key in held:
+        for key in list(self._pending):
             self._mark_dirty(key)
 
     def _ingress_lags(self, old: RouteTable, new: RouteTable) -> bool:

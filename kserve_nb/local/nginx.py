@@ -437,9 +437,7 @@ class NginxIngress:
             else:
                 process.kill()
                 await _wait(process, 2.0)
-        for pid in self._workers_seen:
-            _kill_orphan(pid)
-        self._workers_seen.clear()
+        self._kill_orphaned_workers()
 
     # --- internals ---
 
@@ -536,6 +534,15 @@ class NginxIngress:
         self._workers_seen = {pid for pid in self._workers_seen if psutil.pid_exists(pid)} | workers
         return workers
 
+    def _kill_orphaned_workers(self) -> None:
+        """Kill every worker seen that is still alive once its master is gone.
+
+        Workers outlive a master killed outright (SIGKILL skips its shutdown), and keep the port.
+        """
+        for pid in self._workers_seen:
+            _kill_orphan(pid)
+        self._workers_seen.clear()
+
     async def _supervise(self) -> None:
         """Restart nginx if it dies on its own (with back-off), and push the table to it again."""
         failures = 0
@@ -545,10 +552,7 @@ class NginxIngress:
             if process is None or process.poll() is None:
                 continue
             log.error("nginx exited with %s: %s", process.returncode, self._error_tail())
-            # Workers outlive a master killed outright (SIGKILL skips its shutdown) and keep the port.
-            for pid in self._workers_seen:
-                _kill_orphan(pid)
-            self._workers_seen.clear()
+            self._kill_orphaned_workers()
             await asyncio.sleep(RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)])
             try:
                 await self._launch()
