@@ -118,6 +118,60 @@ class StoreGone(StoreError):
     """A watch asked for a resourceVersion older than the retained event log."""
 
 
+def created_object(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` as a create stores it: server-set metadata filled in (resourceVersion aside).
+
+    Pure, so the API server's dry runs answer with exactly what a real create would store.
+    """
+    new = clone(dict(obj))
+    meta = new.setdefault("metadata", {})
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = now_rfc3339()
+    meta.pop("resourceVersion", None)
+    meta.pop("deletionTimestamp", None)
+    if rt.group:  # CRDs (and our Knative types) carry a generation
+        meta["generation"] = 1
+    new["apiVersion"] = rt.api_version
+    new["kind"] = rt.kind
+    return new
+
+
+def updated_object(
+    rt: ResourceType, old: Mapping[str, Any], obj: Mapping[str, Any], subresource: str | None
+) -> dict[str, Any]:
+    """``obj`` as a replace of ``old`` stores it (pure; also what a dry-run replace answers).
+
+    The main resource keeps the stored ``status``; ``subresource="status"`` keeps everything but
+    ``status``. Server-owned metadata survives; ``generation`` goes up when ``spec`` changed.
+    """
+    old_meta = old["metadata"]
+    if subresource == "status":
+        new = clone(dict(old))
+        if "status" in obj:
+            new["status"] = clone(obj["status"])
+        else:
+            new.pop("status", None)
+    else:
+        new = clone(dict(obj))
+        meta = new.setdefault("metadata", {})
+        if rt.has_status:
+            if "status" in old:
+                new["status"] = clone(old["status"])
+            else:
+                new.pop("status", None)
+        for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
+            if key in old_meta:
+                meta[key] = old_meta[key]
+            else:
+                meta.pop(key, None)
+        if rt.group and new.get("spec") != old.get("spec"):
+            meta["generation"] = int(old_meta.get("generation", 1)) + 1
+    new["apiVersion"] = rt.api_version
+    new["kind"] = rt.kind
+    new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+    return new
+
+
 def now_rfc3339() -> str:
     """Current UTC time in Kubernetes' RFC 3339 seconds format."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -214,20 +268,12 @@ class Store:
 
     def create(self, rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Store a new object; server-set metadata is filled in. Raises StoreAlreadyExists."""
-        new = clone(obj)
-        meta = new.setdefault("metadata", {})
+        meta = obj.get("metadata") or {}
         name = meta["name"]
         namespace = meta.get("namespace", "") if rt.namespaced else ""
         if self.get(rt, namespace, name) is not None:
             raise StoreAlreadyExists(name)
-        meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now_rfc3339()
-        meta.pop("resourceVersion", None)
-        meta.pop("deletionTimestamp", None)
-        if rt.group:  # CRDs (and our Knative types) carry a generation
-            meta["generation"] = 1
-        new["apiVersion"] = rt.api_version
-        new["kind"] = rt.kind
+        new = created_object(rt, obj)
         return self._write(rt, "ADDED", namespace, name, new)
 
     def update(
@@ -244,8 +290,7 @@ class Store:
         ="status"`` keeps everything but ``status``. ``generation`` goes up when ``spec`` changed.
         A ``metadata.resourceVersion`` that does not match raises StoreConflict (when ``check_rv``).
         """
-        new = clone(obj)
-        meta = new.setdefault("metadata", {})
+        meta = obj.get("metadata") or {}
         name = meta["name"]
         namespace = meta.get("namespace", "") if rt.namespaced else ""
         old = self.get(rt, namespace, name)
@@ -254,31 +299,7 @@ class Store:
         sent_rv = meta.get("resourceVersion")
         if check_rv and sent_rv not in (None, "") and str(sent_rv) != old["metadata"]["resourceVersion"]:
             raise StoreConflict(name)
-        old_meta = old["metadata"]
-        if subresource == "status":
-            merged = clone(old)
-            if "status" in new:
-                merged["status"] = new["status"]
-            else:
-                merged.pop("status", None)
-            new = merged
-        else:
-            if rt.has_status:
-                if "status" in old:
-                    new["status"] = old["status"]
-                else:
-                    new.pop("status", None)
-            # Server-owned metadata survives a replace.
-            for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
-                if key in old_meta:
-                    meta[key] = old_meta[key]
-                else:
-                    meta.pop(key, None)
-            if rt.group and new.get("spec") != old.get("spec"):
-                meta["generation"] = int(old_meta.get("generation", 1)) + 1
-        new["apiVersion"] = rt.api_version
-        new["kind"] = rt.kind
-        new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+        new = updated_object(rt, old, obj, subresource)
         if new == old:
             return old  # a no-op write bumps nothing and emits no event, as in Kubernetes
         return self._write(rt, "MODIFIED", namespace, name, new)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kserve_nb.local import openapi
 from kserve_nb.local.apiserver.status import bad_request
-from kserve_nb.local.patching import clone
-from kserve_nb.local.store import ResourceType, now_rfc3339
+from kserve_nb.local.store import ResourceType
 
 
 @dataclass(frozen=True)
@@ -90,48 +88,6 @@ def generate_name(prefix: str) -> str:
 def strip_server_fields(meta: dict[str, Any]) -> None:
     for key in ("managedFields", "selfLink"):
         meta.pop(key, None)
-
-
-def simulate_update(rt: ResourceType, old: Mapping[str, Any], new: Mapping[str, Any],
-                    subresource: str | None) -> dict[str, Any]:
-    """What :meth:`Store.update` would store (for dry-run), without writing."""
-    if subresource == "status":
-        merged = clone(dict(old))
-        if "status" in new:
-            merged["status"] = clone(new["status"])
-        else:
-            merged.pop("status", None)
-        return merged
-    out = clone(dict(new))
-    meta = out.setdefault("metadata", {})
-    old_meta = old.get("metadata") or {}
-    if rt.has_status:
-        if "status" in old:
-            out["status"] = clone(old["status"])
-        else:
-            out.pop("status", None)
-    for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
-        if key in old_meta:
-            meta[key] = old_meta[key]
-        else:
-            meta.pop(key, None)
-    if rt.group and out.get("spec") != old.get("spec"):
-        meta["generation"] = int(old_meta.get("generation", 1)) + 1
-    meta["resourceVersion"] = old_meta.get("resourceVersion")
-    out["apiVersion"], out["kind"] = rt.api_version, rt.kind
-    return out
-
-
-def simulate_create(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
-    out = clone(dict(obj))
-    meta = out.setdefault("metadata", {})
-    meta["uid"] = str(uuid.uuid4())
-    meta["creationTimestamp"] = now_rfc3339()
-    meta.pop("resourceVersion", None)
-    if rt.group:
-        meta["generation"] = 1
-    out["apiVersion"], out["kind"] = rt.api_version, rt.kind
-    return out
 
 
 @dataclass

@@ -38,10 +38,8 @@ from kserve_nb.local.apiserver.requests import (
     WriteOptions,
     generate_name,
     query_flag,
-    simulate_create,
     strip_server_fields,
     parse_target,
-    simulate_update,
 )
 from kserve_nb.local.apiserver.selectors import Selection, parse_field_selector, parse_label_selector
 from kserve_nb.local.apiserver.status import (
@@ -81,7 +79,9 @@ from kserve_nb.local.store import (
     StoreAlreadyExists,
     StoreConflict,
     StoreNotFound,
+    created_object,
     now_rfc3339,
+    updated_object,
 )
 
 
@@ -408,7 +408,7 @@ class ApiServer:
         if options.dry_run:
             if self.store.get(rt, target.namespace, name) is not None:
                 raise already_exists(rt, name)
-            return json_response(simulate_create(rt, obj), status=201, warnings=warnings)
+            return json_response(created_object(rt, obj), status=201, warnings=warnings)
         try:
             created = self.store.create(rt, obj)
         except StoreAlreadyExists:
@@ -431,7 +431,7 @@ class ApiServer:
         if sent_rv not in (None, "") and str(sent_rv) != old["metadata"]["resourceVersion"]:
             raise conflict(rt, target.name)
         if options.dry_run:
-            return simulate_update(rt, old, obj, target.subresource)
+            return updated_object(rt, old, obj, target.subresource)
         try:
             return self.store.update(rt, obj, subresource=target.subresource)
         except (StoreNotFound, StoreConflict) as exc:
