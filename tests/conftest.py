@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, cast
 
 import pytest
 
@@ -48,6 +49,19 @@ class Kubectl:
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
+
+    def isvc(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        """The live object as ``kubectl get isvc NAME -o json`` prints it."""
+        return cast(dict[str, Any], json.loads(self.run("get", "isvc", name, "-n", namespace, "-o", "json").stdout))
+
+    def canary_percent(self, name: str) -> Any:
+        """The live ``spec.predictor.canaryTrafficPercent`` (None when unset)."""
+        return self.isvc(name)["spec"]["predictor"].get("canaryTrafficPercent")
+
+    def split(self, name: str) -> dict[str, int]:
+        """The live traffic split: revision number (``00002``) → percent."""
+        traffic = self.isvc(name)["status"]["components"]["predictor"]["traffic"]
+        return {e["revisionName"].rsplit("-", 1)[1]: e["percent"] for e in traffic}
 
 
 @pytest.fixture(scope="session")

@@ -50,11 +50,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def isvc(kubectl: Any, name: str) -> dict[str, Any]:
-    """The live object as ``kubectl get isvc NAME -o json`` prints it."""
-    return json.loads(kubectl.run("get", "isvc", name, "-n", "default", "-o", "json").stdout)
-
-
 def wait_for(what: str, check: Callable[[], Any], timeout: float = CLUSTER_TIMEOUT) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -69,7 +64,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = CLUSTER_TIMEO
 
 def state(kubectl: Any) -> tuple[Any, dict[str, int]]:
     """(canaryTrafficPercent, {revision suffix: percent}) of the live object."""
-    obj = isvc(kubectl, NAME)
+    obj = kubectl.isvc(NAME)
     traffic = obj["status"]["components"]["predictor"]["traffic"]
     return obj["spec"]["predictor"].get("canaryTrafficPercent"), {
         e["revisionName"].rsplit("-", 1)[1]: e["percent"] for e in traffic

@@ -7,7 +7,6 @@ for every refused, pending or cancelled one.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any, Iterator
@@ -54,20 +53,6 @@ def in_canary(session: Session, name: str, tag_routing: bool = True) -> None:
     svc.canary(MODEL_2, 10)
 
 
-def isvc(kubectl: Any, name: str) -> dict[str, Any]:
-    """The live object as ``kubectl get isvc NAME -o json`` prints it."""
-    return json.loads(kubectl.run("get", "isvc", name, "-n", "default", "-o", "json").stdout)
-
-
-def canary_percent(kubectl: Any, name: str) -> Any:
-    return isvc(kubectl, name)["spec"]["predictor"].get("canaryTrafficPercent")
-
-
-def split(kubectl: Any, name: str) -> dict[str, int]:
-    traffic = isvc(kubectl, name)["status"]["components"]["predictor"]["traffic"]
-    return {e["revisionName"].rsplit("-", 1)[1]: e["percent"] for e in traffic}
-
-
 # ---------------------------------------------------------------------- deploy
 
 
@@ -84,13 +69,13 @@ def test_preview_of_a_new_service_plans_a_create_and_applies_nothing(session: Se
 def test_deploy_creates_then_deploys_a_canary(session: Session, name: str, kubectl: Any) -> None:
     c = PanelController(session.service(name), settings())
     assert c.deploy(MODEL_1, 10, tag_routing=True) == "applied"
-    assert split(kubectl, name) == {"00001": 100}
+    assert kubectl.split(name) == {"00001": 100}
     plan = c.preview_deploy(MODEL_2, 10, tag_routing=True)
     assert [(e.percent, e.revision[-5:]) for e in plan.after.traffic] == [(10, "00002"), (90, "00001")]
-    assert canary_percent(kubectl, name) is None  # the preview changed nothing
+    assert kubectl.canary_percent(name) is None  # the preview changed nothing
     assert c.deploy(MODEL_2, 10, tag_routing=True) == "applied"
-    assert canary_percent(kubectl, name) == 10
-    assert split(kubectl, name) == {"00002": 10, "00001": 90}
+    assert kubectl.canary_percent(name) == 10
+    assert kubectl.split(name) == {"00002": 10, "00001": 90}
     assert c.status.latest_percent == 10
     assert c.revision_uris == {f"{name}-predictor-00001": MODEL_1, f"{name}-predictor-00002": MODEL_2}
     assert [e.action for e in c.log] == ["deploy", "preview", "deploy"] and all(e.ok for e in c.log)
@@ -102,9 +87,9 @@ def test_a_deploy_above_the_confirmation_threshold_waits_for_confirm(session: Se
     c.refresh()
     assert c.deploy(MODEL_2, 60) == "needs_confirmation"
     assert c.pending is not None and c.pending.action == "deploy" and "60%" in c.pending.message
-    assert isvc(kubectl, name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_1
+    assert kubectl.isvc(name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_1
     assert c.confirm() == "applied"
-    assert canary_percent(kubectl, name) == 60 and c.pending is None
+    assert kubectl.canary_percent(name) == 60 and c.pending is None
 
 
 # ---------------------------------------------------------------------- traffic guards
@@ -115,15 +100,15 @@ def test_a_move_within_max_step_applies_and_a_bigger_one_is_refused(session: Ses
     c = PanelController(session.service(name), settings(max_step=20))
     c.refresh()
     assert c.request_traffic(30) == "applied"
-    assert canary_percent(kubectl, name) == 30 and split(kubectl, name) == {"00002": 30, "00001": 70}
+    assert kubectl.canary_percent(name) == 30 and kubectl.split(name) == {"00002": 30, "00001": 70}
     assert c.error is None and c.live_percent == 30
 
     assert c.request_traffic(90) == "refused"
-    assert canary_percent(kubectl, name) == 30  # refused, not clamped: nothing nobody chose is applied
+    assert kubectl.canary_percent(name) == 30  # refused, not clamped: nothing nobody chose is applied
     assert "move of 60 points" in c.error and "move to 50% first" in c.error
     assert c.log[-1].ok is False and "refused" in c.log[-1].outcome
     assert c.request_traffic(30) == "unchanged"
-    assert c.request_traffic(10) == "applied" and canary_percent(kubectl, name) == 10
+    assert c.request_traffic(10) == "applied" and kubectl.canary_percent(name) == 10
     assert c.error is None  # a successful action clears the previous error
 
 
@@ -133,16 +118,16 @@ def test_raising_the_canary_above_the_threshold_needs_confirmation(session: Sess
     c.refresh()
     assert c.request_traffic(50) == "needs_confirmation"
     assert c.pending.action == "traffic" and c.pending.kwargs == {"percent": 50}
-    assert canary_percent(kubectl, name) == 10
+    assert kubectl.canary_percent(name) == 10
     c.cancel()
     assert c.pending is None and c.log[-1].outcome == "cancelled"
-    assert canary_percent(kubectl, name) == 10
+    assert kubectl.canary_percent(name) == 10
 
     assert c.request_traffic(50) == "needs_confirmation"
     assert c.confirm() == "applied"
-    assert canary_percent(kubectl, name) == 50 and split(kubectl, name) == {"00002": 50, "00001": 50}
+    assert kubectl.canary_percent(name) == 50 and kubectl.split(name) == {"00002": 50, "00001": 50}
     # Lowering exposure is never held back, even above the threshold.
-    assert c.request_traffic(45) == "applied" and canary_percent(kubectl, name) == 45
+    assert c.request_traffic(45) == "applied" and kubectl.canary_percent(name) == 45
 
 
 def test_promote_and_rollback_wait_for_confirmation(session: Session, name: str, kubectl: Any) -> None:
@@ -151,15 +136,15 @@ def test_promote_and_rollback_wait_for_confirmation(session: Session, name: str,
     c.refresh()
     assert c.promote() == "needs_confirmation"
     assert f"{name}-predictor-00002" in c.pending.message
-    assert canary_percent(kubectl, name) == 10
+    assert kubectl.canary_percent(name) == 10
     assert c.confirm() == "applied"
-    assert canary_percent(kubectl, name) is None and split(kubectl, name) == {"00002": 100}
+    assert kubectl.canary_percent(name) is None and kubectl.split(name) == {"00002": 100}
 
     assert c.rollback() == "needs_confirmation"
     c.cancel()
-    assert split(kubectl, name) == {"00002": 100}
+    assert kubectl.split(name) == {"00002": 100}
     assert c.rollback() == "needs_confirmation" and c.confirm() == "applied"
-    assert canary_percent(kubectl, name) == 0 and split(kubectl, name) == {"00002": 0, "00001": 100}
+    assert kubectl.canary_percent(name) == 0 and kubectl.split(name) == {"00002": 0, "00001": 100}
     assert c.confirm() == "unchanged"  # nothing pending any more
 
 
@@ -202,7 +187,7 @@ def test_errors_land_in_the_error_field_and_the_log(session: Session, name: str,
     assert c.deploy("gs://no-such-bucket/model", 10) == "failed"
     assert c.error.startswith("deploy failed: storageUri gs://no-such-bucket/model")
     assert c.log[-1].ok is False
-    assert isvc(kubectl, name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_2
+    assert kubectl.isvc(name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_2
 
     assert c.send_test(5, "missing_frame") is None
     assert "no DataFrame 'missing_frame'" in c.error

@@ -6,7 +6,6 @@ Button and slider callbacks hand work to the panel's worker thread; each test wa
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -69,20 +68,6 @@ def settle(panel: Panel) -> None:
     assert panel.controller.wait_idle(60), "the panel's worker did not finish in time"
 
 
-def isvc(kubectl: Any, name: str) -> dict[str, Any]:
-    """The live object as ``kubectl get isvc NAME -o json`` prints it."""
-    return json.loads(kubectl.run("get", "isvc", name, "-n", "default", "-o", "json").stdout)
-
-
-def canary_percent(kubectl: Any, name: str) -> Any:
-    return isvc(kubectl, name)["spec"]["predictor"].get("canaryTrafficPercent")
-
-
-def split(kubectl: Any, name: str) -> dict[str, int]:
-    traffic = isvc(kubectl, name)["status"]["components"]["predictor"]["traffic"]
-    return {e["revisionName"].rsplit("-", 1)[1]: e["percent"] for e in traffic}
-
-
 def visible(widget: Any) -> bool:
     return widget.layout.display != "none"
 
@@ -120,7 +105,7 @@ def test_releasing_the_slider_applies_the_split(name: str, make_panel: Callable[
     panel = make_panel(name)
     panel.slider.value = 25
     settle(panel)
-    assert canary_percent(kubectl, name) == 25 and split(kubectl, name) == {"00002": 25, "00001": 75}
+    assert kubectl.canary_percent(name) == 25 and kubectl.split(name) == {"00002": 25, "00001": 75}
     assert 'data-latest="25"' in panel.header.value
     assert "✔ ready" in panel.status_line.value
     assert "traffic" in panel.log_html.value and "25%" in panel.log_html.value
@@ -132,7 +117,7 @@ def test_a_jump_beyond_max_step_is_refused_and_the_slider_snaps_back(
     panel = make_panel(name, max_step=20)
     panel.slider.value = 80
     settle(panel)
-    assert canary_percent(kubectl, name) == 10
+    assert kubectl.canary_percent(name) == 10
     assert panel.slider.value == 10
     assert "refused" in panel.status_line.value and "move to 30% first" in panel.status_line.value
 
@@ -144,16 +129,16 @@ def test_above_the_threshold_the_slider_waits_for_confirm(
     panel.slider.value = 60
     settle(panel)
     assert visible(panel.confirm_row) and "60%" in panel.confirm_text.value
-    assert panel.slider.value == 60 and canary_percent(kubectl, name) == 10  # held, not applied
+    assert panel.slider.value == 60 and kubectl.canary_percent(name) == 10  # held, not applied
     panel.confirm_button.click()
     settle(panel)
-    assert canary_percent(kubectl, name) == 60 and not visible(panel.confirm_row)
+    assert kubectl.canary_percent(name) == 60 and not visible(panel.confirm_row)
 
     panel.slider.value = 70
     settle(panel)
     panel.cancel_button.click()
     settle(panel)
-    assert canary_percent(kubectl, name) == 60 and panel.slider.value == 60 and not visible(panel.confirm_row)
+    assert kubectl.canary_percent(name) == 60 and panel.slider.value == 60 and not visible(panel.confirm_row)
 
 
 # ---------------------------------------------------------------------- promote / rollback
@@ -166,10 +151,10 @@ def test_promote_and_roll_back_buttons_act_after_confirmation(
     panel.promote_button.click()
     settle(panel)
     assert visible(panel.confirm_row) and "promote" in panel.confirm_text.value
-    assert canary_percent(kubectl, name) == 10
+    assert kubectl.canary_percent(name) == 10
     panel.confirm_button.click()
     settle(panel)
-    assert canary_percent(kubectl, name) is None and split(kubectl, name) == {"00002": 100}
+    assert kubectl.canary_percent(name) is None and kubectl.split(name) == {"00002": 100}
     assert panel.slider.value == 100
 
     panel.rollback_button.click()
@@ -177,7 +162,7 @@ def test_promote_and_roll_back_buttons_act_after_confirmation(
     assert "roll back" in panel.confirm_text.value
     panel.confirm_button.click()
     settle(panel)
-    assert canary_percent(kubectl, name) == 0 and split(kubectl, name) == {"00002": 0, "00001": 100}
+    assert kubectl.canary_percent(name) == 0 and kubectl.split(name) == {"00002": 0, "00001": 100}
     assert panel.slider.value == 0 and "rollback" in panel.log_html.value
 
 
@@ -194,11 +179,11 @@ def test_preview_then_deploy_from_the_deploy_box(name: str, make_panel: Callable
     panel.preview_button.click()
     settle(panel)
     assert "dry run of canary" in panel.plan_html.value and f"{name}-predictor-00003" in panel.plan_html.value
-    assert isvc(kubectl, name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_2
+    assert kubectl.isvc(name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_2
     panel.deploy_button.click()
     settle(panel)
-    assert isvc(kubectl, name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_1
-    assert canary_percent(kubectl, name) == 20 and split(kubectl, name) == {"00003": 20, "00002": 80}
+    assert kubectl.isvc(name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_1
+    assert kubectl.canary_percent(name) == 20 and kubectl.split(name) == {"00003": 20, "00002": 80}
     assert panel.slider.value == 20
 
 
@@ -227,7 +212,7 @@ def test_a_failure_shows_on_the_status_line_and_in_the_log(
     settle(panel)
     assert "⚠ deploy failed: storageUri gs://no-such-bucket/model" in panel.status_line.value
     assert "#cf222e" in panel.log_html.value  # the failed entry is shown in red
-    assert isvc(kubectl, name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_2
+    assert kubectl.isvc(name)["spec"]["predictor"]["model"]["storageUri"] == MODEL_2
 
 
 # ---------------------------------------------------------------------- live updates and closing
