@@ -421,6 +421,46 @@ class Service:
         results = self.send(inputs, to=("latest", "prev"), repeat=repeat, protocol=protocol)
         return compare(results, **kwargs)
 
+    # ------------------------------------------------------------------ progressive rollout
+
+    def rollout(self, storage_uri: str, **options: Any) -> Any:
+        """Roll ``storage_uri`` out step by step, judging gates each interval, rolling back by itself.
+
+        Options (all optional): ``steps`` (``"5,10,25,50,100"``; ``pause`` entries wait for
+        :meth:`approve_rollout`), ``interval`` (``"30s"``), ``gates`` (``["error_rate<=prev+0.01",
+        "p95<=1.2*prev"]``), ``alpha`` (false-rollback budget of the whole rollout), ``min_requests``
+        (candidate requests a step needs), ``max_wait``, ``on_inconclusive`` (``"rollback"`` or
+        ``"pause"``), ``require_pass``, ``metrics`` (``"prometheus"``, ``"client"`` or a
+        MetricSource; default Prometheus), ``load`` (rows to send as test traffic while it runs, with
+        ``y`` labels, ``rate`` req/s and ``concurrency``), ``dry_run`` (the plan, the first patch and
+        the resolved queries; nothing applied), ``cancel`` (an Event that stops supervising).
+
+        The plan and its progress live in the cluster (ConfigMap ``NAME-kserve-nb-rollout``): running
+        the same rollout again resumes it; if this process dies the service holds at its step.
+        Returns a :class:`~kserve_nb.rollout.RolloutResult` (or a preview for ``dry_run``).
+        """
+        from kserve_nb.rollout.api import rollout
+
+        return rollout(self, storage_uri, **options)
+
+    def rollout_state(self) -> Any:
+        """The saved state of this service's latest rollout (a ``RolloutState``), or None."""
+        from kserve_nb.rollout.state import StateStore
+
+        return StateStore(self.session.cluster, self.name, self.namespace).load()
+
+    def approve_rollout(self) -> Any:
+        """Approve the ``pause`` step the rollout waits at."""
+        from kserve_nb.rollout.runner import approve
+
+        return approve(self)
+
+    def abort_rollout(self) -> Any:
+        """Stop the rollout in progress and send all traffic back to the baseline."""
+        from kserve_nb.rollout.runner import abort
+
+        return abort(self)
+
     # ------------------------------------------------------------------ internals
 
     def _check_uri(self, storage_uri: str) -> str:
@@ -534,7 +574,7 @@ class Service:
         entry_fields = {**step.fields, "before": before.summary()}
         try:
             final = (
-                self._wait(step.action, step.settled, preview.new_revision, timeout, cancel)
+                self._wait(step.action, step.settled, preview.new_revision, timeout, cancel, before)
                 if wait
                 else self.status()
             )
@@ -572,6 +612,7 @@ class Service:
         new_revision: str | None,
         timeout: float | None,
         cancel: threading.Event | None = None,
+        before: ServiceStatus | None = None,
     ) -> ServiceStatus:
         cfg = self.session.config
         cancel = cancel or threading.Event()
@@ -582,9 +623,9 @@ class Service:
             if settled(st, new_revision):
                 progress.done(st.summary())
                 return st
-            failure = self._failure(st, new_revision)
+            failure = self._failure(st, new_revision, before)
             if failure:
-                progress.done(failure)
+                progress.done(failure, ok=False)
                 raise errors.RolloutError(failure)
             if time.monotonic() > deadline:
                 msg = (
@@ -592,7 +633,7 @@ class Service:
                     f"{timeout if timeout is not None else cfg.wait_timeout:.0f}s; now: {st.summary()}. "
                     f"The cluster keeps trying: check `%kserve status {self.name}` and `%kserve pods`"
                 )
-                progress.done(msg)
+                progress.done(msg, ok=False)
                 raise errors.RolloutError(msg)
             progress.update(_waiting_text(st, new_revision))
             if cancel.wait(self.session.poll_interval):
@@ -600,20 +641,27 @@ class Service:
                     f"stopped waiting for {action} of {self.name}; the change is applied and the cluster "
                     f"keeps converging (now: {st.summary()})"
                 )
-                progress.done(msg)
+                progress.done(msg, ok=None)
                 raise errors.RolloutError(msg)
             st = self.status()
 
-    def _failure(self, st: ServiceStatus, new_revision: str | None) -> str | None:
+    def _failure(self, st: ServiceStatus, new_revision: str | None, before: ServiceStatus | None = None) -> str | None:
         predictor_ready = st.condition("PredictorReady")
         if predictor_ready is not None and predictor_ready.reason == "ReconcileFailed":
             return f"the cluster rejected the change to {self.name}: {predictor_ready.message}"
         # Only the revision this step created can fail it: a rollback or a traffic change must
         # still go through while an older canary revision is failed.
         if st.failure and new_revision is not None and st.latest_created_revision == new_revision:
-            serving = " + ".join(f"{e.percent}% {e.revision}" for e in st.traffic) or "nothing"
+            # Say where traffic settled, not where we hoped: the canary percent applies to the
+            # latest *ready* revision, so a failed canary can still move traffic (e.g. 0% → 10%).
+            def split(s: ServiceStatus) -> str:
+                return " + ".join(f"{e.percent}% {e.revision}" for e in s.traffic) or "nothing"
+
+            moved = before is not None and before.split() != st.split()
+            where = f"traffic moved from {split(before)} to {split(st)}" if moved and before else ""
+            where = where or f"traffic stays on {split(st)}"
             return (
-                f"{st.latest_created_revision} failed: {st.failure} — traffic stays on {serving}; "
+                f"{st.latest_created_revision} failed: {st.failure} — it serves nothing; {where}; "
                 f"fix the model and run the canary again, or roll back"
             )
         return None
