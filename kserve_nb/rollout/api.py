@@ -1,0 +1,142 @@
+"""The rollout entry points behind ``Service.rollout`` and ``%kserve rollout``: pick the metric
+source, start the optional test traffic, run the supervisor, or preview it all (dry run)."""
+
+from __future__ import annotations
+
+import html
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from kserve_nb import errors
+from kserve_nb.metrics.sample import MetricSource
+from kserve_nb.rollout.plan import DEFAULT_GATES, DEFAULT_STEPS, RolloutPlan
+from kserve_nb.rollout.runner import RolloutResult, Supervisor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kserve_nb.plan import Plan
+    from kserve_nb.service import Service
+
+#: ``metrics=`` names.
+SOURCES = ("prometheus", "client")
+
+
+@dataclass(frozen=True)
+class RolloutPreview:
+    """A dry run: the plan as a picture, the first step's exact patch, and the resolved queries."""
+
+    plan: RolloutPlan
+    first_step: "Plan"
+    source: str
+    queries: Mapping[str, str]
+
+    def __str__(self) -> str:
+        lines = [self.plan.describe(), f"first step: {self.first_step}", f"metrics: {self.source}"]
+        lines += [f"  {k}: {v}" for k, v in self.queries.items()]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<RolloutPreview {self.plan.describe()}>"
+
+    def _repr_html_(self) -> str:
+        queries = "".join(
+            f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(v)}</code></td></tr>" for k, v in self.queries.items()
+        )
+        first = getattr(self.first_step, "_repr_html_", None)
+        return (
+            f"<div><b>dry run — nothing applied</b>{self.plan._repr_html_()}"
+            f"<div>first step:</div>{first() if first else html.escape(str(self.first_step))}"
+            f"<div>metrics from <code>{html.escape(self.source)}</code></div>"
+            f'<table class="kserve-nb-table">{queries}</table></div>'
+        )
+
+
+def resolve_source(service: "Service", metrics: Any, load_run: Any = None) -> MetricSource:
+    """The metric source for ``metrics``: a MetricSource as it is, ``"prometheus"`` (the session's;
+    on the local cluster started on demand), ``"client"`` (the rollout's own test traffic), or
+    None: Prometheus when there is one, else the test traffic."""
+    if metrics is not None and not isinstance(metrics, str):
+        if not callable(getattr(metrics, "snapshot", None)):
+            raise errors.ValidationError("metrics must be 'prometheus', 'client' or a MetricSource")
+        return metrics  # type: ignore[no-any-return]
+    if metrics not in (None, *SOURCES):
+        raise errors.ValidationError(f"metrics must be one of {', '.join(SOURCES)}, got {metrics!r}")
+    if metrics == "client" or (metrics is None and load_run is not None and not _has_prometheus(service)):
+        if load_run is None:
+            raise errors.ValidationError(
+                "metrics='client' judges the rollout on its own test traffic: pass load=ROWS (and rate=)"
+            )
+        from kserve_nb.metrics.client import ClientSource
+
+        return ClientSource(load_run)
+    return service.session.metrics()  # type: ignore[no-any-return]
+
+
+def _has_prometheus(service: "Service") -> bool:
+    try:
+        service.session.metrics()
+        return True
+    except errors.KServeNbError:
+        return False
+
+
+def rollout(
+    service: "Service",
+    storage_uri: str,
+    *,
+    steps: Any = DEFAULT_STEPS,
+    interval: Any = 30.0,
+    gates: Any = DEFAULT_GATES,
+    alpha: float = 0.05,
+    min_requests: int = 50,
+    max_wait: Any = 300.0,
+    on_inconclusive: str = "rollback",
+    require_pass: bool = False,
+    tag_routing: bool | None = None,
+    metrics: Any = None,
+    load: Any = None,
+    y: Any = None,
+    rate: float = 20.0,
+    concurrency: int = 4,
+    dry_run: bool = False,
+    cancel: threading.Event | None = None,
+    display: bool | None = None,
+) -> RolloutResult | RolloutPreview:
+    """Run (or resume) a progressive rollout of ``storage_uri``; see :meth:`Service.rollout`."""
+    from kserve_nb.service import check_storage_uri
+
+    uri = check_storage_uri(storage_uri)
+    plan = RolloutPlan.build(
+        uri, steps=steps, interval=interval, gates=gates, alpha=alpha, min_requests=min_requests,
+        max_wait=max_wait, on_inconclusive=on_inconclusive, require_pass=require_pass, tag_routing=tag_routing,
+    )
+    service.session.check_storage_uri(uri)
+    if dry_run:
+        return _preview(service, plan, metrics, load)
+    load_run = None
+    if load is not None:
+        # Test traffic for the whole rollout, bounded: at most every step's bake plus its wait.
+        bound = sum(plan.interval + plan.max_wait for s in plan.steps) + 60.0
+        load_run = service.generate_load(load, y=y, rate=rate, concurrency=concurrency, duration=bound)
+    try:
+        source = resolve_source(service, metrics, load_run)
+        return Supervisor(service, plan, source, cancel=cancel, display=display).run()
+    finally:
+        if load_run is not None:
+            load_run.stop()
+
+
+def _preview(service: "Service", plan: RolloutPlan, metrics: Any, load: Any) -> RolloutPreview:
+    first = plan.steps[0]
+    step = service.canary(plan.storage_uri, int(first), tag_routing=plan.tag_routing, dry_run=True)
+    st = service.status()
+    queries: dict[str, str] = {}
+    source_name = "client (the rollout's own test traffic)"
+    if metrics != "client" and not (metrics is None and load is not None and not _has_prometheus(service)):
+        source = resolve_source(service, metrics)
+        source_name = source.name
+        revisions = [r for r in (getattr(step, "new_revision", None), st.latest_rolledout_revision) if r]
+        for sample in source.snapshot(service.namespace, service.name, revisions).values():
+            queries.update(sample.queries)
+            break
+    return RolloutPreview(plan, step, source_name, queries)  # type: ignore[arg-type]
