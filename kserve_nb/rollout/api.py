@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from kserve_nb import errors
 from kserve_nb.metrics.sample import MetricSource
-from kserve_nb.rollout.plan import DEFAULT_GATES, DEFAULT_STEPS, RolloutPlan
+from kserve_nb.rollout.plan import DEFAULT_GATES, DEFAULT_STEPS, RolloutPlan, parse_duration
 from kserve_nb.rollout.runner import RolloutResult, Supervisor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,6 +101,7 @@ def rollout(
     dry_run: bool = False,
     cancel: threading.Event | None = None,
     display: bool | None = None,
+    lease: Any = None,
 ) -> RolloutResult | RolloutPreview:
     """Run (or resume) a progressive rollout of ``storage_uri``; see :meth:`Service.rollout`."""
     from kserve_nb.service import check_storage_uri
@@ -120,7 +121,10 @@ def rollout(
         load_run = service.generate_load(load, y=y, rate=rate, concurrency=concurrency, duration=bound)
     try:
         source = resolve_source(service, metrics, load_run)
-        return Supervisor(service, plan, source, cancel=cancel, display=display).run()
+        return Supervisor(
+            service, plan, source, cancel=cancel, display=display,
+            lease=None if lease is None else parse_duration(lease, "lease"),
+        ).run()
     finally:
         if load_run is not None:
             load_run.stop()

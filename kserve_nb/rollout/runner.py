@@ -214,6 +214,7 @@ class Supervisor:
         cancel: threading.Event | None = None,
         display: bool | None = None,
         on_update: Callable[[RolloutState, Sequence[Any]], None] | None = None,
+        lease: float | None = None,
     ) -> None:
         self.svc = service
         self.plan = plan
@@ -221,7 +222,8 @@ class Supervisor:
         self.cancel = cancel or threading.Event()
         self.store = StateStore(service.session.cluster, service.name, service.namespace)
         self.period = check_period(plan)
-        self.lease = max(DEFAULT_LEASE_SECONDS, 4 * self.period)
+        # How long a silent supervisor still counts as alive: a few missed checks, not one.
+        self.lease = lease if lease is not None else max(DEFAULT_LEASE_SECONDS, 4 * self.period)
         self.view = _Display(plan, in_kernel() if display is None else display)
         self.on_update = on_update
         self.evidence: tuple[Any, ...] = ()
@@ -253,12 +255,13 @@ class Supervisor:
         if existing is not None and existing.live:
             return self._resume(existing)
         st = self.svc.status()
-        if not st.is_ready or not st.latest_rolledout_revision:
+        if not st.ready or not st.latest_rolledout_revision:
             raise errors.ValidationError(
-                f"{self.svc.name} is not ready (READY {st.ready}); a rollout starts from a ready service — "
+                f"{self.svc.name} is not ready (READY {st.ready_status}); a rollout starts from a ready service — "
                 "create it first (%kserve deploy) and wait until it is ready"
             )
-        if st.canary_traffic_percent is not None and st.latest_ready_revision != st.latest_rolledout_revision:
+        # A canary at 0 % is a rolled-back one: a new rollout may start from it.
+        if st.canary_traffic_percent and st.latest_ready_revision != st.latest_rolledout_revision:
             raise errors.ValidationError(
                 f"{self.svc.name} already has a canary in flight ({st.summary()}); promote or roll it back first"
             )

@@ -131,6 +131,14 @@ class RolloutState:
             return f"rollout progressing at {where}, supervised by {self.supervisor}"
         return f"rollout {self.phase}: {self.reason}" if self.reason else f"rollout {self.phase}"
 
+    def __repr__(self) -> str:
+        return f"<RolloutState {self.namespace}/{self.service}: {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        from kserve_nb.rollout.runner import rollout_html
+
+        return rollout_html(self.plan, self)
+
     def event(self, kind: str, message: str, **fields: Any) -> "RolloutState":
         """This state with one more timeline entry."""
         entry = {"time": time.time(), "step": self.step, "percent": self.percent, "event": kind, "message": message}
