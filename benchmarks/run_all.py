@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_gateway.py", "bench_send.py", "bench_cluster.py", "bench_load_ext.py"]
+SCRIPTS = ["bench_gateway.py", "bench_send.py", "bench_cluster.py", "bench_load_ext.py", "bench_canary_judge.py"]
 
 
 def main() -> int:

@@ -446,6 +446,44 @@ def quantile_cs(hist: Histogram, q: float, alpha: float) -> Interval:
     return Interval(float(low), float(high), hist.quantile(q), 1.0 - alpha)
 
 
+def quantile_gate_decisions(
+    candidate_counts: ArrayLike,
+    baseline_counts: ArrayLike | None,
+    bounds: ArrayLike,
+    q: float,
+    op: str,
+    factor: float,
+    offset: float,
+    alpha: float,
+) -> NDArray[np.int8]:
+    """Array form of :func:`judge_quantile`'s decision over rows of cumulative bucket counts:
+    ``+1`` pass, ``-1`` fail, ``0`` inconclusive (``min_samples`` is the caller's business)."""
+    op = _check_op(op)
+    two = baseline_counts is not None and factor > 0
+    arm_alpha = alpha / 2.0 if two else alpha
+    c_low, c_high = quantile_cs_bounds(candidate_counts, bounds, q, arm_alpha)
+    if two:
+        b_low, b_high = quantile_cs_bounds(baseline_counts, bounds, q, arm_alpha)
+        with np.errstate(invalid="ignore"):
+            low, high = c_low - factor * b_high, c_high - factor * b_low
+    else:
+        low, high = c_low, c_high
+    return _quantile_decision(np.asarray(low), np.asarray(high), op, offset)
+
+
+def _quantile_decision(low: _FloatArray, high: _FloatArray, op: str, offset: float) -> NDArray[np.int8]:
+    # The quantity lies in (low, high]: strictly above low, so ``low >= offset`` already shows
+    # "above offset"; at most high, so ``high <= offset`` shows "not above".
+    out = np.zeros(np.shape(low), dtype=np.int8)
+    if op == "<=":
+        out[low >= offset] = -1
+        out[high <= offset] = 1
+    else:
+        out[high < offset] = -1
+        out[low >= offset] = 1
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Gates
 # --------------------------------------------------------------------------------------------
@@ -549,17 +587,14 @@ def judge_quantile(
         with np.errstate(invalid="ignore"):
             low = c_int.low - factor * b_int.high if factor else c_int.low
             high = c_int.high - factor * b_int.low if factor else c_int.high
-        interval = Interval(float(low), float(high), cand_est - factor * base_est, 1.0 - alpha)
+        interval = Interval(float(low), float(high), cand_est - factor * base_est if factor else cand_est, 1.0 - alpha)
     n_c = candidate.total
     n_b = None if baseline is None else baseline.total
     enough = n_c >= min_samples and (n_b is None or n_b >= min_samples)
     decision = "inconclusive"
     if enough:
-        # low is exclusive (the quantile lies strictly above it), high inclusive.
-        if (op == "<=" and interval.low >= offset) or (op == ">=" and interval.high < offset):
-            decision = "fail"
-        elif (op == "<=" and interval.high <= offset) or (op == ">=" and interval.low >= offset):
-            decision = "pass"
+        code = int(_quantile_decision(np.array([interval.low]), np.array([interval.high]), op, offset)[0])
+        decision = {1: "pass", -1: "fail", 0: "inconclusive"}[code]
     method = (
         "binomial mixture confidence sequences at the histogram's bucket edges"
         + (", alpha split over 2 arms" if arms == 2 else "")
