@@ -654,8 +654,8 @@ class Service:
         if st.failure and new_revision is not None and st.latest_created_revision == new_revision:
             # Say where traffic settled, not where we hoped: the canary percent applies to the
             # latest *ready* revision, so a failed canary can still move traffic (e.g. 0% → 10%).
-            def split(s: ServiceStatus) -> str:
-                return " + ".join(f"{e.percent}% {e.revision}" for e in s.traffic) or "nothing"
+            def split(s: ServiceStatus) -> str:  # per revision: two tags on one revision are one share
+                return " + ".join(f"{pct}% {rev}" for rev, pct in s.split().items()) or "nothing"
 
             moved = before is not None and before.split() != st.split()
             where = f"traffic moved from {split(before)} to {split(st)}" if moved and before else ""
