@@ -236,40 +236,39 @@ class AiohttpSender:
         concurrency: int,
     ) -> list[Outcome]:
         """Send every job with at most ``concurrency`` in flight; outcomes in job order."""
-        import aiohttp
-        from yarl import URL
-
-        session = await self._get_session(url)
-        target_url = URL(url, encoded=True)  # keep ':predict' as written
         out: list[Outcome | None] = [None] * len(jobs)
         pending = iter(range(len(jobs)))
-        timeout = self._timeout
 
         async def worker() -> None:
             # A fixed pool of workers pulling from one iterator: cheaper than a task plus a
             # semaphore per request, and never more than `concurrency` connections.
             for i in pending:
-                job = jobs[i]
-                t0 = time.perf_counter()
-                try:
-                    async with session.post(target_url, data=job.body, headers=headers[job.slot]) as resp:
-                        content = await resp.read()
-                        status = resp.status
-                        revision = resp.headers.get(REVISION_HEADER)
-                except asyncio.TimeoutError:
-                    out[i] = Outcome(None, None, None, _ms(t0), f"timed out after {timeout:g} s")
-                    continue
-                except aiohttp.ClientConnectorError as exc:
-                    out[i] = Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
-                    continue
-                except (aiohttp.ClientError, OSError) as exc:
-                    out[i] = Outcome(None, None, None, _ms(t0), f"{type(exc).__name__}: {exc}")
-                    continue
-                out[i] = interpret(status, content, revision, _ms(t0), protocol=protocol, single=job.single)
+                out[i] = await self.request(url, headers, jobs[i], protocol=protocol)
 
         n = max(1, min(concurrency, len(jobs)))
         await asyncio.gather(*(worker() for _ in range(n)))
         return [o for o in out if o is not None]
+
+    async def request(self, url: str, headers: Sequence[dict[str, str]], job: Job, *, protocol: str) -> Outcome:
+        """Send one job (``headers[job.slot]`` are its headers); a failure is an :class:`Outcome`."""
+        import aiohttp
+        from yarl import URL
+
+        session = await self._get_session(url)
+        target_url = URL(url, encoded=True)  # keep ':predict' as written
+        t0 = time.perf_counter()
+        try:
+            async with session.post(target_url, data=job.body, headers=headers[job.slot]) as resp:
+                content = await resp.read()
+                status = resp.status
+                revision = resp.headers.get(REVISION_HEADER)
+        except asyncio.TimeoutError:
+            return Outcome(None, None, None, _ms(t0), f"timed out after {self._timeout:g} s")
+        except aiohttp.ClientConnectorError as exc:
+            return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Outcome(None, None, None, _ms(t0), f"{type(exc).__name__}: {exc}")
+        return interpret(status, content, revision, _ms(t0), protocol=protocol, single=job.single)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -540,15 +539,9 @@ class RawSender:
         concurrency: int,
     ) -> list[Outcome]:
         """Send every job with at most ``concurrency`` in flight; outcomes in job order."""
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        heads = [_head(target, h) for h in headers]
+        key, heads = self.prepare(url, headers)
         out: list[Outcome | None] = [None] * len(jobs)
         pending = iter(range(len(jobs)))
-        timeout = self._timeout
         breaker = _Breaker(threshold=max(8, concurrency))
 
         async def worker() -> None:
@@ -559,50 +552,96 @@ class RawSender:
                     if breaker.open:
                         out[i] = Outcome(None, None, None, math.nan, f"not sent: {breaker.reason}")
                         continue
-                    data = heads[job.slot] + b"Content-Length: %d\r\n\r\n" % len(job.body) + job.body
-                    t0 = time.perf_counter()
-                    for attempt in (1, 2):
-                        if conn is None or not conn.reusable:
-                            try:
-                                conn = await self._connect(key)
-                            except OSError as exc:  # refused, unreachable, TLS failure, connect timeout
-                                conn = None
-                                breaker.failure(exc)
-                                out[i] = Outcome(None, None, None, _ms(t0), f"connection failed: {_oserror(exc, key, timeout)}")
-                                break
-                            breaker.success()
-                        try:
-                            status, rev, content = await conn.request(data, timeout)
-                        except asyncio.TimeoutError:
-                            out[i] = Outcome(None, None, None, _ms(t0), f"timed out after {timeout:g} s")
-                        except WireError as exc:
-                            if exc.retryable and attempt == 1:
-                                conn = None
-                                continue  # an idle keep-alive connection went stale: resend once
-                            out[i] = Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
-                        except OSError as exc:
-                            out[i] = Outcome(None, None, None, _ms(t0), f"connection failed: {_oserror(exc, key, timeout)}")
-                        else:
-                            out[i] = interpret(
-                                status,
-                                content,
-                                rev.decode("latin-1") if rev is not None else None,
-                                _ms(t0),
-                                protocol=protocol,
-                                single=job.single,
-                            )
-                        break
+                    out[i], conn = await self._exchange(key, conn, heads[job.slot], job, protocol, breaker)
             finally:
-                if conn is not None:
-                    if conn.reusable:
-                        self._idle.setdefault(key, []).append(conn)
-                    elif not conn.closed:  # cancelled mid-request: the answer would arrive out of step
-                        conn.abort()
+                self._release(key, conn)
 
         n = max(1, min(concurrency, len(jobs)))
         await asyncio.gather(*(worker() for _ in range(n)))
         self._live = {c for c in self._live if not c.closed}
         return [o for o in out if o is not None]
+
+    @staticmethod
+    def prepare(url: str, headers: Sequence[dict[str, str]]) -> tuple[tuple[str, str, int], list[bytes]]:
+        """The connection key of ``url`` and each target's encoded request head, built once per run."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return key, [_head(target, h) for h in headers]
+
+    async def request(self, prepared: tuple[tuple[str, str, int], list[bytes]], job: Job, *, protocol: str) -> Outcome:
+        """Send one job on an idle keep-alive connection (or a new one); a failure is an :class:`Outcome`.
+
+        Unlike :meth:`run` there is no breaker: a paced stream (the traffic generator) keeps
+        dialling at its own rate, so an ingress that comes back is used again.
+        """
+        key, heads = prepared
+        conn: _Conn | None = None
+        try:
+            outcome, conn = await self._exchange(key, None, heads[job.slot], job, protocol, None)
+        finally:
+            self._release(key, conn)
+        return outcome
+
+    def _release(self, key: tuple[str, str, int], conn: _Conn | None) -> None:
+        if conn is None:
+            return
+        if conn.reusable:
+            self._idle.setdefault(key, []).append(conn)
+        elif not conn.closed:  # cancelled mid-request: the answer would arrive out of step
+            conn.abort()
+        else:
+            self._live.discard(conn)
+
+    async def _exchange(
+        self,
+        key: tuple[str, str, int],
+        conn: _Conn | None,
+        head: bytes,
+        job: Job,
+        protocol: str,
+        breaker: _Breaker | None,
+    ) -> tuple[Outcome, _Conn | None]:
+        """One request on ``conn`` (or a fresh connection); the outcome and the connection to keep."""
+        timeout = self._timeout
+        data = head + b"Content-Length: %d\r\n\r\n" % len(job.body) + job.body
+        t0 = time.perf_counter()
+        for attempt in (1, 2):
+            if conn is None or not conn.reusable:
+                try:
+                    conn = await self._connect(key)
+                except OSError as exc:  # refused, unreachable, TLS failure, connect timeout
+                    if breaker is not None:
+                        breaker.failure(exc)
+                    return Outcome(None, None, None, _ms(t0), f"connection failed: {_oserror(exc, key, timeout)}"), None
+                if breaker is not None:
+                    breaker.success()
+            try:
+                status, rev, content = await conn.request(data, timeout)
+            except asyncio.CancelledError:
+                conn.abort()  # the answer would arrive out of step on a reused connection
+                raise
+            except asyncio.TimeoutError:
+                return Outcome(None, None, None, _ms(t0), f"timed out after {timeout:g} s"), conn
+            except WireError as exc:
+                if exc.retryable and attempt == 1:
+                    conn = None
+                    continue  # an idle keep-alive connection went stale: resend once
+                return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}"), conn
+            except OSError as exc:
+                return Outcome(None, None, None, _ms(t0), f"connection failed: {_oserror(exc, key, timeout)}"), conn
+            outcome = interpret(
+                status,
+                content,
+                rev.decode("latin-1") if rev is not None else None,
+                _ms(t0),
+                protocol=protocol,
+                single=job.single,
+            )
+            return outcome, conn
+        raise AssertionError("unreachable: the second attempt always returns")  # pragma: no cover
 
     async def aclose(self) -> None:
         """Close every connection."""

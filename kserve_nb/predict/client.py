@@ -17,16 +17,17 @@ Headers may carry bearer tokens: they are never logged and never shown in a repr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http.cookiejar
 import logging
 import os
 import ssl
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"kserve-nb/{__version__}"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,31 @@ class PredictionResult:
     status_code: int
     latency_ms: float
     response: Any = field(repr=False, default=None)
+
+    #: Predictions a repr shows before eliding the rest (the full list stays in ``predictions``).
+    SHOWN = 10
+
+    def _shown(self) -> str:
+        head = ", ".join(repr(p) for p in self.predictions[: self.SHOWN])
+        more = f", … {len(self.predictions) - self.SHOWN} more" if len(self.predictions) > self.SHOWN else ""
+        return f"[{head}{more}]"
+
+    def summary(self) -> str:
+        """One line: which side and revision answered, what, and how fast."""
+        who = f"{self.target} → {self.revision}" if self.revision else self.target
+        return f"{who}: {self._shown()} (HTTP {self.status_code}, {self.latency_ms:.1f} ms)"
+
+    def __repr__(self) -> str:
+        return f"<PredictionResult {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        who = html.escape(self.target) + (f" → <code>{html.escape(self.revision)}</code>" if self.revision else "")
+        return (
+            f'<div class="kserve-nb-prediction"><b>{who}</b>: <code>{html.escape(self._shown())}</code> '
+            f'<span style="opacity:0.7">HTTP {self.status_code} · {self.latency_ms:.1f} ms</span></div>'
+        )
 
 
 def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
@@ -337,11 +365,15 @@ class PredictionClient:
         repeat: int = 1,
         concurrency: int = 32,
         protocol: str = "v1",
+        warmup: int = 0,
     ) -> pd.DataFrame:
         """Send every input to every target, concurrently; one row per request.
 
-        Each instance is its own request (so each row gets its own latency and revision). The
-        order is repeat → row → target, so both sides see the same load over time.
+        Each instance is its own request (so each row gets its own latency and revision).
+        Requests are interleaved across the targets, row by row (repeat → row → target), so both
+        sides see the same load over time; the target that goes first rotates from row to row
+        (A B, B A, A B … for two), so neither side is always the one sent just after the other.
+        The returned rows are in repeat → row → target order whatever the sending order was.
 
         Parameters
         ----------
@@ -356,13 +388,19 @@ class PredictionClient:
             Requests in flight at once.
         protocol:
             ``"v1"`` or ``"v2"``.
+        warmup:
+            Unrecorded requests sent to each target first (the first rows, interleaved the same
+            way), so connection set-up and a revision's first, slow predictions are not measured.
+            0 (the default here; :meth:`Service.send <kserve_nb.service.Service.send>` warms up)
+            sends none.
 
         Returns
         -------
         pandas.DataFrame
             Columns ``target, revision, row, repeat, input, prediction, status_code, latency_ms,
             error`` (see :mod:`kserve_nb.analysis.frames`). A failed request is a row whose
-            ``error`` says why; the batch always completes.
+            ``error`` says why; the batch always completes. ``df.attrs["warmup"]`` holds how many
+            warm-up requests were sent before (and left out).
 
         Notes
         -----
@@ -370,12 +408,13 @@ class PredictionClient:
         cell; use :meth:`asend` from a coroutine to keep that loop running meanwhile.
         """
         self._check_open()
-        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol)
+        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
         t0 = time.perf_counter()
         if self._via_httpx:
-            outcomes = self._send_threads(plan, concurrency)
+            self._send_threads(plan, plan.warmup, concurrency)
+            outcomes = self._send_threads(plan, plan.jobs, concurrency)
         else:
-            outcomes = self._loop.run(lambda: self._sender.run(plan.url, plan.jobs, plan.headers, protocol=protocol, concurrency=concurrency))
+            outcomes = self._loop.run(lambda: self._run_plan(plan, concurrency))
         log.debug("sent %d requests in %.2f s", len(plan.jobs), time.perf_counter() - t0)
         return plan.frame(outcomes)
 
@@ -387,14 +426,17 @@ class PredictionClient:
         repeat: int = 1,
         concurrency: int = 32,
         protocol: str = "v1",
+        warmup: int = 0,
     ) -> pd.DataFrame:
         """Awaitable :meth:`send`: the work runs on the client's own loop thread, the caller's loop stays free."""
         self._check_open()
-        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol)
+        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
         if self._via_httpx:
-            outcomes = await asyncio.get_running_loop().run_in_executor(None, self._send_threads, plan, concurrency)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._send_threads, plan, plan.warmup, concurrency)
+            outcomes = await loop.run_in_executor(None, self._send_threads, plan, plan.jobs, concurrency)
         else:
-            fut = self._loop.submit(lambda: self._sender.run(plan.url, plan.jobs, plan.headers, protocol=protocol, concurrency=concurrency))
+            fut = self._loop.submit(lambda: self._run_plan(plan, concurrency))
             try:
                 outcomes = await asyncio.wrap_future(fut)
             except asyncio.CancelledError:
@@ -402,13 +444,71 @@ class PredictionClient:
                 raise
         return plan.frame(outcomes)
 
+    # -- paced streams (the traffic generator) ---------------------------------------------
+
+    def submit(self, factory: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Run ``factory()`` on the client's private loop thread without waiting for it.
+
+        For background work such as :mod:`kserve_nb.predict.load`; the coroutine may call the
+        function returned by :meth:`requester`. Closing the client stops the loop, so a coroutine
+        still running then never finishes: check :attr:`closed` while waiting on the future.
+        """
+        self._check_open()
+        return self._loop.submit(factory)
+
+    def requester(self, targets: Sequence[Target], *, protocol: str = "v1") -> Callable[[Job], Awaitable[Outcome]]:
+        """An async function sending one :class:`~kserve_nb.predict.bulk.Job` to ``targets[job.slot]``.
+
+        It must be awaited on this client's loop (from a coroutine given to :meth:`submit`). It goes
+        the same way :meth:`send` does (the raw sender, aiohttp behind a proxy, httpx when a
+        transport or auth flow was injected) and never raises for a failed request: timeouts,
+        refused connections and error answers come back as an :class:`Outcome` with ``error`` set.
+        """
+        self._check_open()
+        proto.check_protocol(protocol)
+        targets = list(targets)
+        for t in targets:
+            _check_header("Host", t.host)
+        url = self.url(protocol)
+        headers = [{**self._headers, "Host": t.host} for t in targets]
+        if self._via_httpx:
+            path = proto.model_path(self.model, protocol)
+            hosts = [t.host for t in targets]
+
+            async def via_httpx(job: Job) -> Outcome:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, self._httpx_one, path, hosts[job.slot], job, protocol)
+
+            return via_httpx
+        sender = self._sender
+        if isinstance(sender, RawSender):
+            prepared = sender.prepare(url, headers)
+
+            async def raw(job: Job) -> Outcome:
+                return await sender.request(prepared, job, protocol=protocol)
+
+            return raw
+
+        async def via_aiohttp(job: Job) -> Outcome:
+            return await sender.request(url, headers, job, protocol=protocol)
+
+        return via_aiohttp
+
     # -- internals -------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self.closed:
             raise PredictionError("this PredictionClient is closed; create a new one")
 
-    def _plan(self, targets: Sequence[Target], inputs: Any, *, repeat: int, concurrency: int, protocol: str) -> _Plan:
+    async def _run_plan(self, plan: _Plan, concurrency: int) -> list[Outcome]:
+        """Warm-up (outcomes dropped), then the recorded jobs, on the private loop."""
+        if plan.warmup:
+            await self._sender.run(plan.url, plan.warmup, plan.headers, protocol=plan.protocol, concurrency=concurrency)
+        return await self._sender.run(plan.url, plan.jobs, plan.headers, protocol=plan.protocol, concurrency=concurrency)
+
+    def _plan(
+        self, targets: Sequence[Target], inputs: Any, *, repeat: int, concurrency: int, protocol: str, warmup: int = 0
+    ) -> _Plan:
         proto.check_protocol(protocol)
         if isinstance(targets, Target):
             targets = [targets]
@@ -424,65 +524,81 @@ class PredictionClient:
             raise ValidationError(f"target names must be unique, got {names}")
         if repeat < 1 or concurrency < 1:
             raise ValidationError(f"repeat and concurrency must be ≥ 1, got repeat={repeat}, concurrency={concurrency}")
-        instances = proto.to_instances(inputs)
-        if isinstance(instances, dict):  # one ready payload
-            instances = [instances]
-        bodies = _bodies(instances, inputs, protocol)
-        jobs = [
-            Job(slot, row, rep, body, single)
-            for rep in range(repeat)
-            for row, (body, single) in enumerate(bodies)
-            for slot in range(len(targets))
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValidationError(f"warmup must be a whole number ≥ 0 (requests per target), got {warmup!r}")
+        instances, bodies = encode_rows(inputs, protocol)
+        k = len(targets)
+        # Interleave the targets row by row and rotate which one goes first (A B, B A, …): an
+        # ordering effect (a warm cache, a connection just freed) then falls on both sides alike.
+        jobs: list[Job] = []
+        for step, (rep, row) in enumerate((rep, row) for rep in range(repeat) for row in range(len(bodies))):
+            body, single = bodies[row]
+            jobs.extend(Job((step + j) % k, row, rep, body, single) for j in range(k))
+        warm = [
+            Job((w + j) % k, w % len(bodies), -1, *bodies[w % len(bodies)])
+            for w in range(warmup if bodies else 0)
+            for j in range(k)
         ]
         headers = [{**self._headers, "Host": t.host} for t in targets]
-        return _Plan(targets, instances, jobs, self.url(protocol), headers, protocol)
+        return _Plan(targets, instances, jobs, self.url(protocol), headers, protocol, warm)
 
-    def _send_threads(self, plan: _Plan, concurrency: int) -> list[Outcome]:
+    def _httpx_one(self, path: str, host: str, job: Job, protocol: str) -> Outcome:
+        """One request over the httpx client (the path for an injected transport or auth flow)."""
+        t0 = time.perf_counter()
+        try:
+            resp = self._http.post(path, content=job.body, headers={"Host": host})
+        except httpx.TimeoutException:
+            return Outcome(None, None, None, _ms(t0), f"timed out after {self.timeout:g} s")
+        except httpx.ConnectError as exc:
+            return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
+        except httpx.HTTPError as exc:
+            return Outcome(None, None, None, _ms(t0), f"{type(exc).__name__}: {exc}")
+        return interpret(
+            resp.status_code,
+            resp.content,
+            resp.headers.get(REVISION_HEADER),
+            _ms(t0),
+            protocol=protocol,
+            single=job.single,
+        )
+
+    def _send_threads(self, plan: _Plan, jobs: Sequence[Job], concurrency: int) -> list[Outcome]:
         """Bulk path over the httpx client (used when the caller injected a transport or auth flow)."""
+        if not jobs:
+            return []
         path = proto.model_path(self.model, plan.protocol)
         hosts = [t.host for t in plan.targets]
 
         def one(job: Job) -> Outcome:
-            t0 = time.perf_counter()
-            try:
-                resp = self._http.post(path, content=job.body, headers={"Host": hosts[job.slot]})
-            except httpx.TimeoutException:
-                return Outcome(None, None, None, _ms(t0), f"timed out after {self.timeout:g} s")
-            except httpx.ConnectError as exc:
-                return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
-            except httpx.HTTPError as exc:
-                return Outcome(None, None, None, _ms(t0), f"{type(exc).__name__}: {exc}")
-            return interpret(
-                resp.status_code,
-                resp.content,
-                resp.headers.get(REVISION_HEADER),
-                _ms(t0),
-                protocol=plan.protocol,
-                single=job.single,
-            )
+            return self._httpx_one(path, hosts[job.slot], job, plan.protocol)
 
         # Threads beyond ~16 only add GIL contention; a custom transport is rarely the fast path anyway.
-        workers = max(1, min(concurrency, 16, len(plan.jobs)))
+        workers = max(1, min(concurrency, 16, len(jobs)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kserve-nb-send") as pool:
-            return list(pool.map(one, plan.jobs))
+            return list(pool.map(one, jobs))
 
 
 @dataclass
 class _Plan:
     targets: list[Target]
     instances: list[Any]
-    jobs: list[Job]
+    jobs: list[Job]  # in sending order
     url: str
     headers: list[dict[str, str]]
     protocol: str
+    warmup: list[Job] = field(default_factory=list)  # sent first, never recorded
 
     def frame(self, outcomes: Sequence[Outcome]) -> pd.DataFrame:
         from kserve_nb.analysis.frames import results_frame  # lazy: pandas
 
         from kserve_nb.analysis.frames import RESULT_COLUMNS
 
+        if len(outcomes) != len(self.jobs):
+            raise PredictionError(f"internal error: {len(outcomes)} answers for {len(self.jobs)} requests")
+        # Rows in repeat → row → target order, whatever order they were sent in.
+        order = sorted(range(len(self.jobs)), key=lambda i: (self.jobs[i].repeat, self.jobs[i].row, self.jobs[i].slot))
         cols: dict[str, list[Any]] = {c: [] for c in RESULT_COLUMNS}
-        for job, o in zip(self.jobs, outcomes, strict=True):
+        for job, o in ((self.jobs[i], outcomes[i]) for i in order):
             t = self.targets[job.slot]
             cols["target"].append(t.name)
             cols["revision"].append(o.revision or t.revision)
@@ -493,7 +609,22 @@ class _Plan:
             cols["status_code"].append(o.status_code)
             cols["latency_ms"].append(o.latency_ms)
             cols["error"].append(o.error)
-        return results_frame(cols)
+        df = results_frame(cols)
+        df.attrs["warmup"] = len(self.warmup)
+        return df
+
+
+def encode_rows(inputs: Any, protocol: str) -> tuple[list[Any], list[tuple[bytes, bool]]]:
+    """Split ``inputs`` into instances and encode each as one request body, once.
+
+    Returns the instances and, per instance, ``(body, single)`` where ``single`` says the body
+    holds that one instance (so a one-element answer is unwrapped to its prediction).
+    """
+    proto.check_protocol(protocol)
+    instances = proto.to_instances(inputs)
+    if isinstance(instances, dict):  # one ready payload
+        instances = [instances]
+    return instances, _bodies(instances, inputs, protocol)
 
 
 def _bodies(instances: list[Any], original: Any, protocol: str) -> list[tuple[bytes, bool]]:
