@@ -168,13 +168,18 @@ def test_send_test_compares_both_sides_with_iris_or_a_notebook_dataframe(session
     assert len(comparison.results) == 8
 
 
-def test_without_tag_routing_send_test_samples_the_default_route(session: Session, name: str) -> None:
+def test_without_tag_routing_send_test_compares_the_weighted_route_with_the_split(session: Session, name: str) -> None:
     in_canary(session, name, tag_routing=False)
     c = PanelController(session.service(name), settings())
     c.refresh()
-    results = c.send_test(10)
-    assert c.results is results and set(results["target"]) == {"default"} and len(results) == 10
-    assert "enable tag routing" in c.log[-1].outcome
+    comparison = c.send_test(40)
+    assert c.comparison is comparison and c.results is comparison.results
+    assert set(comparison.results["target"]) == {"default"} and len(comparison.results) == 40
+    split = comparison.split
+    assert set(split["configured_pct"]) == {10, 90} and int(split["observed_n"].sum()) == 40
+    assert c.comparison_basis is not None and dict(c.comparison_basis.split) == {
+        f"{name}-predictor-00002": 10, f"{name}-predictor-00001": 90}
+    assert "weighted route at 90%" in c.log[-1].outcome and c.notice.area == "test"
 
 
 # ---------------------------------------------------------------------- errors
@@ -202,7 +207,7 @@ def test_a_panel_on_a_missing_service_reports_it_instead_of_raising(session: Ses
     c = PanelController(session.service("pn-never-created"), settings())
     assert c.refresh() is None and c.exists is False
     assert c.request_traffic(10) == "refused"
-    assert "deploy it first" in c.error
+    assert "does not exist yet: deploy a model first" in c.error and c.notice.area == "release"
 
 
 # ---------------------------------------------------------------------- background work
@@ -235,3 +240,139 @@ def test_polling_reports_changes_and_stop_leaves_no_thread(session: Session, nam
     assert not c.polling
     leftover = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("kserve-nb-panel")]
     assert leftover == []
+
+
+# ---------------------------------------------------------------------- notices, truth and staleness
+
+
+@pytest.fixture(scope="module")
+def corrupt_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A model file that exists (so the pre-flight passes) but cannot be loaded: its revision fails."""
+    directory = tmp_path_factory.mktemp("panel-corrupt-model")
+    (directory / "model.joblib").write_bytes(b"this is not a joblib pickle\n")
+    return directory.as_uri()
+
+
+def test_every_notice_names_the_area_of_the_control_that_caused_it(session: Session, name: str) -> None:
+    in_canary(session, name)
+    c = PanelController(session.service(name), settings(max_step=20))
+    c.refresh()
+    seen: list[tuple[str, str]] = []
+    c.observe(lambda what: what == "notice" and seen.append((c.notice.area, c.notice.level)))
+    assert c.request_traffic(90) == "refused"
+    assert c.notice.area == "release" and c.notice.level == "refused" and "move to 30% first" in c.notice.text
+    assert c.request_traffic(20) == "applied"
+    assert seen[-2:] == [("release", "busy"), ("release", "ok")] and "now 80%" in c.notice.text
+    assert c.preview_deploy("", 10) is None and c.notice.area == "deploy" and "enter the storageUri" in c.notice.text
+    assert c.send_test(0) == "refused" and c.notice.area == "test"
+
+
+def test_a_failed_canary_after_a_rollback_says_where_traffic_went(
+    session: Session, name: str, kubectl: Any, corrupt_model: str
+) -> None:
+    in_canary(session, name)
+    session.service(name).rollback()
+    assert kubectl.split(name) == {"00002": 0, "00001": 100}
+    c = PanelController(session.service(name), settings())
+    c.refresh()
+    assert c.deploy(corrupt_model, 10) == "failed"
+    # KServe gives the canary percent to the latest *ready* revision: 00002 went from 0% to 10%.
+    assert kubectl.split(name) == {"00002": 10, "00001": 90}
+    text = c.notice.text
+    assert c.notice.level == "error" and c.notice.area == "deploy" and f"{name}-predictor-00003 failed" in text
+    rev1, rev2 = f"{name}-predictor-00001", f"{name}-predictor-00002"
+    assert f"traffic moved from 0% {rev2} + 100% {rev1} to 10% {rev2} + 90% {rev1}" in text
+    assert "stays on" not in text and c.log[-1].ok is False
+    failed = c.failed_revisions
+    assert [f.name for f in failed] == [f"{name}-predictor-00003"]
+    assert failed[0].reason == "RevisionFailed" and failed[0].storage_uri == corrupt_model.rstrip("/")
+    assert c.promote_blocker() and "failed" in c.promote_blocker()
+
+
+def test_a_deploy_that_sends_traffic_to_an_older_model_asks_whatever_the_percent(
+    session: Session, name: str, kubectl: Any
+) -> None:
+    in_canary(session, name)
+    session.service(name).promote()
+    c = PanelController(session.service(name), settings(confirm_above=50))
+    c.refresh()
+    # The serving model again at 10%: no new revision, and KServe sends 90% back to model 1.
+    assert c.deploy(MODEL_2, 10) == "needs_confirmation"
+    assert f"sends 90% to {name}-predictor-00001 ({MODEL_1}), an older model" in c.pending.message
+    c.cancel()
+    assert kubectl.split(name) == {"00002": 100} and kubectl.canary_percent(name) is None
+    # Model 1 as a new revision, at 5%: it is the model revision 00002 replaced.
+    assert c.deploy(MODEL_1, 5) == "needs_confirmation" and f"{MODEL_1} is an older model" in c.pending.message
+    assert c.confirm() == "applied" and kubectl.split(name) == {"00003": 5, "00002": 95}
+
+
+def test_promote_and_rollback_are_refused_when_they_would_do_nothing(session: Session, name: str) -> None:
+    missing = PanelController(session.service("pn-never-there"), settings())
+    missing.refresh()
+    for blocker in (missing.promote_blocker(), missing.rollback_blocker(), missing.traffic_blocker()):
+        assert blocker == "pn-never-there does not exist yet: deploy a model first"
+    assert missing.promote() == "refused" and missing.pending is None
+
+    session.service(name).deploy(MODEL_1)
+    c = PanelController(session.service(name), settings())
+    c.refresh()
+    assert c.promote_blocker() == f"nothing to promote: {name}-predictor-00001 already serves 100%"
+    assert c.rollback_blocker().startswith(f"nothing to roll back to: {name} has only ever rolled out")
+    assert c.rollback() == "refused" and "nothing to roll back to" in c.notice.text and c.pending is None
+    session.service(name).canary(MODEL_2, 10)
+    c.refresh()
+    assert c.promote_blocker() is None and c.rollback_blocker() is None
+    assert c.rollback() == "needs_confirmation" and c.confirm() == "applied"
+    assert c.rollback_blocker() == f"already rolled back: {name}-predictor-00001 serves 100%"
+
+
+def test_out_of_range_percentages_are_refused(session: Session, name: str, kubectl: Any) -> None:
+    in_canary(session, name)
+    c = PanelController(session.service(name), settings(max_step=100, confirm_above=100))
+    c.refresh()
+    assert c.request_traffic(150) == "refused" and "0–100" in c.notice.text
+    assert c.deploy(MODEL_1, 150) == "refused" and c.notice.area == "deploy"
+    assert kubectl.canary_percent(name) == 10
+
+
+def test_release_steps_clear_the_plan_and_mark_old_comparisons(session: Session, name: str) -> None:
+    in_canary(session, name)
+    c = PanelController(session.service(name), settings(max_step=50))
+    c.refresh()
+    assert c.preview_deploy(MODEL_1, 20) is not None and c.plan is not None and c.plan_stale is None
+    assert c.send_test(6) is not None and c.comparison_stale is None
+    assert c.request_traffic(30) == "applied"
+    assert c.plan is None  # its "before" is gone
+    stale = c.comparison_stale
+    assert stale is not None and "earlier split (90%" in stale and f"now 70% {name}-predictor-00001" in stale
+
+    assert c.preview_deploy(MODEL_1, 20) is not None
+    session.service(name).set_traffic(40)  # someone else moves the split: the plan says so
+    c.refresh()
+    assert c.plan is not None and "the service has changed since" in (c.plan_stale or "")
+    assert c.preview_deploy("gs://no-such-bucket/model", 20) is None
+    assert c.plan is None  # a failed preview leaves no old plan behind
+
+    assert c.promote() == "needs_confirmation" and c.confirm() == "applied"
+    assert "now 100%" in (c.comparison_stale or "")
+
+
+def test_a_failed_step_never_shows_a_tick() -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from kserve_nb.progress import Progress
+
+    InteractiveShell.instance()
+    with capture_output() as captured:
+        failed = Progress("canary default/x", enabled=True)
+        failed.done("x-predictor-00002 failed: RevisionFailed", ok=False)
+        stopped = Progress("canary default/y", enabled=True)
+        stopped.done("stopped waiting", ok=None)
+        good = Progress("canary default/z", enabled=True)
+        good.done("10% latest")
+    shown = [o.data["text/html"] for o in captured.outputs]
+    final = {title: html for html in shown for title in ("/x", "/y", "/z") if title + "</b>" in html}
+    assert "✘" in final["/x"] and "✔" not in final["/x"] and 'data-outcome="failed"' in final["/x"]
+    assert "⏹" in final["/y"] and "✔" not in final["/y"]
+    assert "✔" in final["/z"] and (failed.outcome, stopped.outcome, good.outcome) == (False, None, True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kserve_nb.style import SIDE_COLORS  # one palette for figures, bars and tables
+from kserve_nb.style import SIDE_COLORS, plotly_template  # one palette and theme for figures, bars and tables
 from kserve_nb.analysis.frames import group_label, ok_mask
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ def _figure(title: str) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.update_layout(title=title, template="plotly_white", legend_title_text="target · revision")
+    # The template follows the notebook's light/dark theme (kserve_nb.style.theme).
+    fig.update_layout(title=title, template=plotly_template(), legend_title_text="target · revision")
     return fig
 
 
@@ -186,7 +187,7 @@ def agreement_figure(cmp: Comparison) -> go.Figure:
             y=labels_y,
             text=conf.to_numpy(),
             texttemplate="%{text}",
-            colorscale=[[0, "#ffffff"], [1, SIDE_COLORS["latest"]]],
+            colorscale=[[0, "rgba(245,133,24,0.06)"], [1, SIDE_COLORS["latest"]]],  # no white block in dark themes
             hovertemplate=f"{ag.baseline} %{{y}} → {ag.candidate} %{{x}}: %{{z}}<extra></extra>",
             showscale=False,
         )
