@@ -11,7 +11,9 @@ A real KServe pod runs a storage initializer that downloads ``spec.predictor.mod
 
 :func:`seed_mirror` puts the two models of KServe's canary walkthrough into the mirror
 (``gs://kfserving-examples/models/sklearn/1.0/model`` and ``…/model-2``), trained here on the iris
-data set that ships inside scikit-learn, so the walkthrough runs offline.
+data set that ships inside scikit-learn, so the walkthrough runs offline; and next to them the
+fault-injected candidates of :data:`FAULT_MODELS` (``gs://kserve-nb-faults/sklearn/…``, see
+:mod:`kserve_nb.local.faults`), so a canary judge can be shown catching a bad model.
 """
 
 from __future__ import annotations
@@ -27,14 +29,26 @@ MODEL_EXTENSIONS = (".joblib", ".pkl", ".pickle")
 #: Schemes served from the local mirror directory.
 MIRRORED_SCHEMES = ("gs", "s3", "https", "http")
 
-#: The walkthrough's two models, relative to the mirror root.
+#: Fault-injected candidates: mirror URI → :class:`~kserve_nb.local.faults.FaultyModel` parameters.
+#: Each wraps the walkthrough's first model, so its fault is its only difference from it.
+FAULT_MODELS: dict[str, dict[str, float]] = {
+    "gs://kserve-nb-faults/sklearn/iris-errors": {"error_rate": 0.25},  # 25% of requests answer 500
+    "gs://kserve-nb-faults/sklearn/iris-errors-3pct": {"error_rate": 0.03},
+    "gs://kserve-nb-faults/sklearn/iris-slow": {"latency_ms": 50.0},  # +50 ms per request
+    "gs://kserve-nb-faults/sklearn/iris-flip": {"flip_rate": 0.30},  # 30% of predictions changed
+    "gs://kserve-nb-faults/sklearn/iris-control": {},  # no fault: the first model again, for A/A
+}
+
+#: Every seeded model, relative to the mirror root → what is written there: the walkthrough's
+#: two models (``svc``, ``tree``) and the fault models (their URI).
 SEED_MODELS = {
     "gs/kfserving-examples/models/sklearn/1.0/model/model.joblib": "svc",
     "gs/kfserving-examples/models/sklearn/1.0/model-2/model.joblib": "tree",
+    **{uri.replace("://", "/", 1) + "/model.joblib": uri for uri in FAULT_MODELS},
 }
 
 # Bump when the seeded models change, so an old mirror is re-seeded.
-_SEED_FORMAT = 1
+_SEED_FORMAT = 2
 
 _README = """\
 This directory is a local mirror of remote model storage, kept by the kserve-nb local cluster.
@@ -50,6 +64,14 @@ The two models of KServe's canary walkthrough were written here by kserve-nb
 (gs://kfserving-examples/models/sklearn/1.0/model and .../model-2), trained
 deterministically on scikit-learn's bundled iris data set. `.seed-stamp` records the
 scikit-learn version they were trained with; they are re-trained when it changes.
+
+Next to them, fault-injected candidates for showing a canary judge at work (each is the
+first model wrapped in kserve_nb.local.faults.FaultyModel; serving them needs kserve-nb):
+    gs://kserve-nb-faults/sklearn/iris-errors       25% of requests answer HTTP 500
+    gs://kserve-nb-faults/sklearn/iris-errors-3pct   3% of requests answer HTTP 500
+    gs://kserve-nb-faults/sklearn/iris-slow         +50 ms per request
+    gs://kserve-nb-faults/sklearn/iris-flip         30% of predictions changed to another class
+    gs://kserve-nb-faults/sklearn/iris-control      no fault (the first model again, for A/A)
 """
 
 
@@ -139,7 +161,7 @@ def find_model_file(path: Path) -> Path:
 
 
 def seed_mirror(state_dir: Path) -> None:
-    """Write the walkthrough's two sklearn models into the local mirror (idempotent).
+    """Write the walkthrough's two sklearn models and the fault models into the local mirror (idempotent).
 
     Both are trained deterministically on ``sklearn.datasets.load_iris()``: ``model`` is an
     ``SVC(gamma="scale")`` like KServe's example model, ``model-2`` a depth-2 decision tree. Both
@@ -214,11 +236,23 @@ def _train_seed_models() -> dict[str, object]:
     from sklearn.svm import SVC
     from sklearn.tree import DecisionTreeClassifier
 
+    from kserve_nb.local.faults import FaultyModel
+
     x, y = load_iris(return_X_y=True)
-    return {
-        "svc": SVC(gamma="scale", random_state=0).fit(x, y),
+    svc = SVC(gamma="scale", random_state=0).fit(x, y)
+    models: dict[str, object] = {
+        "svc": svc,
         "tree": DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, y),
     }
+    for i, (uri, params) in enumerate(FAULT_MODELS.items()):
+        models[uri] = FaultyModel(
+            svc,
+            latency_ms=params.get("latency_ms", 0.0),
+            error_rate=params.get("error_rate", 0.0),
+            flip_rate=params.get("flip_rate", 0.0),
+            seed=1000 + i,
+        )
+    return models
 
 
 def _atomic_dump(obj: object, dest: Path) -> None:
