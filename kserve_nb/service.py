@@ -25,6 +25,7 @@ from kserve_nb.progress import Progress
 from kserve_nb.status import ServiceStatus
 
 if TYPE_CHECKING:  # pragma: no cover
+    from kserve_nb.predict.load import LoadRun
     from kserve_nb.session import Session
 
 CONFLICT_RETRIES = 3
@@ -404,22 +405,60 @@ class Service:
         repeat: int = 1,
         concurrency: int = 32,
         protocol: str = "v1",
+        warmup: int = 3,
     ) -> pd.DataFrame:
-        """Send every input to every target; one row per request (see ``PredictionClient.send``)."""
+        """Send every input to every target; one row per request (see ``PredictionClient.send``).
+
+        ``warmup`` unrecorded requests go to each target first, and requests alternate between
+        the targets row by row, so a latency comparison measures the revisions, not their first
+        requests or the sending order; ``warmup=0`` sends none.
+        """
         names = [to] if isinstance(to, str) else list(to)
         if isinstance(to, str) and "," in to:
             names = [t.strip() for t in to.split(",") if t.strip()]
         st = self.status()
         targets = [self.target(n, st) for n in names]
         client = self.session.prediction_client(self.name)
-        return client.send(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol)
+        return client.send(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
 
-    def compare(self, inputs: Any, *, repeat: int = 1, protocol: str = "v1", **kwargs: Any) -> Any:
-        """Send ``inputs`` to latest and prev and compare them (a :class:`Comparison`)."""
+    def compare(self, inputs: Any, *, repeat: int = 1, protocol: str = "v1", warmup: int = 3, **kwargs: Any) -> Any:
+        """Send ``inputs`` to latest and prev (warmed up, interleaved) and compare them (a :class:`Comparison`)."""
         from kserve_nb.analysis import compare
 
-        results = self.send(inputs, to=("latest", "prev"), repeat=repeat, protocol=protocol)
+        results = self.send(inputs, to=("latest", "prev"), repeat=repeat, protocol=protocol, warmup=warmup)
         return compare(results, **kwargs)
+
+    def generate_load(
+        self,
+        rows: Any,
+        *,
+        y: Any = None,
+        rate: float = 50,
+        concurrency: int = 8,
+        duration: float = 30,
+        to: str = "default",
+        max_requests: int | None = None,
+        protocol: str = "v1",
+        progress: bool | None = None,
+    ) -> "LoadRun":
+        """Send ``rows`` to the service in the background at ``rate`` requests per second for
+        ``duration`` seconds; returns the live :class:`~kserve_nb.predict.load.LoadRun` at once.
+
+        The traffic goes to the default host (``to="default"``), so the traffic split decides which
+        revision answers each request; ``latest``/``prev`` aim at one side. With ``y`` (one true
+        label per row) the results say which predictions were correct. Stop it early with
+        ``run.stop()``; read it with ``run.results``, ``run.summary()``, or
+        ``kserve_nb.metrics.client.ClientSource(run)``. See :func:`kserve_nb.predict.load.generate_load`.
+        """
+        from kserve_nb.predict.load import generate_load
+
+        target = self.target(to)
+        client = self.session.prediction_client(self.name)
+        return generate_load(
+            client, target, rows, y=y, rate=rate, concurrency=concurrency, duration=duration,
+            max_requests=max_requests, protocol=protocol, progress=progress,
+            service=self.name, namespace=self.namespace,
+        )
 
     # ------------------------------------------------------------------ progressive rollout
 
