@@ -322,3 +322,41 @@ def test_judge_quantile_rejects_mismatched_buckets_and_bad_quantiles() -> None:
         judge_quantile("p95", 0.95, Histogram.empty(), Histogram.empty((1, 2)), "<=", 1.0, 0.0, ALPHA)
     with pytest.raises(ValidationError, match="quantile"):
         judge_quantile("p95", 95, Histogram.empty(), None, "<=", 1.0, 0.0, ALPHA)
+
+
+# -- Comparison.verdict states its evidence --------------------------------------------------
+
+
+def _results(target: str, n: int, *, latency: list[float], errors: int = 0, start: int = 0) -> list[dict[str, object]]:
+    return [
+        {
+            "target": target, "revision": None, "row": start + i, "repeat": 0, "input": [float(i)],
+            "prediction": None if i < errors else 0, "status_code": 500 if i < errors else 200,
+            "latency_ms": latency[i], "error": "HTTP 500: boom" if i < errors else None,
+        }
+        for i in range(n)
+    ]
+
+
+def test_verdict_states_intervals_sample_sizes_and_not_enough_data() -> None:
+    from kserve_nb.analysis.compare import compare
+    from kserve_nb.analysis.frames import results_frame
+
+    rng = np.random.default_rng(22)
+    lat = list(rng.lognormal(3, 0.3, 400))
+    big = results_frame(_results("latest", 400, latency=lat, errors=40) + _results("prev", 400, latency=lat))
+    v = compare(big).verdict(max_error_rate=0.01, max_p95_latency_ms=100)
+    err = next(c for c in v.checks if c.name == "error rate")
+    assert err.passed is False and err.evidence is not None and err.evidence.decision == "fail"
+    assert "95% anytime-valid CI [" in err.detail and "n=400" in err.detail and "beyond the limit" in err.detail
+    p95 = next(c for c in v.checks if c.name == "p95 latency")
+    assert p95.passed is True and p95.evidence is not None and "ms, n=360" in p95.detail
+    assert [e.metric for e in v.evidence] == ["error_rate", "p95"]
+    assert v.evidence[0].decision == "fail" and "difference +10.0 pts" in v.evidence[0].statement
+    assert "vs baseline: error_rate 10.0% (n=400)" in repr(v) and "Candidate vs baseline" in v._repr_html_()
+
+    small = results_frame(_results("latest", 8, latency=lat) + _results("prev", 8, latency=lat))
+    w = compare(small).verdict(max_error_rate=0.05, max_p95_latency_ms=100)
+    assert w.promote and set(w.unsure) == {"error rate", "p95 latency"}
+    assert "not enough data yet to be sure of: error rate, p95 latency" in repr(w)
+    assert all("not enough data yet" in e.statement for e in w.evidence)

@@ -14,7 +14,7 @@ import html
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from kserve_nb.analysis.frames import (
 )
 from kserve_nb.errors import ValidationError
 from kserve_nb.resources import revision_number
+
+if TYPE_CHECKING:
+    from kserve_nb.analysis.sequential import Evidence
 
 _PCTS = (50, 95, 99)
 
@@ -80,13 +83,19 @@ class Agreement:
 
 @dataclass(frozen=True)
 class Check:
-    """One verdict check. ``passed`` is None when it could not be evaluated (no data, no threshold)."""
+    """One verdict check. ``passed`` is None when it could not be evaluated (no data, no threshold).
+
+    ``passed`` compares the point estimate with the threshold; ``evidence`` is the anytime-valid
+    interval behind it (:mod:`kserve_nb.analysis.sequential`), whose ``decision`` is
+    ``inconclusive`` while the data cannot yet tell (None for checks without a statistic).
+    """
 
     name: str
     passed: bool | None
     observed: float | None
     threshold: float | None
     detail: str
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)
@@ -106,11 +115,21 @@ class Verdict:
     recommendation: str
     checks: tuple[Check, ...]
     reasons: tuple[str, ...]
+    #: Candidate vs baseline (error-rate difference, p95 difference) with anytime-valid intervals.
+    evidence: tuple[Evidence, ...] = ()
 
     @property
     def promote(self) -> bool:
         """True when the recommendation is to promote."""
         return self.recommendation == "promote"
+
+    @property
+    def unsure(self) -> tuple[str, ...]:
+        """Evaluated checks whose interval cannot yet confirm their outcome ("not enough data yet")."""
+        return tuple(
+            c.name for c in self.checks
+            if c.passed is not None and c.evidence is not None and c.evidence.decision == "inconclusive"
+        )
 
     def table(self) -> pd.DataFrame:
         """The checks as a DataFrame (``check, passed, observed, threshold, detail``)."""
@@ -120,11 +139,15 @@ class Verdict:
         )
 
     def __repr__(self) -> str:
-        lines = [f"Verdict: {self.recommendation.upper()}"]
+        lines = [f"Verdict: {self.recommendation.upper()}{self._unsure_note()}"]
         for c in self.checks:
             mark = {True: "pass", False: "FAIL", None: "skip"}[c.passed]
             lines.append(f"  [{mark}] {c.name}: {c.detail}")
+        lines += [f"  vs baseline: {e.statement}" for e in self.evidence]
         return "\n".join(lines)
+
+    def _unsure_note(self) -> str:
+        return f" (not enough data yet to be sure of: {', '.join(self.unsure)})" if self.unsure else ""
 
     def _repr_html_(self) -> str:
         color = "#2e7d32" if self.promote else "#c62828"
@@ -133,9 +156,13 @@ class Verdict:
             f"<td>{html.escape(c.detail)}</td></tr>"
             for c in self.checks
         )
+        versus = "".join(f"<li>{html.escape(e.statement)}</li>" for e in self.evidence)
         return (
             f"<div><b style='color:{color}'>Recommendation: {self.recommendation}</b>"
-            f"<table><tr><th></th><th>check</th><th>detail</th></tr>{rows}</table></div>"
+            f"{html.escape(self._unsure_note())}"
+            f"<table><tr><th></th><th>check</th><th>detail</th></tr>{rows}</table>"
+            + (f"<b>Candidate vs baseline</b><ul>{versus}</ul>" if versus else "")
+            + "</div>"
         )
 
 
@@ -201,8 +228,14 @@ class Comparison:
         max_error_rate: float = 0.01,
         max_p95_latency_ms: float | None = None,
         min_agreement: float | None = None,
+        alpha: float = 0.05,
     ) -> Verdict:
         """Recommend ``promote`` or ``rollback`` for the candidate.
+
+        Each threshold is compared with the point estimate of this sample; every check also states
+        its anytime-valid ``1 - alpha`` interval and sample size, and says "not enough data yet"
+        when the interval still straddles the threshold (:attr:`Verdict.unsure`). The verdict's
+        ``evidence`` compares the candidate with the baseline (differences with intervals).
 
         Parameters
         ----------
@@ -212,12 +245,17 @@ class Comparison:
             Highest acceptable candidate p95 latency; not checked when None.
         min_agreement:
             Lowest acceptable candidate-vs-baseline agreement on paired inputs; not checked when None.
+        alpha:
+            1 - confidence level of the intervals (valid however often the verdict is recomputed).
 
         Returns
         -------
         Verdict
             ``promote`` only if the candidate answered and every evaluated check passed.
         """
+        from kserve_nb.analysis import sequential as seq
+        from kserve_nb.metrics.sample import Histogram
+
         rows, scope = self._candidate_rows()
         checks: list[Check] = []
         n = len(rows)
@@ -233,13 +271,15 @@ class Comparison:
         )
         if n:
             rate = (n - ok) / n
+            ev = seq.judge_rate("error rate", (n - ok, n), None, "<=", 1.0, max_error_rate, alpha)
             checks.append(
                 Check(
                     "error rate",
                     rate <= max_error_rate,
                     rate,
                     max_error_rate,
-                    f"{scope}: {rate:.2%} of {n} requests failed (max {max_error_rate:.2%})",
+                    f"{scope}: {rate:.2%} of {n} requests failed (max {max_error_rate:.2%}); {_interval_note(ev)}",
+                    ev,
                 )
             )
         else:
@@ -251,13 +291,18 @@ class Comparison:
             checks.append(Check("p95 latency", None, None, max_p95_latency_ms, "no successful requests"))
         else:
             p95 = float(np.percentile(lat, 95))
+            ev = seq.judge_quantile(
+                "p95 latency", 0.95, Histogram.from_samples(lat.tolist()), None, "<=", 1.0,
+                float(max_p95_latency_ms), alpha,
+            )
             checks.append(
                 Check(
                     "p95 latency",
                     p95 <= max_p95_latency_ms,
                     p95,
                     max_p95_latency_ms,
-                    f"{scope}: p95 {p95:.1f} ms (max {max_p95_latency_ms:g} ms)",
+                    f"{scope}: p95 {p95:.1f} ms (max {max_p95_latency_ms:g} ms); {_interval_note(ev)}",
+                    ev,
                 )
             )
         ag = self.agreement
@@ -274,20 +319,48 @@ class Comparison:
                 )
             )
         else:
+            agree = int(round(ag.rate * ag.n_pairs))
+            ev = seq.judge_rate("agreement", (agree, ag.n_pairs), None, ">=", 1.0, min_agreement, alpha)
             checks.append(
                 Check(
                     "agreement",
                     ag.rate >= min_agreement,
                     ag.rate,
                     min_agreement,
-                    f"{ag.rate:.1%} of {ag.n_pairs} paired inputs agree (min {min_agreement:.1%})",
+                    f"{ag.rate:.1%} of {ag.n_pairs} paired inputs agree (min {min_agreement:.1%}); {_interval_note(ev)}",
+                    ev,
                 )
             )
+        versus = self._versus_baseline(rows, lat, alpha)
         failed = [c for c in checks if c.passed is False]
         passed = [c for c in checks if c.passed is True]
         if failed:
-            return Verdict("rollback", tuple(checks), tuple(c.detail for c in failed))
-        return Verdict("promote", tuple(checks), tuple(c.detail for c in passed))
+            return Verdict("rollback", tuple(checks), tuple(c.detail for c in failed), versus)
+        return Verdict("promote", tuple(checks), tuple(c.detail for c in passed), versus)
+
+    def _versus_baseline(self, rows: pd.DataFrame, lat: pd.Series, alpha: float) -> tuple[Evidence, ...]:
+        """Error-rate and p95 differences of the candidate from the baseline, with intervals."""
+        from kserve_nb.analysis import sequential as seq
+        from kserve_nb.metrics.sample import Histogram
+
+        df = self.results
+        base = df[df["target"] == self.baseline]
+        if base.empty and self.revision_sides is not None and not (df["target"] == self.candidate).any():
+            base = df[df["revision"] == self.revision_sides[0]]
+        if rows.empty or base.empty:
+            return ()
+        n, nb = len(rows), len(base)
+        ok, okb = int(ok_mask(rows).sum()), int(ok_mask(base).sum())
+        out = [seq.judge_rate("error_rate", (n - ok, n), (nb - okb, nb), "<=", 1.0, 0.0, alpha)]
+        lat_b = base.loc[ok_mask(base), "latency_ms"].dropna()
+        if len(lat) and len(lat_b):
+            out.append(
+                seq.judge_quantile(
+                    "p95", 0.95, Histogram.from_samples(lat.tolist()), Histogram.from_samples(lat_b.tolist()),
+                    "<=", 1.0, 0.0, alpha,
+                )
+            )
+        return tuple(out)
 
     def _candidate_rows(self) -> tuple[pd.DataFrame, str]:
         df = self.results
@@ -341,6 +414,20 @@ class Comparison:
             parts.append(self.split.to_html(index=False, float_format=_fmt, na_rep="–"))
         parts.append("</div>")
         return "".join(parts)
+
+
+def _interval_note(ev: Evidence) -> str:
+    """``95% anytime-valid CI [0.0%, 1.2%], n=812: not enough data yet to be sure``."""
+    lo, hi = ev.interval.low, ev.interval.high
+    if ev.metric.endswith("latency"):
+        span = f"({lo:g}, {'∞' if math.isinf(hi) else format(hi, 'g')}] ms"
+    else:
+        span = f"[{lo:.1%}, {hi:.1%}]"
+    outcome = {
+        "pass": "within the limit at that level",
+        "fail": "beyond the limit at that level",
+    }.get(ev.decision, "not enough data yet to be sure")
+    return f"{ev.interval.level:.0%} anytime-valid CI {span}, n={ev.n_candidate:,}: {outcome}"
 
 
 def _pct_fmt(x: Any) -> str:

@@ -462,7 +462,7 @@ def quantile_gate_decisions(
     two = baseline_counts is not None and factor > 0
     arm_alpha = alpha / 2.0 if two else alpha
     c_low, c_high = quantile_cs_bounds(candidate_counts, bounds, q, arm_alpha)
-    if two:
+    if baseline_counts is not None and two:
         b_low, b_high = quantile_cs_bounds(baseline_counts, bounds, q, arm_alpha)
         with np.errstate(invalid="ignore"):
             low, high = c_low - factor * b_high, c_high - factor * b_low
