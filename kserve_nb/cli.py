@@ -1,4 +1,4 @@
-"""The ``kserve-nb`` command line: ``kserve-nb local up|down|status|env``."""
+"""The ``kserve-nb`` command line: ``kserve-nb local up|down|status|env|prometheus``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ def _local(args: argparse.Namespace) -> int:
         stopped = manager.down(args.state_dir)
         print("local cluster stopped" if stopped else "no local cluster was running")
         return 0
+    if args.action == "prometheus":
+        prom = manager.ensure_prometheus(args.state_dir)
+        print(f"Prometheus {prom.url}   (pid {prom.pid}; scrapes the ingress every second)")
+        if prom.auth:
+            print(f"  basic auth: user {prom.username}, password in {prom.directory / 'password'}")
+        return 0
     running = manager.status(args.state_dir)
     if args.action == "env":
         if running is None:
@@ -36,6 +42,8 @@ def _local(args: argparse.Namespace) -> int:
         print("stopped")
         return 1
     print(f"running (pid {running.pid})  API {running.api}  ingress {running.ingress} ({running.ingress_proxy})  state {running.state_dir}")
+    watching = manager.prometheus_status(args.state_dir)
+    print(f"prometheus {watching.url} (pid {watching.pid})" if watching else "prometheus not running (started on demand: `kserve-nb local prometheus`)")
     return 0
 
 
@@ -46,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     local = sub.add_parser("local", help="the embedded local KServe cluster")
-    local.add_argument("action", choices=["up", "down", "status", "env"])
+    local.add_argument(
+        "action", choices=["up", "down", "status", "env", "prometheus"],
+        help="prometheus: start the cluster's Prometheus if needed and print its URL",
+    )
     local.add_argument(
         "--state-dir",
         type=Path,

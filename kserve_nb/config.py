@@ -15,6 +15,11 @@ class KServeNb(Configurable):
     ingress = Unicode(
         None, allow_none=True, help="Base URL of the ingress gateway, e.g. http://10.0.0.5:80 (default: $INGRESS_HOST:$INGRESS_PORT)."
     ).tag(config=True)
+    prometheus = Unicode(
+        None, allow_none=True,
+        help="Base URL of the Prometheus with the cluster's metrics, e.g. http://10.0.0.7:9090 (default: "
+        "$PROMETHEUS_URL; else the local cluster's own, or a well-known Prometheus Service through the API server).",
+    ).tag(config=True)
     local_state_dir = Unicode(
         None, allow_none=True, help="State dir of the embedded local cluster (default: $KSERVE_NB_HOME or the user data dir)."
     ).tag(config=True)

@@ -80,12 +80,16 @@ class Session:
         config: KServeNb | None = None,
         local: Any = None,
         ingress: str | None = None,
+        prometheus: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.config = config or KServeNb()
         self.local = local
         self.ingress = ingress
+        #: The Prometheus base URL given to :func:`connect` (else found by :meth:`metrics`).
+        self.prometheus = prometheus
         self._clients: dict[str, Any] = {}
+        self._metrics: Any = None
 
     # ------------------------------------------------------------------ identity
 
@@ -243,6 +247,29 @@ class Session:
             self._clients[model] = client
         return client
 
+    def metrics(self) -> Any:
+        """The :class:`~kserve_nb.metrics.prometheus.PrometheusSource` of this cluster (cached).
+
+        From ``connect(prometheus=…)``, ``%config KServeNb.prometheus`` or ``$PROMETHEUS_URL``; else
+        on the local cluster its own Prometheus, started now if needed; else a well-known Prometheus
+        Service (``prometheus-operated``, ``prometheus-k8s``, ``prometheus-server``… in
+        ``monitoring``, ``knative-monitoring``, ``istio-system``…) through the API server's service
+        proxy with this session's credentials. Raises a one-line error saying how to configure one.
+        """
+        if self._metrics is None:
+            from kserve_nb.metrics import discovery
+
+            url = self.prometheus or self.config.prometheus or os.environ.get("PROMETHEUS_URL")
+            if url:
+                from kserve_nb.metrics.prometheus import PrometheusSource
+
+                self._metrics = PrometheusSource(url, verify=self.config.verify_tls)
+            elif self.local is not None:
+                self._metrics = discovery.local_source(self.local.state_dir)
+            else:
+                self._metrics = discovery.cluster_source(self.cluster)
+        return self._metrics
+
     def check_storage_uri(self, uri: str) -> None:
         """Pre-flight: on the local cluster, the model files must exist in its storage mirror."""
         check_storage_uri(uri)
@@ -260,6 +287,9 @@ class Session:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         self.cluster.close()
 
     def __enter__(self) -> "Session":
@@ -400,6 +430,7 @@ def connect(
     ingress: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     config: KServeNb | None = None,
+    prometheus: str | None = None,
 ) -> Session:
     """Connect to a cluster and return a :class:`Session`.
 
@@ -410,7 +441,24 @@ def connect(
 
     Predictions go through ``ingress`` (a base URL), else ``$INGRESS_HOST:$INGRESS_PORT``, else the
     local cluster's gateway, else straight to the service URLs.
+
+    Metrics (:meth:`Session.metrics`) come from ``prometheus`` (a base URL), else
+    ``%config KServeNb.prometheus``, else ``$PROMETHEUS_URL``, else are discovered when first asked for.
     """
+    session = _connect(kubeconfig, context, namespace, local, ingress, state_dir, config)
+    session.prometheus = prometheus or session.config.prometheus or os.environ.get("PROMETHEUS_URL") or None
+    return session
+
+
+def _connect(
+    kubeconfig: str | os.PathLike[str] | None,
+    context: str | None,
+    namespace: str | None,
+    local: bool | None,
+    ingress: str | None,
+    state_dir: str | os.PathLike[str] | None,
+    config: KServeNb | None,
+) -> Session:
     cfg = config or KServeNb()
     kubeconfig = kubeconfig or cfg.kubeconfig
     context = context or cfg.context

@@ -5,11 +5,14 @@ SIGTERM/SIGINT, then stops every process it started. One state directory holds e
 
 ``store.sqlite``  objects, revisions, status (survives ``kill -9``)
 ``token``         the API bearer token (0600)
+``metrics.token`` the bearer token of the ingress' metrics endpoints (0600; Prometheus sends it)
 ``ca.crt`` ``tls.crt`` ``tls.key``  the API server's private CA and certificate (0600)
 ``kubeconfig``    context ``kserve-nb-local`` (0600)
 ``endpoint.json`` pid and ports of the running daemon (0600); absent when stopped
 ``daemon.lock``   held while running, so two daemons never share a state dir
 ``storage/``      the local storage mirror (gs://, s3://, https:// URIs)
+``prometheus/``   the on-demand Prometheus (:mod:`kserve_nb.local.prometheus`): its config, data and
+                  ``targets.json``, the metrics endpoints this daemon serves (rewritten at each start)
 ``logs/``         daemon.log and one log per revision
 """
 
@@ -46,9 +49,9 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_or_create_token(state_dir: Path) -> str:
-    """The API token of this state dir, created on first start."""
-    path = state_dir / "token"
+def load_or_create_token(state_dir: Path, name: str = "token") -> str:
+    """The API token of this state dir (or another secret file ``name``), created on first start."""
+    path = state_dir / name
     if path.exists():
         token = path.read_text().strip()
         if token:
@@ -95,7 +98,7 @@ def _previous_ports(state_dir: Path) -> dict[str, Any]:
         return {}
 
 
-async def _start_ingress(state_dir: Path, port: int) -> tuple[Any, int]:
+async def _start_ingress(state_dir: Path, port: int, metrics_token: str) -> tuple[Any, int]:
     """nginx in front of the Python gateway when nginx is installed, else the Python gateway alone.
 
     The previous run's port is tried first (clients keep their ``INGRESS_PORT``), then a free one.
@@ -106,7 +109,8 @@ async def _start_ingress(state_dir: Path, port: int) -> tuple[Any, int]:
     found = find_nginx()
     for candidate in dict.fromkeys((port, 0)):
         gateway: Gateway | NginxIngress = (
-            NginxIngress(state_dir / "ingress", candidate, found=found) if found else Gateway("127.0.0.1", candidate)
+            NginxIngress(state_dir / "ingress", candidate, found=found, metrics_token=metrics_token)
+            if found else Gateway("127.0.0.1", candidate)
         )
         try:
             return gateway, await gateway.start()
@@ -122,9 +126,10 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     """Run the local cluster until SIGTERM/SIGINT."""
     from aiohttp import web
 
-    from kserve_nb.local import storage
+    from kserve_nb.local import prometheus, storage
     from kserve_nb.local.apiserver import create_app, kubeconfig
     from kserve_nb.local.controller import Controller
+    from kserve_nb.local.exporter import TOKEN_FILE, MetricsServer
     from kserve_nb.local.nginx import NginxIngress
     from kserve_nb.semantics import Settings
     from kserve_nb.local.runtime import Runtime
@@ -150,7 +155,20 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     runtime = Runtime(state_dir, on_change, prerequisite=seeded)
     await runtime.start(wait=False)
     previous = _previous_ports(state_dir)
-    gateway, ingress_port = await _start_ingress(state_dir, int(previous.get("ingress", 0)))
+    metrics_token = load_or_create_token(state_dir, TOKEN_FILE)
+    gateway, ingress_port = await _start_ingress(state_dir, int(previous.get("ingress", 0)), metrics_token)
+    # The Python gateway's counters (behind nginx, or alone); nginx serves its own on its control port.
+    exporter = MetricsServer(gateway.metrics.render, metrics_token)
+    try:
+        await exporter.start()
+    except OSError:
+        await gateway.close()
+        raise
+    exporters = {"gateway": exporter.port}
+    if isinstance(gateway, NginxIngress):
+        exporters["nginx"] = gateway.metrics_port
+    # Rewritten at every start: a running Prometheus follows the new ports (file-based discovery).
+    prometheus.write_targets(state_dir, exporters)
     app = create_app(store, token)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -181,6 +199,7 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
         "ingress_proxy": "nginx" if isinstance(gateway, NginxIngress) else "python",
         "domain": domain,
         "kubeconfig": str(state_dir / "kubeconfig"),
+        "metrics": exporters,
     }
     write_private(state_dir / "endpoint.json", json.dumps(endpoint, indent=2))
     log.info("local cluster up: api %s, ingress 127.0.0.1:%d (%s)", server, ingress_port, endpoint["ingress_proxy"])
@@ -193,6 +212,9 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
         await controller.stop()
         await runtime.close()
         await gateway.close()
+        await exporter.close()
+        # The on-demand Prometheus lives as long as the cluster it watches.
+        await loop.run_in_executor(None, prometheus.stop, state_dir)
         await runner.cleanup()
         store.close()
 

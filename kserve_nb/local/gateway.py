@@ -32,12 +32,15 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Mapping, Sequence
 
 import httptools
+
+from kserve_nb.local.exporter import RequestMetrics, series_labels
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,7 @@ class _Target:
     revision_line: bytes  # the whole ``x-kserve-revision`` header line, built once per table
     endpoint: tuple[str, int]
     weight: int  # the traffic percent
+    series: str  # the revision's metric labels (exporter.series_labels), built once per table
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,10 @@ def _build_table(
             if endpoint is None:
                 unready.append((revision, percent))
             else:
-                live.append(_Target(revision, _revision_line(revision), (endpoint[0], int(endpoint[1])), percent))
+                live.append(_Target(
+                    revision, _revision_line(revision), (endpoint[0], int(endpoint[1])), percent,
+                    series_labels(namespace, revision),
+                ))
         key = host.lower().split(":", 1)[0]
         table[key] = _Route(key, tuple(live), sum(t.weight for t in live), tuple(unready))
     return table
@@ -653,6 +660,9 @@ class Gateway:
         self._connections: set[_ClientConnection] = set()
         self._closing = False
         self._sweeper: asyncio.TimerHandle | None = None
+        #: Requests this gateway forwarded to a revision itself, by revision and status (Knative's
+        #: queue-proxy metrics; nginx counts the ones it forwards, so none is counted twice).
+        self.metrics = RequestMetrics()
 
     @property
     def port(self) -> int:
@@ -727,24 +737,41 @@ class Gateway:
         body = b"".join(request.body)
         head, coerced = _request_head(request, body)
         is_head = request.method == b"HEAD"
+        # Timed like queue-proxy's app latency: from handing the request on to having the answer.
+        started = _clock()
         try:
             status, headers, data = await self._pool.request(target.endpoint, head, body, is_head)
         except UpstreamError as first:
             retry = route.pick(exclude=target.revision) if first.retryable else None
             if retry is None:
-                return _error(*_failure(route, target, first))
+                return self._failed(route, target, first, started)
             target = retry
             try:
                 status, headers, data = await self._pool.request(target.endpoint, head, body, is_head)
             except UpstreamError as second:
-                return _error(*_failure(route, target, second))
+                return self._failed(route, target, second, started)
+            except asyncio.CancelledError:
+                self.metrics.observe(target.series, 499, (_clock() - started) * 1000.0)
+                raise
+        except asyncio.CancelledError:  # the client hung up first: nginx's 499, counted alike
+            self.metrics.observe(target.series, 499, (_clock() - started) * 1000.0)
+            raise
+        self.metrics.observe(target.series, status, (_clock() - started) * 1000.0)
         headers.append(target.revision_line)
         if coerced:
             headers.append(_COERCED_LINE)
         return status, headers, data
 
+    def _failed(self, route: _Route, target: _Target, error: UpstreamError, started: float) -> _Response:
+        """The error answer for a revision that could not answer, counted with its status."""
+        response = _error(*_failure(route, target, error))
+        self.metrics.observe(target.series, response[0], (_clock() - started) * 1000.0)
+        return response
+
 
 # --- helpers -----------------------------------------------------------------------------
+
+_clock = time.perf_counter
 
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 

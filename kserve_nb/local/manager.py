@@ -3,6 +3,9 @@
 The daemon runs detached from the caller (its own session), so a notebook kernel restart or a
 closed terminal does not take the cluster with it. ``up`` is idempotent: a healthy daemon on the
 same state dir is reused.
+
+Prometheus is not part of ``up`` (it would add seconds to every start): :func:`ensure_prometheus`
+starts it the first time metrics are asked for, and :func:`down` stops it with the cluster.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from kserve_nb.errors import LocalClusterError
+
+if TYPE_CHECKING:
+    from kserve_nb.local.prometheus import LocalPrometheus
 
 UP_TIMEOUT = 60.0
 DOWN_TIMEOUT = 15.0
@@ -38,6 +44,8 @@ class LocalCluster:
     kubeconfig: Path
     domain: str = "example.com"
     ingress_proxy: str = "python"  # what serves the ingress port: "nginx" or "python" (the Gateway alone)
+    #: The ingress' metrics endpoints (exporter name → loopback port; ``/metrics``, metrics token).
+    metrics: tuple[tuple[str, int], ...] = ()
 
     @property
     def ingress(self) -> str:
@@ -133,6 +141,7 @@ def _cluster(sd: Path, info: dict[str, Any]) -> LocalCluster:
         kubeconfig=Path(info["kubeconfig"]),
         domain=info.get("domain", "example.com"),
         ingress_proxy=info.get("ingress_proxy", "python"),
+        metrics=tuple(sorted((str(k), int(v)) for k, v in (info.get("metrics") or {}).items())),
     )
 
 
@@ -183,9 +192,33 @@ def _wait_healthy(
     )
 
 
+def ensure_prometheus(state_dir: Path | str | None = None) -> "LocalPrometheus":
+    """The local cluster's Prometheus (its URL and API credentials), started now if not running.
+
+    Needs the local cluster running on ``state_dir``; raises :class:`LocalClusterError` otherwise, or
+    when Prometheus is not installed.
+    """
+    from kserve_nb.local import prometheus
+
+    sd = _resolve(state_dir)
+    if status(sd) is None:
+        raise LocalClusterError(f"no local cluster is running on {sd}: start it with `kserve-nb local up`")
+    return prometheus.ensure(sd)
+
+
+def prometheus_status(state_dir: Path | str | None = None) -> "LocalPrometheus | None":
+    """The local cluster's Prometheus if it runs (never starts it)."""
+    from kserve_nb.local import prometheus
+
+    return prometheus.status(_resolve(state_dir))
+
+
 def down(state_dir: Path | str | None = None, *, timeout: float = DOWN_TIMEOUT) -> bool:
     """Stop the local cluster and every process it started. Returns False if none was running."""
+    from kserve_nb.local import prometheus
+
     sd = _resolve(state_dir)
+    prometheus.stop(sd)  # the daemon stops it too; here also when the daemon died without doing so
     info = _read_endpoint(sd)
     pid = int(info["pid"]) if info else _pid_from_lock(sd)
     if not pid or not _pid_alive(pid):

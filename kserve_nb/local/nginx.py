@@ -22,7 +22,12 @@ every idle keep-alive client connection on each routing change (and taken 100+ m
   holds the same table: unknown hosts (404 naming the known ones), routes without a ready revision
   (503 naming the cause), and bodies without a JSON content type (``curl -d``), which it coerces as
   documented there;
-- nginx's own failures (a revision that died mid-request, an oversized body) answer JSON too.
+- nginx's own failures (a revision that died mid-request, an oversized body) answer JSON too;
+- every request nginx forwards to a revision is counted, as Knative's queue-proxy counts it
+  (:mod:`kserve_nb.local.exporter`: ``revision_app_request_count`` and the
+  ``revision_app_request_latencies`` histogram, in a shared dictionary, from the log phase), and
+  served in Prometheus' text format at ``/metrics`` on the control port behind its bearer token.
+  Requests handed to the Python gateway are counted there instead, never twice.
 
 :meth:`NginxIngress.update` returns at once; ``on_programmed`` is called once nginx holds the table
 (the controller holds status that announces new routes until then, as Knative holds a Route's
@@ -46,7 +51,11 @@ from typing import Callable, Mapping, Sequence
 
 import psutil
 
+from kserve_nb.local.exporter import (
+    CONTENT_TYPE, HEADER_COUNT, HEADER_LATENCIES, LE_LABELS, REQUEST_COUNT, REQUEST_LATENCIES, RequestMetrics,
+)
 from kserve_nb.local.gateway import CLIENT_IDLE_SECONDS, MAX_BODY_BYTES, UPSTREAM_TIMEOUT_SECONDS, Gateway
+from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +102,7 @@ def find_nginx() -> tuple[str, Path] | None:
 
 
 def encode_table(routes: Routes, endpoints: Endpoints) -> str:
-    """The table as nginx's Lua reads it: ``host revision port weight [revision port weight …]`` lines.
+    """The table as nginx's Lua reads it: ``host revision port weight namespace [revision …]`` lines.
 
     Only ready targets with traffic; a host with none is left out (the Python gateway answers it).
     """
@@ -106,28 +115,39 @@ def encode_table(routes: Routes, endpoints: Endpoints) -> str:
         live = []
         for namespace, revision, percent in targets:
             endpoint = endpoints.get((namespace, revision))
-            if percent > 0 and endpoint is not None and _SAFE_NAME.match(revision):
-                live.append(f"{revision} {int(endpoint[1])} {int(percent)}")
+            if percent > 0 and endpoint is not None and _SAFE_NAME.match(revision) and _SAFE_NAME.match(namespace):
+                live.append(f"{revision} {int(endpoint[1])} {int(percent)} {namespace}")
         if live:
             lines.append(f"{host} {' '.join(live)}")
     return "\n".join(lines) + "\n"
 
 
-# The Lua side: parse the pushed table once per version per worker, pick by weight.
+# The Lua side: parse the pushed table once per version per worker, pick by weight; count what
+# was forwarded to a revision (the metric labels of each target are built at parse time).
 _LUA_INIT = r"""
     kn = {}
     local dict = ngx.shared.kn
     local version, routes = nil, {}
+    -- revision -> its metric labels, kept across tables: a request that outlived its route is
+    -- still counted under its revision
+    local series_of = {}
     local function parse(text)
       local parsed = {}
       for line in string.gmatch(text, "[^\n]+") do
         local host, rest = string.match(line, "^(%S+) (.+)$")
         if host then
           local targets, total = {}, 0
-          for rev, port, weight in string.gmatch(rest, "(%S+) (%d+) (%d+)") do
+          for rev, port, weight, ns in string.gmatch(rest, "(%S+) (%d+) (%d+) (%S+)") do
             weight = tonumber(weight)
             total = total + weight
-            targets[#targets + 1] = { rev, tonumber(port), weight }
+            local series = series_of[rev]
+            if not series then
+              local configuration = string.match(rev, "^(.*)%-%d+$") or rev
+              series = 'namespace_name="' .. ns .. '",configuration_name="' .. configuration
+                .. '",service_name="' .. configuration .. '",revision_name="' .. rev .. '"'
+              series_of[rev] = series
+            end
+            targets[#targets + 1] = { rev, tonumber(port), weight, series }
           end
           parsed[host] = { targets = targets, total = total }
         end
@@ -159,6 +179,90 @@ _LUA_INIT = r"""
       end
       return last
     end
+
+    -- Sub-millisecond latencies need a finer clock than ngx.now() (milliseconds, cached).
+    local ok, ffi = pcall(require, "ffi")
+    if ok then
+      ffi.cdef[[
+        typedef struct { long tv_sec; long tv_nsec; } kn_timespec;
+        int clock_gettime(int clk_id, kn_timespec *tp);
+      ]]
+      local ts = ffi.new("kn_timespec")
+      function kn.clock()
+        ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+        return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+      end
+    else
+      function kn.clock()
+        ngx.update_time()
+        return ngx.now()
+      end
+    end
+
+    -- Counters in a shared dictionary (atomic across workers): "c|status|labels" requests,
+    -- "s|status|labels" the latency sum (ms), "b|i|status|labels" requests in bucket i.
+    local metrics = ngx.shared.kn_metrics
+    local bounds = { BUCKET_BOUNDS }
+    local les = { BUCKET_LES }
+    local nbounds = #bounds
+    local floor = math.floor
+    function kn.observe(series, status, ms)
+      local lo, hi = 1, nbounds + 1
+      while lo < hi do
+        local mid = floor((lo + hi) / 2)
+        if bounds[mid] >= ms then hi = mid else lo = mid + 1 end
+      end
+      local key = status .. "|" .. series
+      metrics:incr("c|" .. key, 1, 0)
+      metrics:incr("s|" .. key, ms, 0)
+      metrics:incr("b|" .. lo .. "|" .. key, 1, 0)
+    end
+    -- after an internal redirect (error_page) ngx.ctx is gone: only the revision's name is left
+    function kn.observe_named(rev, status)
+      local series = series_of[rev]
+      if series then
+        kn.observe(series, status, (ngx.now() - ngx.req.start_time()) * 1000)
+      end
+    end
+    function kn.exposition()
+      local counts, sums, buckets = {}, {}, {}
+      for _, k in ipairs(metrics:get_keys(0)) do
+        local v = metrics:get(k)
+        if v then
+          local kind, rest = string.sub(k, 1, 1), string.sub(k, 3)
+          if kind == "c" then
+            counts[rest] = v
+          elseif kind == "s" then
+            sums[rest] = v
+          else
+            local i, key = string.match(rest, "^(%d+)|(.*)$")
+            local b = buckets[key]
+            if not b then b = {}; buckets[key] = b end
+            b[tonumber(i)] = v
+          end
+        end
+      end
+      local keys = {}
+      for key in pairs(counts) do keys[#keys + 1] = key end
+      table.sort(keys)
+      local c, h = { "HEADER_COUNT" }, { "HEADER_LATENCIES" }
+      for _, key in ipairs(keys) do
+        local status, series = string.match(key, "^(%d+)|(.*)$")
+        local labels = series .. ',response_code="' .. status .. '",response_code_class="'
+          .. string.sub(status, 1, 1) .. 'xx"'
+        c[#c + 1] = string.format("REQUEST_COUNT{%s} %.0f\n", labels, counts[key])
+        local b, running = buckets[key] or {}, 0
+        for i = 1, nbounds do
+          running = running + (b[i] or 0)
+          h[#h + 1] = string.format('REQUEST_LATENCIES_bucket{%s,le="%s"} %.0f\n', labels, les[i], running)
+        end
+        running = running + (b[nbounds + 1] or 0)
+        h[#h + 1] = string.format('REQUEST_LATENCIES_bucket{%s,le="+Inf"} %.0f\n', labels, running)
+        h[#h + 1] = string.format("REQUEST_LATENCIES_sum{%s} %.17g\n", labels, sums[key] or 0)
+        h[#h + 1] = string.format("REQUEST_LATENCIES_count{%s} %.0f\n", labels, running)
+      end
+      return table.concat(c) .. table.concat(h)
+    end
 """
 
 # One Lua hook per try (an access-phase hook as well measured ~20 µs more per request): the first
@@ -180,6 +284,7 @@ _LUA_BALANCER = r"""
             ctx.route = route
             ctx.target = kn.pick(route)
             if ctx.target then
+              ctx.t0 = kn.clock()
               ngx.var.kn_revision = ctx.target[1]
               balancer.set_more_tries(1)
             end
@@ -221,14 +326,55 @@ _LUA_CONTROL = r"""
       ngx.say(ngx.shared.kn:get("version") or 0)
 """
 
+# Counts a request once it is answered, if nginx forwarded it to a revision (the last peer).
+_LUA_LOG = r"""
+      local ctx = ngx.ctx
+      local target = ctx.target
+      if target then
+        kn.observe(target[4], ngx.status, (kn.clock() - ctx.t0) * 1000)
+      else
+        local rev = ngx.var.kn_revision
+        if rev ~= "" then kn.observe_named(rev, ngx.status) end
+      end
+"""
+
+_LUA_METRICS = r"""
+      if ngx.var.http_authorization ~= "Bearer METRICS_TOKEN" then
+        ngx.status = 401
+        ngx.say("a bearer token is required (the state dir's metrics.token)")
+        return
+      end
+      ngx.header["Content-Type"] = "CONTENT_TYPE"
+      ngx.print(kn.exposition())
+"""
+
+
+def _lua_init() -> str:
+    """The init Lua with the exporter's names and buckets filled in (the Python gateway's own)."""
+    lua = _LUA_INIT.replace("BUCKET_BOUNDS", ", ".join(repr(float(b)) for b in LATENCY_BUCKETS_MS))
+    lua = lua.replace("BUCKET_LES", ", ".join(f'"{le}"' for le in LE_LABELS))
+    lua = lua.replace('"HEADER_COUNT"', _lua_string(HEADER_COUNT)).replace('"HEADER_LATENCIES"', _lua_string(HEADER_LATENCIES))
+    return lua.replace("REQUEST_COUNT", REQUEST_COUNT).replace("REQUEST_LATENCIES", REQUEST_LATENCIES)
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
 
 def render(*, listen: int, control: int, fallback: int, token: str, directory: Path, modules: Path,
-           run_as_root: bool = False) -> str:
-    """The whole (static) nginx config: ports, paths, and the Lua that routes by the pushed table."""
+           run_as_root: bool = False, metrics_token: str = "") -> str:
+    """The whole (static) nginx config: ports, paths, and the Lua that routes by the pushed table.
+
+    ``metrics_token`` guards ``/metrics`` on the control port (without one, nothing is served there).
+    """
     user = "user root root;\n" if run_as_root else ""
     tmp = directory / "tmp"
     balancer = _LUA_BALANCER.replace("FALLBACK_PORT", str(int(fallback)))
     control_lua = _LUA_CONTROL.replace("CONTROL_TOKEN", token)
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", metrics_token):
+        raise ValueError("the metrics token must be URL-safe base64")
+    metrics_lua = _LUA_METRICS.replace("METRICS_TOKEN", metrics_token or secrets.token_urlsafe(24))
+    metrics_lua = metrics_lua.replace("CONTENT_TYPE", CONTENT_TYPE)
     return f"""# Generated by kserve-nb for its local cluster; routes are pushed to it, never written here.
 load_module {modules}/ndk_http_module.so;
 load_module {modules}/ngx_http_lua_module.so;
@@ -261,7 +407,8 @@ http {{
   proxy_buffers 16 16k;
 
   lua_shared_dict kn 16m;
-  init_by_lua_block {{{_LUA_INIT}  }}
+  lua_shared_dict kn_metrics 8m;  # ~40 keys per revision and status code
+  init_by_lua_block {{{_lua_init()}  }}
   init_worker_by_lua_block {{
     math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
   }}
@@ -290,6 +437,7 @@ http {{
     error_page 413 = @kn_too_large;
     error_page 502 = @kn_upstream_failed;
     error_page 504 = @kn_timed_out;
+    log_by_lua_block {{{_LUA_LOG}    }}
     location / {{
       proxy_pass http://kn_revisions;
       add_header x-kserve-revision $kn_revision always;
@@ -315,6 +463,9 @@ http {{
     location = /routes {{
       content_by_lua_block {{{control_lua}      }}
     }}
+    location = /metrics {{
+      content_by_lua_block {{{metrics_lua}      }}
+    }}
   }}
 }}
 """
@@ -337,6 +488,7 @@ class NginxIngress:
         *,
         found: tuple[str, Path] | None = None,
         on_programmed: Callable[[Routes], None] | None = None,
+        metrics_token: str = "",
     ) -> None:
         found = found or find_nginx()
         if found is None:
@@ -347,6 +499,7 @@ class NginxIngress:
         self._port = port
         self._control = 0
         self._token = secrets.token_urlsafe(24)
+        self._metrics_token = metrics_token
         self._fallback = Gateway("127.0.0.1", 0)
         self._process: subprocess.Popen[bytes] | None = None
         self._routes: Routes = {}
@@ -365,6 +518,16 @@ class NginxIngress:
     def port(self) -> int:
         """The ingress port (after :meth:`start`)."""
         return self._port
+
+    @property
+    def metrics(self) -> RequestMetrics:
+        """The counters of the requests the Python gateway behind nginx forwarded itself."""
+        return self._fallback.metrics
+
+    @property
+    def metrics_port(self) -> int:
+        """Where nginx serves ``/metrics`` (its control port, behind the metrics token)."""
+        return self._control
 
     @property
     def pid(self) -> int | None:
@@ -482,6 +645,7 @@ class NginxIngress:
         tmp.write_text(render(
             listen=self._port, control=self._control, fallback=self._fallback.port, token=self._token,
             directory=self.directory, modules=self.modules, run_as_root=os.geteuid() == 0,
+            metrics_token=self._metrics_token,
         ))
         tmp.chmod(0o600)  # it holds the control token
         os.replace(tmp, path)

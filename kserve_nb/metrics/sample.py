@@ -94,12 +94,16 @@ class Histogram:
             raise ValueError("histograms over different buckets cannot be combined")
 
     def __add__(self, other: "Histogram") -> "Histogram":
+        if not other.total or not self.total:  # nothing to add: the buckets need not match
+            return self if not other.total else other
         self._aligned(other)
         return Histogram(self.bounds, tuple(a + b for a, b in zip(self.counts, other.counts)))
 
     def __sub__(self, other: "Histogram") -> "Histogram":
         # Counters only grow; a reset (the exporter restarted) shows as a negative delta, which
         # counts as "everything since the reset" rather than as negative observations.
+        if not other.total:  # a snapshot before any observation, whatever its buckets
+            return self
         self._aligned(other)
         if any(a < b for a, b in zip(self.counts, other.counts)):
             return self

@@ -61,9 +61,9 @@ def test_the_table_holds_only_ready_targets_with_traffic() -> None:
         {("ns", "r1"): ("127.0.0.1", 20001), ("ns", "r2"): ("127.0.0.1", 20002)},
     )
     assert table.splitlines() == [
-        "a.ns.example.com r1 20001 90 r2 20002 10",
+        "a.ns.example.com r1 20001 90 ns r2 20002 10 ns",
         # b: r2 has no traffic and r3 is not ready, so the Python gateway answers it (503, says why)
-        f"{LONG_HOST} r1 20001 100",
+        f"{LONG_HOST} r1 20001 100 ns",
     ]
 
 
@@ -72,7 +72,7 @@ def test_names_that_are_not_dns_names_never_reach_the_table() -> None:
     routes = {host: [("ns", "r1", 100)] for host in evil}
     routes["ok.example.com"] = [("ns", "r1 6666 100", 100), ("ns", "r1", 100)]
     table = encode_table(routes, {("ns", "r1"): ("127.0.0.1", 20001), ("ns", "r1 6666 100"): ("127.0.0.1", 20002)})
-    assert table == "ok.example.com r1 20001 100\n"
+    assert table == "ok.example.com r1 20001 100 ns\n"
 
 
 def test_find_nginx_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
