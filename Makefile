@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Debian packages, installed only when missing, and only as root (else the command to run is shown):
 # nginx with its Lua module is the local cluster's ingress data plane (without them the Python gateway
-# serves alone, slower; then only a hint is printed);
+# serves alone, slower; then only a hint is printed), and prometheus scrapes its metrics (likewise);
 # the tests and benchmarks also use chromium (browser test), wrk (benchmarks) and curl.
 # kubectl is preinstalled on these machines.
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
@@ -42,18 +42,28 @@ $(INGRESS): | $(STAMP)
 	fi
 	touch $@
 
+# Prometheus scrapes the ingress' per-revision metrics, started on demand (without it the cluster
+# works; only asking it for metrics says what to install). Its recommends would add node exporters.
+PROMETHEUS := $(VENV)/.prometheus-stamp
+$(PROMETHEUS): | $(STAMP)
+	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
+	  if [ "$$(id -u)" = 0 ]; then $(APT_INSTALL) --no-install-recommends prometheus; \
+	  else echo "for live per-revision metrics: apt-get install --no-install-recommends prometheus"; fi; \
+	fi
+	touch $@
+
 sysdeps: $(SYSDEPS)
-$(SYSDEPS): | $(STAMP) $(INGRESS)
+$(SYSDEPS): | $(STAMP) $(INGRESS) $(PROMETHEUS)
 	$(call apt_ensure,chromium wrk curl)
 	touch $@
 
-demo: $(STAMP) $(INGRESS)
+demo: $(STAMP) $(INGRESS) $(PROMETHEUS)
 	$(BIN)/python -m kserve_nb.demo
 
 test: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest
 
-lab: $(STAMP) $(INGRESS)
+lab: $(STAMP) $(INGRESS) $(PROMETHEUS)
 	$(BIN)/kserve-nb local up
 	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/
 

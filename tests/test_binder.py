@@ -59,8 +59,9 @@ def test_binder_files_reuse_the_project_pins() -> None:
     for script in ("postBuild", "start"):
         assert os.access(BINDER / script, os.X_OK), f"binder/{script} must be executable"
     assert 'exec "$@"' in (BINDER / "start").read_text()
-    # repo2docker apt-installs these: nginx is the local cluster's ingress data plane.
-    assert (BINDER / "apt.txt").read_text().split() == ["nginx", "libnginx-mod-http-lua"]
+    # repo2docker apt-installs these (without recommends): nginx is the local cluster's ingress data
+    # plane, prometheus scrapes its per-revision metrics.
+    assert (BINDER / "apt.txt").read_text().split() == ["nginx", "libnginx-mod-http-lua", "prometheus"]
 
 
 @pytest.mark.slow
