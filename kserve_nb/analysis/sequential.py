@@ -396,15 +396,20 @@ def rate_gate_decisions(
 # --------------------------------------------------------------------------------------------
 
 
+#: Strength ``m`` of the quantile tests' Beta(q m, (1-q) m) prior: centred on ``q`` so its mass sits
+#: on the alternatives that matter (the CDF at an edge a little below or above ``q``).
+QUANTILE_PRIOR_STRENGTH = 40.0
+
+
 def _one_sided_claims(
-    counts: _FloatArray, total: _FloatArray, q: float, alpha_side: float, prior: tuple[float, float] = PRIOR
+    counts: _FloatArray, total: _FloatArray, q: float, alpha_side: float
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Per edge: (claim ``F(b) < q``, claim ``F(b) >= q``), each a one-sided mixture test at ``alpha_side``.
 
     The "below" statistic mixes ``θ`` over ``(0, q)`` only, so it is a supermartingale under every
     ``F(b) >= q`` and decreases in the count; the "above" one mixes over ``(q, 1)``.
     """
-    a, b = prior
+    a, b = q * QUANTILE_PRIOR_STRENGTH, (1.0 - q) * QUANTILE_PRIOR_STRENGTH
     s, n = counts, total
     base = betaln(a + s, b + n - s) - betaln(a, b) - _loglik(s, n, q)
     with np.errstate(divide="ignore"):
