@@ -63,9 +63,10 @@ def _fresh(session: Session, name: str) -> Any:
     return svc
 
 
-def _failures_outside(run_results: Any, bad_revision: str) -> Any:
-    frame = run_results
-    failed = frame[~frame["ok"]]
+def _failures_outside(results: Any, bad_revision: str) -> Any:
+    from kserve_nb.analysis.frames import ok_mask
+
+    failed = results[~ok_mask(results)]
     return failed[failed["revision"] != bad_revision]
 
 

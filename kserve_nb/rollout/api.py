@@ -4,6 +4,7 @@ source, start the optional test traffic, run the supervisor, or preview it all (
 from __future__ import annotations
 
 import html
+import json
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
@@ -31,7 +32,8 @@ class RolloutPreview:
     queries: Mapping[str, str]
 
     def __str__(self) -> str:
-        lines = [self.plan.describe(), f"first step: {self.first_step}", f"metrics: {self.source}"]
+        patch = json.dumps(self.first_step.patch, sort_keys=True)
+        lines = [self.plan.describe(), f"first step: {self.first_step}", f"  patch: {patch}", f"metrics: {self.source}"]
         lines += [f"  {k}: {v}" for k, v in self.queries.items()]
         return "\n".join(lines)
 
