@@ -245,3 +245,48 @@ def test_bad_arguments_are_one_line_errors_and_send_nothing(svc: kserve_nb.Servi
 )
 def test_matches_reads_classes_one_element_lists_and_probabilities(prediction: Any, label: Any, expected: bool) -> None:
     assert matches(prediction, label) is expected
+
+
+def test_in_a_jupyter_kernel_the_progress_is_a_live_widget(svc: kserve_nb.Service, local_cluster: manager.LocalCluster) -> None:
+    """A real ipykernel, driven over the Jupyter protocol: the cell returns at once with a progress
+    widget on display, and the widget keeps updating from the background while the kernel is idle."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+
+        def execute(code: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            msg_id = kc.execute(code)
+            mine, others = [], []
+            while True:
+                msg = kc.get_iopub_msg(timeout=120)
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    others.append(msg)
+                    continue
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    return mine, others
+                mine.append(msg)
+
+        shown, _ = execute(
+            "import kserve_nb\n"
+            "from sklearn.datasets import load_iris\n"
+            "X, _ = load_iris(return_X_y=True)\n"
+            f"s = kserve_nb.connect(local=True, state_dir={str(local_cluster.state_dir)!r}, namespace={NS!r})\n"
+            f"run = s.service({svc.name!r}).generate_load(X, rate=20, duration=2)\n"
+            "print(run.running)\n"
+        )
+        errors = [m["content"] for m in shown if m["msg_type"] == "error"]
+        assert not errors, errors
+        assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
+                   for m in shown if m["msg_type"] == "display_data")
+        assert "True" in "".join(m["content"]["text"] for m in shown if m["msg_type"] == "stream")
+        done, background = execute("run.wait(timeout=60); print(run.state, run.sent)")
+        out = "".join(m["content"]["text"] for m in done if m["msg_type"] == "stream")
+        assert out.startswith("finished"), out
+        updates = [m for m in shown + done + background if m["msg_type"] == "comm_msg"
+                   and "value" in m["content"].get("data", {}).get("state", {})]
+        assert updates, "the progress bar was never updated"
+        execute("s.close()")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -124,6 +124,7 @@ class FaultyModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     # -- faults --------------------------------------------------------------------------------
 
     def _before_answer(self) -> None:
+        self._check_params()  # a model built without fit() is checked here, on every call (cheap)
         if self.latency_ms > 0:
             time.sleep(self.latency_ms / 1000.0)
         if self.error_rate > 0:

@@ -83,6 +83,8 @@ def test_fit_trains_a_clone_and_checks_rates() -> None:
     assert model.base is not base and model.predict(X[:2]).tolist() == SVC().fit(X, Y).predict(X[:2]).tolist()
     with pytest.raises(ValueError, match="error_rate must be from 0 to 1"):
         FaultyModel(SVC(), error_rate=1.5).fit(X, Y)
+    with pytest.raises(ValueError, match="latency_ms must be ≥ 0"):
+        FaultyModel(SVC().fit(X, Y), latency_ms=-5).predict(X[:1])
 
 
 def test_seeded_mirror_holds_every_fault_model(tmp_path: Path) -> None:
