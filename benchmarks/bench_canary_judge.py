@@ -23,7 +23,9 @@ Table 1: A/A false-alarm rate over 1,000 rollouts (candidate identical to baseli
 for the whole gate set. Table 2: for injected regressions (errors +2 points; latency x1.5; accuracy
 95 % -> 85 %), on 1,000 rollouts each, the share detected by the regression's own gate within the
 15 minutes and the canary requests served before detection (median, p90; "never" when fewer than
-that share of rollouts detected it).
+that share of rollouts detected it). Table 3: how soon the sequential gates confirm (pass) a healthy
+candidate in the A/A rollouts — a zero-margin gate never can, and a margin narrower than the
+histogram's buckets around the p95 rarely can.
 
 Run: ``python benchmarks/bench_canary_judge.py [--rollouts N] [--seed S]``.
 """
@@ -150,13 +152,28 @@ def mann_whitney_slower(c: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(norm.sf(z) < ALPHA)
 
 
+def decisions(method: str, gate: str, c: Arm, b: Arm) -> np.ndarray:
+    """This method's gate at this check, per rollout: -1 fail, +1 pass (sequential only), 0 neither
+    (before the min-sample rule)."""
+    if method in ("seq0", "seqm"):
+        return sequential(method, gate, c, b)
+    return np.where(fails(method, gate, c, b), -1, 0)
+
+
+def sequential(method: str, gate: str, c: Arm, b: Arm) -> np.ndarray:
+    """kserve_nb.analysis.sequential's decisions: exactly what judge_rate / judge_quantile decide."""
+    zero = method == "seq0"
+    if gate == "errors":
+        return rate_gate_decisions(c.errors, c.requests, b.errors, b.requests, "<=", 1.0, 0.0 if zero else 0.01, ALPHA)
+    if gate == "accuracy":
+        return rate_gate_decisions(c.correct, c.labelled, b.correct, b.labelled, ">=", 1.0, 0.0 if zero else -0.02, ALPHA)
+    return quantile_gate_decisions(c.cumulative, b.cumulative, EDGES, 0.95, "<=", 1.0 if zero else 1.2, 0.0, ALPHA)
+
+
 def fails(method: str, gate: str, c: Arm, b: Arm) -> np.ndarray:
-    """Which rollouts this method's gate fails at this check (before the min-sample rule)."""
+    """Which rollouts a comparison method's gate fails at this check."""
     if gate == "errors":
         xc, nc, xb, nb = c.errors, c.requests, b.errors, b.requests
-        if method in ("seq0", "seqm"):
-            off = 0.0 if method == "seq0" else 0.01
-            return rate_gate_decisions(xc, nc, xb, nb, "<=", 1.0, off, ALPHA) == -1
         if method == "split":
             low_c, _ = rate_cs_bounds(xc, nc, ALPHA / 2)
             _, high_b = rate_cs_bounds(xb, nb, ALPHA / 2)
@@ -166,9 +183,6 @@ def fails(method: str, gate: str, c: Arm, b: Arm) -> np.ndarray:
         return z_worse(xc, nc, xb, nb, higher_is_worse=True)
     if gate == "accuracy":
         xc, nc, xb, nb = c.correct, c.labelled, b.correct, b.labelled
-        if method in ("seq0", "seqm"):
-            off = 0.0 if method == "seq0" else -0.02
-            return rate_gate_decisions(xc, nc, xb, nb, ">=", 1.0, off, ALPHA) == -1
         if method == "split":
             _, high_c = rate_cs_bounds(xc, nc, ALPHA / 2)
             low_b, _ = rate_cs_bounds(xb, nb, ALPHA / 2)
@@ -177,9 +191,6 @@ def fails(method: str, gate: str, c: Arm, b: Arm) -> np.ndarray:
             return xc / np.maximum(nc, 1) < xb / np.maximum(nb, 1) - 0.02
         return z_worse(xc, nc, xb, nb, higher_is_worse=False)
     # p95
-    if method in ("seq0", "seqm"):
-        factor = 1.0 if method == "seq0" else 1.2
-        return quantile_gate_decisions(c.cumulative, b.cumulative, EDGES, 0.95, "<=", factor, 0.0, ALPHA) == -1
     if method == "split":
         return np.zeros(c.rollouts, dtype=bool)
     if method == "flagger":
@@ -191,8 +202,12 @@ def samples(gate: str, arm: Arm) -> np.ndarray:
     return arm.labelled if gate == "accuracy" else arm.requests
 
 
-def simulate(rollouts: int, rng: np.random.Generator, regression: str | None) -> dict[tuple[str, str], np.ndarray]:
-    """First failing check's canary request count per (method, gate), ``inf`` when never."""
+Firsts = dict[tuple[str, str], np.ndarray]
+
+
+def simulate(rollouts: int, rng: np.random.Generator, regression: str | None) -> tuple[Firsts, Firsts]:
+    """Canary requests served at the first failing and at the first passing check, per (method,
+    gate); ``inf`` when never."""
     rate = rng.uniform(50, 200, rollouts)
     err = rng.uniform(0.005, 0.01, rollouts)
     acc = np.full(rollouts, 0.95)
@@ -204,6 +219,7 @@ def simulate(rollouts: int, rng: np.random.Generator, regression: str | None) ->
     c, b = Arm(rollouts), Arm(rollouts)
     gates = GATES if regression is None else (regression,)
     first = {(m, g): np.full(rollouts, np.inf) for _, m in METHODS for g in gates}
+    passed = {(m, g): np.full(rollouts, np.inf) for _, m in METHODS for g in gates}
     for check in range(1, CHECKS + 1):
         c.add(rng, rng.poisson(rate * CANARY_SHARE * INTERVAL_S), cand_err, cand_acc, cand_probs)
         b.add(rng, rng.poisson(rate * (1 - CANARY_SHARE) * INTERVAL_S), err, acc, base_probs)
@@ -216,9 +232,10 @@ def simulate(rollouts: int, rng: np.random.Generator, regression: str | None) ->
                 todo = np.isinf(first[m, g]) & (samples(g, c) >= MIN_SAMPLES) & (samples(g, b) >= MIN_SAMPLES)
                 if not todo.any():
                     continue
-                hit = todo & fails(m, g, c, b)
-                first[m, g] = np.where(hit, c.requests, first[m, g])
-    return first
+                d = decisions(m, g, c, b)
+                first[m, g] = np.where(todo & (d == -1), c.requests, first[m, g])
+                passed[m, g] = np.where(todo & (d == 1) & np.isinf(passed[m, g]), c.requests, passed[m, g])
+    return first, passed
 
 
 def pct(x: float) -> str:
@@ -238,7 +255,8 @@ def main() -> int:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    results = {name: simulate(args.rollouts, rng, reg) for name, reg in SCENARIOS}
+    runs = {name: simulate(args.rollouts, rng, reg) for name, reg in SCENARIOS}
+    results = {name: r[0] for name, r in runs.items()}
     elapsed = time.perf_counter() - t0
 
     print(
@@ -276,6 +294,18 @@ def main() -> int:
                 cells.append(f"{'-':>26}")
                 continue
             x = results[name][m, reg]
+            cell = f"{pct(np.isfinite(x).mean())} {exposure(x, 50)} / {exposure(x, 90)}"
+            cells.append(f"{cell:>26}")
+        print(f"{label:<38}" + "".join(cells))
+
+    print("\nA/A: healthy candidate confirmed (the gate passes) within 15 min; canary requests before it (median / p90)")
+    head = f"{'method':<38}" + "".join(f"{g:>26}" for g in GATES)
+    print(head)
+    print("-" * len(head))
+    for label, m in METHODS[:2]:
+        cells = []
+        for g in GATES:
+            x = runs["A/A"][1][m, g]
             cell = f"{pct(np.isfinite(x).mean())} {exposure(x, 50)} / {exposure(x, 90)}"
             cells.append(f"{cell:>26}")
         print(f"{label:<38}" + "".join(cells))
