@@ -290,3 +290,9 @@ def test_in_a_jupyter_kernel_the_progress_is_a_live_widget(svc: kserve_nb.Servic
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_service_send_warms_up_each_target_unless_told_not_to(svc: kserve_nb.Service) -> None:
+    df = svc.send(X[:4], to="default")
+    assert len(df) == 4 and df.attrs["warmup"] == 3 and df["error"].isna().all()
+    assert svc.send(X[:4], to="default", warmup=0).attrs["warmup"] == 0
