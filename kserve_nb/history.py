@@ -20,6 +20,12 @@ from kserve_nb import errors
 from kserve_nb import resources as r
 
 MAX_ENTRIES = 500  # keeps the ConfigMap far below its 1 MiB limit
+
+# The outcomes an entry records: the cluster settled as intended; the change was sent and not waited
+# for; the step failed (its message in the entry's ``error``).
+DONE, APPLIED, FAILED = "done", "applied", "failed"
+# Words earlier entries (and other writers) used, in this vocabulary.
+_OUTCOME_WORDS = {"ok": DONE, "succeeded": DONE, "success": DONE, "error": FAILED}
 APPEND_RETRIES = 5
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kserve-nb"}
 
@@ -109,15 +115,35 @@ class History:
         return out
 
     def frame(self) -> pd.DataFrame:
-        """Entries as a DataFrame (time, action, actor, context, details…)."""
-        rows = self.entries()
-        columns = ["time", "action", "actor", "context", "storageUri", "percent", "outcome", "split"]
-        if not rows:
-            return pd.DataFrame(columns=columns)
-        frame = pd.DataFrame(rows)
-        ordered = [c for c in columns if c in frame.columns] + [c for c in frame.columns if c not in columns]
-        return frame[ordered]
+        """Entries as a table, oldest first (time, action, outcome, storageUri, percent, split, …).
+
+        Shown whole (no cut URIs), with blanks for fields an entry does not have (never NaN), whole
+        numbers as integers and outcomes in one vocabulary: done, applied or failed (+ error).
+        """
+        from kserve_nb.table import Table
+
+        rows = [_readable(e) for e in self.entries()]
+        columns = ["time", "action", "outcome", "storageUri", "percent", "split", "error", "actor", "context"]
+        present = {k for row in rows for k in row}
+        ordered = [c for c in columns if c in present or c in columns[:6]]
+        ordered += sorted(present - set(ordered))
+        return Table([{c: row.get(c, "") for c in ordered} for row in rows], columns=ordered, dtype=object)
 
 
 def _key(n: int) -> str:
     return f"{n:06d}"
+
+def _readable(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry for display: outcome in the vocabulary, ``failed: why`` split into outcome and error."""
+    out = {k: ("" if v is None else v) for k, v in entry.items()}
+    outcome = str(out.get("outcome", ""))
+    word, _, why = outcome.partition(":")
+    word = word.strip().lower()
+    if word in (FAILED, "error") and why and not out.get("error"):
+        out["error"] = why.strip()
+    if outcome:
+        out["outcome"] = _OUTCOME_WORDS.get(word, word)
+    percent = out.get("percent")
+    if isinstance(percent, float) and percent.is_integer():
+        out["percent"] = int(percent)
+    return out

@@ -99,7 +99,7 @@ def status_snapshot(st: ServiceStatus | None) -> dict[str, Any] | None:
         return None
     return {
         "summary": st.summary(),
-        "ready": st.ready,
+        "ready": st.ready_status,
         "url": st.url,
         "storageUri": st.storage_uri,
         "canaryTrafficPercent": st.canary_traffic_percent,
@@ -198,8 +198,8 @@ def preflight(svc: Service, baseline_uri: str, candidate_uri: str) -> list[str]:
             f"{svc.name} serves {', '.join(uris)}, not the declared baseline {baseline_uri}: "
             "re-run with baseline_uri set to what serves"
         )
-    if not st.is_ready and not problems:
-        problems.append(f"{svc.name} is not Ready ({st.failure or 'READY ' + str(st.ready)}): fix it first")
+    if not st.ready and not problems:
+        problems.append(f"{svc.name} is not Ready ({st.failure or 'READY ' + str(st.ready_status)}): fix it first")
     return problems
 
 
@@ -320,12 +320,12 @@ def check_outcome(
     else:
         expected = candidate_uri if decision.action == PROMOTE else baseline_uri
         ok = (
-            st.is_ready
+            st.ready
             and len(live) == 1
             and live[0]["storageUri"] == expected
             and live[0]["percent"] == 100
         )
-    return {"expected_storageUri": expected, "serving": live, "ready": st.ready, "consistent": bool(ok)}
+    return {"expected_storageUri": expected, "serving": live, "ready": st.ready_status, "consistent": bool(ok)}
 
 
 # ---------------------------------------------------------------------- evidence

@@ -19,7 +19,7 @@ import pandas as pd
 
 from kserve_nb import errors
 from kserve_nb import resources as r
-from kserve_nb.history import History, new_entry
+from kserve_nb.history import APPLIED, DONE, FAILED, History, new_entry
 from kserve_nb.plan import Plan, plan
 from kserve_nb.progress import Progress
 from kserve_nb.status import ServiceStatus
@@ -78,6 +78,8 @@ class Release:
     new_revision: str | None = None
     seconds: float = 0.0
     waited: bool = True
+    #: Where it happened, e.g. ``local cluster · context kserve-nb-local`` (see ``Session.where``).
+    where: str = ""
 
     def summary(self) -> str:
         """One line describing the outcome."""
@@ -92,7 +94,16 @@ class Release:
         return f"<Release {self.summary()}>"
 
     def _repr_html_(self) -> str:
-        return f"<div><b>{html.escape(self.summary())}</b>{self.status._repr_html_()}</div>"
+        # One headline (what, where, how long), then the settled state as the status shows it below
+        # its own headline: the split is told once, by the bar and the tables.
+        rev = f" → new revision <code>{html.escape(self.new_revision)}</code>" if self.new_revision else ""
+        state = "applied, not waited for" if not self.waited else f"done in {self.seconds:.1f}s"
+        where = f' <span style="opacity:0.7">· {html.escape(self.where)}</span>' if self.where else ""
+        return (
+            f'<div class="kserve-nb-release"><b>{html.escape(self.action)} '
+            f"{html.escape(self.namespace)}/{html.escape(self.service)}</b>{rev}: {state}{where}"
+            f"{self.status.details_html()}</div>"
+        )
 
 
 @dataclass
@@ -366,7 +377,7 @@ class Service:
     def delete(self) -> None:
         """Delete the InferenceService (its revisions and pods go with it)."""
         self.session.cluster.delete_isvc(self.name, self.namespace)
-        self._record(new_entry("delete", self.session.context, outcome="ok"))
+        self._record(new_entry("delete", self.session.context, outcome=DONE))
 
     # ------------------------------------------------------------------ predictions
 
@@ -380,7 +391,7 @@ class Service:
         if to == "default":
             if not st.url:
                 raise errors.PredictionError(
-                    f"{self.name} has no URL yet (READY {st.ready}); wait until it is ready"
+                    f"{self.name} has no URL yet (READY {st.ready_status}); wait until it is ready"
                 )
             return Target("default", urlparse(st.url).hostname or st.url, None)
         url = st.tag_url(to)
@@ -509,7 +520,7 @@ class Service:
 
     @staticmethod
     def _latest_is(st: ServiceStatus, new: str | None) -> bool:
-        if not st.is_ready:
+        if not st.ready:
             return False
         if new is None:
             return st.latest_revision == st.latest_ready_revision
@@ -577,12 +588,18 @@ class Service:
         self.session.require_namespace(self.namespace)
         started = time.monotonic()
         self.session.cluster.create_isvc(manifest, self.namespace)
-        self._record(new_entry("create", self.session.context, storageUri=uri, outcome="applied"))
-        final = self._wait(
-            "create", lambda st, new: self._latest_is(st, None) and st.latest_percent == 100, None, timeout, cancel
-        ) if wait else self.status()
+        try:
+            final = self._wait(
+                "create", lambda st, new: self._latest_is(st, None) and st.latest_percent == 100, None, timeout, cancel
+            ) if wait else self.status()
+        except errors.KServeNbError as err:
+            self._record(new_entry("create", self.session.context, storageUri=uri, outcome=FAILED, error=str(err)))
+            raise
+        self._record(new_entry(
+            "create", self.session.context, storageUri=uri, outcome=DONE if wait else APPLIED, split=_split_text(final)
+        ))
         return Release("create", self.name, self.namespace, manifest, final,
-                       r.revision_name(self.name, 1), time.monotonic() - started, wait)
+                       r.revision_name(self.name, 1), time.monotonic() - started, wait, self.session.where)
 
     def _release(
         self, step: _Step, dry_run: bool, wait: bool, timeout: float | None, cancel: threading.Event | None = None
@@ -618,18 +635,18 @@ class Service:
                 else self.status()
             )
         except errors.KServeNbError as err:
-            self._record(new_entry(step.action, self.session.context, outcome=f"failed: {err}", **entry_fields))
+            self._record(new_entry(step.action, self.session.context, outcome=FAILED, error=str(err), **entry_fields))
             raise
         self._record(
             new_entry(
                 step.action, self.session.context,
-                outcome="ok" if wait else "applied",
-                split=" + ".join(f"{e.percent}% {e.revision}" for e in final.traffic),
+                outcome=DONE if wait else APPLIED,
+                split=_split_text(final),
                 **entry_fields,
             )
         )
         return Release(step.action, self.name, self.namespace, body, final, preview.new_revision,
-                       time.monotonic() - started, wait)
+                       time.monotonic() - started, wait, self.session.where)
 
     @staticmethod
     def _safe_to_retry(old: Mapping[str, Any], new: Mapping[str, Any], step: _Step) -> bool:
@@ -660,7 +677,8 @@ class Service:
         st = self.status()
         while True:
             if settled(st, new_revision):
-                progress.done(st.summary())
+                # The outcome's headline is the returned Release; this line only closes the wait.
+                progress.done(f"settled on {_split_text(st)}")
                 return st
             failure = self._failure(st, new_revision, before)
             if failure:
@@ -715,7 +733,10 @@ class Service:
             logging.getLogger(__name__).warning("could not record history: %s", err)
 
 
+def _split_text(st: ServiceStatus) -> str:
+    return " + ".join(f"{e.percent}% {e.revision}" for e in st.traffic) or "no traffic yet"
+
+
 def _waiting_text(st: ServiceStatus, new_revision: str | None) -> str:
     rev = f"waiting for {new_revision} " if new_revision and st.latest_ready_revision != new_revision else ""
-    split = " + ".join(f"{e.percent}% {e.revision}" for e in st.traffic) or "no traffic yet"
-    return f"{rev}READY {st.ready}; traffic {split}"
+    return f"{rev}READY {st.ready_status}; traffic {_split_text(st)}"

@@ -119,6 +119,12 @@ class Session:
         ctx = self.context or "(in-cluster)"
         return f"{kind} {self.cluster.target.server} · context {ctx} · namespace {self.namespace}"
 
+    @property
+    def where(self) -> str:
+        """``local cluster · context kserve-nb-local``: where a change made through this session lands."""
+        kind = "local cluster" if self.is_local else "cluster"
+        return f"{kind} · context {self.context or '(in-cluster)'}"
+
     def __repr__(self) -> str:
         return f"<Session {self.banner}>"
 
@@ -209,6 +215,7 @@ class Session:
         except errors.NotFound:
             self.require_namespace(ns)
             self.cluster.create_isvc(annotated, ns)
+            self._record_apply("create", name, ns, annotated)
             return ApplyResult(kind, name, ns, "created")
         previous_raw = ((current.get("metadata") or {}).get("annotations") or {}).get(r.LAST_APPLIED_ANNOTATION)
         try:
@@ -221,7 +228,18 @@ class Session:
             return ApplyResult(kind, name, ns, "unchanged")
         patch.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
         self.cluster.patch_isvc(name, ns, patch)
+        self._record_apply("apply", name, ns, annotated)
         return ApplyResult(kind, name, ns, "configured")
+
+    def _record_apply(self, action: str, name: str, namespace: str, isvc: Mapping[str, Any]) -> None:
+        # An applied manifest is a release step like any other: the history must show it.
+        from kserve_nb.history import APPLIED, new_entry
+        from kserve_nb.semantics import storage_uri_of
+
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        pct = predictor.get("canaryTrafficPercent")
+        entry = new_entry(action, self.context, storageUri=storage_uri_of(predictor), percent=pct, outcome=APPLIED)
+        self.service(name, namespace)._record(entry)
 
     # ------------------------------------------------------------------ predictions
 

@@ -51,11 +51,16 @@ class ServiceStatus:
 
     ``prev_*``/``latest_*`` follow KServe's printer columns (the ``prev``-tagged entry and the first
     ``latestRevision: true`` entry), so they read exactly like ``kubectl get isvc``.
+
+    ``ready`` is True only when the Ready condition is True (so ``while not st.ready:`` waits);
+    ``ready_status`` keeps the condition's own word, ``"True"``, ``"False"`` or ``"Unknown"`` (None
+    when the service reports no Ready condition yet), as the READY column shows it.
     """
 
     name: str
     namespace: str
-    ready: str | None
+    ready: bool
+    ready_status: str | None
     url: str | None
     prev_percent: int | None
     latest_percent: int | None
@@ -96,7 +101,8 @@ class ServiceStatus:
         return cls(
             name=str(meta.get("name")),
             namespace=str(meta.get("namespace") or "default"),
-            ready=cols["READY"],
+            ready=cols["READY"] == "True",
+            ready_status=cols["READY"],
             url=cols["URL"],
             prev_percent=cols["PREV"],
             latest_percent=cols["LATEST"],
@@ -128,10 +134,6 @@ class ServiceStatus:
             if cond.type == ctype:
                 return cond
         return None
-
-    @property
-    def is_ready(self) -> bool:
-        return self.ready == "True"
 
     @property
     def failure(self) -> str | None:
@@ -175,7 +177,7 @@ class ServiceStatus:
         row = {
             "NAME": self.name,
             "URL": self.url or "",
-            "READY": self.ready or "",
+            "READY": self.ready_status or "",
             "PREV": self.prev_percent,
             "LATEST": self.latest_percent,
             "PREVROLLEDOUTREVISION": self.prev_revision or "",
@@ -200,7 +202,7 @@ class ServiceStatus:
 
     def summary(self) -> str:
         """One line: READY, the split and the revisions."""
-        parts = [f"{self.namespace}/{self.name}", f"READY {self.ready or '?'}"]
+        parts = [f"{self.namespace}/{self.name}", f"READY {self.ready_status or '?'}"]
         if self.traffic:
             parts.append(
                 " + ".join(
@@ -218,17 +220,22 @@ class ServiceStatus:
         return f"<ServiceStatus {self.summary()}>"
 
     def _repr_html_(self) -> str:
-        ready = self.ready or "?"
+        ready = self.ready_status or "?"
         color = {"True": "#1a7f37", "False": "#cf222e"}.get(ready, "#9a6700")
+        return (
+            f'<div class="kserve-nb-status"><b>{html.escape(self.namespace)}/{html.escape(self.name)}</b> '
+            f'<span style="color:{color}">READY {html.escape(ready)}</span> '
+            f'<code>{html.escape(self.storage_uri or "")}</code>'
+            f"{self.details_html()}</div>"
+        )
+
+    def details_html(self) -> str:
+        """The split bar, the failure (if any) and the tables: the status below its headline."""
         bar = split_bar_html(self.traffic, latest_percent=self.latest_percent)
         failure = (
             f'<div style="color:#cf222e">{html.escape(self.failure)}</div>' if self.failure else ""
         )
         return (
-            f'<div class="kserve-nb-status"><b>{html.escape(self.namespace)}/{html.escape(self.name)}</b> '
-            f'<span style="color:{color}">READY {html.escape(ready)}</span> '
-            f'<code>{html.escape(self.storage_uri or "")}</code>'
-            f"{bar}"
-            f"{failure}{self.table.to_html(index=False, na_rep='')}"
-            f"{self.traffic_table.to_html(index=False) if self.traffic else ''}</div>"
+            f"{bar}{failure}{self.table.to_html(index=False, na_rep='')}"
+            f"{self.traffic_table.to_html(index=False) if self.traffic else ''}"
         )

@@ -8,6 +8,7 @@ is checked with the real ``kubectl``, not through our own code.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -97,8 +98,8 @@ def wait_ready(sh: InteractiveShell, name: str, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         st = ok(sh, f"%kserve status {name}")
-        if st.ready == "True" or time.monotonic() > deadline:
-            assert st.ready == "True", st.summary()
+        if st.ready or time.monotonic() > deadline:
+            assert st.ready, st.summary()
             return st
         time.sleep(0.1)
 
@@ -161,6 +162,110 @@ def test_connect_returns_the_session_banner(shell: InteractiveShell, local_clust
     assert session is magics(shell).session
     assert session.is_local and "context kserve-nb-local" in session.banner
     assert ok(shell, "%kserve local status").api == local_cluster.api
+
+
+def test_question_mark_lists_every_subcommand_with_an_example(shell: InteractiveShell) -> None:
+    from kserve_nb.magics.args import build_parser
+
+    pages: list[Any] = []
+    import IPython.core.page as page
+
+    real_page = page.page
+    page.page = lambda strng, *args, **kwargs: pages.append(strng)
+    try:
+        ok(shell, "%kserve?")
+    finally:
+        page.page = real_page
+    text = pages[0]["text/plain"] if isinstance(pages[0], dict) else pages[0]
+    assert "``" not in text and "`" not in text  # plain text, no raw reST markup
+    for name, sub in build_parser().subcommands.items():  # subcommands added later are listed too
+        assert re.search(rf"^  {name} +{re.escape(sub.description or '')}$", text, re.M), name
+    assert text.count("e.g. %") + text.count("e.g. cmp = %") + text.count("e.g. results = %") == len(
+        build_parser().subcommands
+    )
+
+
+def test_every_help_ends_with_an_example(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    from kserve_nb.magics.args import build_parser
+
+    for name in build_parser().subcommands:
+        capsys.readouterr()
+        assert ok(shell, f"%kserve {name} --help") is None
+        last = capsys.readouterr().out.rstrip().splitlines()
+        assert last[0].startswith(f"usage: %kserve {name}"), last[0]
+        example = last[-1].strip()
+        assert re.match(rf"(\w+ = )?%%?kserve {name}\b", example), (name, example)
+
+
+def test_comments_after_a_magic_are_ignored_as_in_a_shell(
+    shell: InteractiveShell, service: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ok(shell, f"%kserve status {service}   # or: %kserve status -A").name == service
+    assert ok(shell, f"st = %kserve status {service}  # keep it") is None and shell.user_ns["st"].name == service
+    # In quotes, or inside a word, # is not a comment.
+    payload = '{"instances": [[6.8, 2.8, 4.8, 1.4]], "id": "#1"}'
+    assert ok(shell, f"%kserve predict {service} --data '{payload}'  # one flower").predictions == [1]
+    line = one_line_error(shell, f"%kserve status {service}#x", capsys, NotFound)
+    assert f'"{service}#x" not found' in line
+    assert "check the quotes" in one_line_error(shell, "%kserve status 'mg-x # still quoted", capsys, ValidationError)
+
+
+def test_unknown_subcommand_suggests_the_closest(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_line_error(shell, "%kserve stauts mg-x", capsys, ValidationError)
+    assert line.endswith(": unknown subcommand 'stauts'; did you mean status? (%kserve? lists them all)")
+    assert "did you mean rollback?" in one_line_error(shell, "%kserve rolback mg-x", capsys, ValidationError)
+    line = one_line_error(shell, "%kserve canary mg-x --storage-uri gs://b/m --percent 5 --dryrun", capsys, ValidationError)
+    assert "unrecognized arguments: --dryrun (did you mean --dry-run?)" in line
+
+
+def _complete(sh: InteractiveShell, text: str) -> list[str]:
+    from IPython.core.completer import provisionalcompleter
+
+    with provisionalcompleter():
+        return sorted({c.text for c in sh.Completer.completions(text, len(text))})
+
+
+def test_tab_completes_subcommands_options_choices_and_services(shell: InteractiveShell, service: str) -> None:
+    from kserve_nb.magics.args import build_parser
+
+    assert _complete(shell, "%kserve ") == sorted(build_parser().subcommands)
+    assert _complete(shell, "%kserve sta") == ["status"]
+    assert _complete(shell, "x = %kserve comp") == ["compare"]
+    assert _complete(shell, "%%kserve ap") == ["apply"]
+    assert "--storage-uri" in _complete(shell, "%kserve canary mg-x --") and "--percent" in _complete(
+        shell, "%kserve canary mg-x --"
+    )
+    assert _complete(shell, "%kserve canary mg-x --sto") == ["--storage-uri"]
+    assert _complete(shell, "%kserve predict mg-x --to ") == ["default", "latest", "prev"]
+    assert _complete(shell, "%kserve local ") == ["down", "status", "up"]
+    # Service names of the session's namespace (or of -n), fetched from the cluster.
+    assert service in _complete(shell, "%kserve status ")
+    assert _complete(shell, f"%kserve promote {service[:-1]}") == [service]
+    assert service in _complete(shell, "%kserve canary --storage-uri gs://b/m ")
+    assert service not in _complete(shell, "%kserve status -n kube-system ")
+    shell.user_ns["iris_rows_for_tab"] = [[1.0, 2.0, 3.0, 4.0]]
+    assert _complete(shell, f"%kserve compare {service} iris_rows_f") == ["iris_rows_for_tab"]
+
+
+def test_tab_completion_without_a_session_never_errors(shell: InteractiveShell, local_cluster: Any) -> None:
+    ok(shell, "%unload_ext kserve_nb")
+    try:
+        ok(shell, "%load_ext kserve_nb")
+        assert not magics(shell).has_session
+        assert _complete(shell, "%kserve sta") == ["status"]
+        assert not any(c.startswith("mg-") for c in _complete(shell, "%kserve status "))
+        assert not magics(shell).has_session  # completing did not connect
+    finally:
+        ok(shell, f"%kserve connect local --state-dir {local_cluster.state_dir}")
+    ok(shell, "%unload_ext kserve_nb")
+    assert magics_count(shell) == 0  # unloading removes the completer with the magic
+    ok(shell, "%load_ext kserve_nb")
+    ok(shell, f"%kserve connect local --state-dir {local_cluster.state_dir}")
+    assert magics_count(shell) == 1
+
+
+def magics_count(sh: InteractiveShell) -> int:
+    return sum(getattr(m, "__qualname__", "").endswith("kserve_matcher") for m in sh.Completer.custom_matchers)
 
 
 # ---------------------------------------------------------------------- bad input: one clean line
@@ -231,7 +336,7 @@ def test_declared_context_must_match_the_session(
     line = one_line_error(shell, f"%kserve traffic {service} 0 --context prod-cluster", capsys, ValidationError)
     assert "declares context 'prod-cluster'" in line and "nothing was done" in line
     assert "canaryTrafficPercent" not in isvc(kubectl, service)["spec"]["predictor"]
-    assert ok(shell, f"%kserve status {service} --context kserve-nb-local").ready == "True"
+    assert ok(shell, f"%kserve status {service} --context kserve-nb-local").ready is True
 
 
 # ---------------------------------------------------------------------- values, display, expansion
@@ -240,7 +345,7 @@ def test_declared_context_must_match_the_session(
 def test_assignment_returns_the_value_and_a_bare_magic_displays_it_once(shell: InteractiveShell, service: str) -> None:
     ok(shell, f"x = %kserve status {service}")
     st = shell.user_ns["x"]
-    assert st.name == service and st.ready == "True"
+    assert st.name == service and st.ready
     with capture_output() as captured:
         shown = ok(shell, f"%kserve status {service}")
     assert shown.name == service  # displayed once, through the return value ...
@@ -303,7 +408,10 @@ def _walkthrough(shell: InteractiveShell, kubectl: Any, tmp_path: Path, name: st
     assert "canaryTrafficPercent" not in isvc(kubectl, name)["spec"]["predictor"]
     with capture_output() as captured:
         release = ok(shell, f"%kserve canary {name} --storage-uri {MODEL_2} --percent 10 --tag-routing")
-    assert "context kserve-nb-local" in captured.outputs[0].data["text/plain"]  # the banner
+    assert captured.outputs == []  # no banner: the Release names where it happened, once
+    assert release.where == "local cluster · context kserve-nb-local"
+    shown = release._repr_html_()
+    assert shown.count("context kserve-nb-local") == 1 and shown.count(f"canary default/{name}") == 1
     assert (release.status.prev_percent, release.status.latest_percent) == (90, 10)
     live = isvc(kubectl, name)
     assert live["spec"]["predictor"]["canaryTrafficPercent"] == 10
@@ -319,6 +427,10 @@ def _walkthrough(shell: InteractiveShell, kubectl: Any, tmp_path: Path, name: st
     payload.write_text(json.dumps(IRIS))
     latest = ok(shell, f"%kserve predict {name} --to latest -d @{payload}")
     assert latest.revision == f"{name}-predictor-00002" and len(latest.predictions) == 2
+    # A readable value: side, revision, predictions, status and a rounded latency.
+    assert re.fullmatch(
+        rf"<PredictionResult latest → {name}-predictor-00002: \[\d, \d\] \(HTTP 200, \d+\.\d ms\)>", repr(latest)
+    ), repr(latest)
     shell.user_ns["iris_payload"] = IRIS
     prev = ok(shell, f"%kserve predict {name} --to prev iris_payload")
     assert prev.revision == f"{name}-predictor-00001"
@@ -356,8 +468,13 @@ def _walkthrough(shell: InteractiveShell, kubectl: Any, tmp_path: Path, name: st
     split = {e["revisionName"]: e["percent"] for e in live["status"]["components"]["predictor"]["traffic"]}
     assert split == {f"{name}-predictor-00001": 100, f"{name}-predictor-00002": 0}
 
-    actions = list(ok(shell, f"%kserve history {name}")["action"])
-    assert actions[-4:] == ["canary", "traffic", "promote", "rollback"]
+    history = ok(shell, f"%kserve history {name}")
+    assert list(history["action"]) == ["create", "canary", "traffic", "promote", "rollback"]  # create: the apply
+    assert list(history["outcome"]) == ["applied", "done", "done", "done", "done"]
+    assert list(history["percent"]) == ["", 10, 30, "", ""]  # whole numbers, blanks: never NaN or 10.0
+    shown = history._repr_html_()
+    assert "NaN" not in shown + repr(history) and "10.0" not in shown + repr(history)
+    assert "..." not in shown and shown.count(MODEL_2) == 1  # whole storageUris (pandas cuts cells past 50 characters)
     assert ok(shell, f"%kserve delete {name}") == f"inferenceservice.serving.kserve.io/{name} deleted"
     assert kubectl.run("get", "isvc", name, "-n", "default", check=False).returncode != 0
 
@@ -379,4 +496,4 @@ def test_panel_magic_and_unload_stop_everything(shell: InteractiveShell, service
     finally:
         ok(shell, "%load_ext kserve_nb")
         ok(shell, f"%kserve connect local --state-dir {local_cluster.state_dir}")
-    assert ok(shell, f"%kserve status {service}").ready == "True"
+    assert ok(shell, f"%kserve status {service}").ready is True

@@ -92,7 +92,7 @@ def test_good_candidate_is_promoted(local_cluster, session, tmp_path) -> None:
     assert record["decision"]["action"] == "promote"
     assert record["decision"]["basis"] == "verdict"
     st = session.service("rb-good").status()
-    assert st.is_ready and st.latest_percent == 100 and len(st.traffic) == 1
+    assert st.ready and st.latest_percent == 100 and len(st.traffic) == 1
     assert st.latest_revision == "rb-good-predictor-00002" and st.storage_uri == MODEL_2
     assert serving(session, "rb-good") == [{"revision": "rb-good-predictor-00002", "storageUri": MODEL_2, "percent": 100}]
     assert record["outcome"] == {
@@ -122,7 +122,7 @@ def test_missing_model_is_rolled_back_before_anything_is_applied(local_cluster, 
     assert "refused before anything was applied" in reason and "model-missing" in reason
     st = session.service("rb-missing").status()
     assert st.latest_created_revision == "rb-missing-predictor-00001"  # no revision was ever created
-    assert st.is_ready and st.latest_percent == 100 and st.storage_uri == MODEL
+    assert st.ready and st.latest_percent == 100 and st.storage_uri == MODEL
     assert serving(session, "rb-missing") == record["outcome"]["serving"] == [
         {"revision": "rb-missing-predictor-00001", "storageUri": MODEL, "percent": 100}
     ]
@@ -144,7 +144,7 @@ def test_candidate_whose_revision_fails_is_rolled_back_to_the_baseline_model(
     assert record["canary"]["failure"]  # the failed revision as the cluster reported it
     st = session.service("rb-corrupt").status()
     # The spec no longer names the broken model: the baseline model serves 100% and the service is Ready.
-    assert st.is_ready and st.storage_uri == MODEL and st.canary_traffic_percent is None
+    assert st.ready and st.storage_uri == MODEL and st.canary_traffic_percent is None
     assert serving(session, "rb-corrupt") == record["outcome"]["serving"] == [
         {"revision": "rb-corrupt-predictor-00003", "storageUri": MODEL, "percent": 100}
     ]

@@ -51,7 +51,7 @@ def test_connect_banner_names_cluster_context_and_namespace(session: Session) ->
 def test_walkthrough_in_plain_python(session: Session) -> None:
     svc = _fresh(session, "sklearn-iris")
     st = svc.status()
-    assert st.is_ready and st.latest_percent == 100 and st.prev_percent is None
+    assert st.ready and st.latest_percent == 100 and st.prev_percent is None
     assert st.latest_revision == "sklearn-iris-predictor-00001"
     assert list(st.table.columns) == [
         "NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION", "LATESTREADYREVISION", "AGE"]
@@ -105,7 +105,7 @@ def test_failed_canary_raises_with_revision_message_and_old_revision_keeps_servi
         svc._wait("canary", lambda st, new: False, "broken-predictor-00002", 20)
     assert "broken-predictor-00002 failed" in str(info.value)
     st = svc.status()
-    assert st.ready == "False" and st.split() == {"broken-predictor-00001": 100}
+    assert st.ready is False and st.ready_status == "False" and st.split() == {"broken-predictor-00001": 100}
 
 
 def test_wait_deadline_raises_rollout_error_naming_the_state(session: Session) -> None:

@@ -9,6 +9,8 @@ errors into one-line :class:`~kserve_nb.errors.ValidationError` s and ``--help``
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import shlex
 from typing import Any, NoReturn
 
@@ -18,9 +20,10 @@ from kserve_nb.errors import ValidationError
 # so "%kserve" cannot be the prog: the parsers say "kserve" and the magic prefix is added on output.
 PROG = "kserve"
 
-#: Subcommands in help order, with their one-line description.
+#: Subcommands in help order, with their one-line description. A subcommand registered here, in
+#: :func:`build_parser` and in ``commands.COMMANDS`` gets help, ``%kserve?`` and completion for free.
 SUMMARY: dict[str, str] = {
-    "connect": "connect to a cluster: `local`, or --context/--kubeconfig",
+    "connect": "connect to a cluster: local, or --context/--kubeconfig",
     "status": "the release state of NAME, or the services table",
     "pods": "pods of NAME (or of the namespace)",
     "revisions": "every revision of NAME with its storageUri and traffic",
@@ -40,12 +43,34 @@ SUMMARY: dict[str, str] = {
     "namespace": "namespace create NAME",
 }
 
-EPILOG = """examples:
-  %kserve connect local
-  %kserve status sklearn-iris
-  %kserve canary sklearn-iris --storage-uri gs://kfserving-examples/models/sklearn/1.0/model-2 --percent 10 --dry-run
-  %kserve predict sklearn-iris --to latest -d @iris-input.json
-  %kserve SUBCOMMAND --help   (options of one subcommand)"""
+#: Examples per subcommand, shown at the end of its ``--help`` and in ``%kserve?``. A subcommand
+#: without an entry gets one made from its required arguments (see :func:`_derived_example`).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "connect": ("%kserve connect local", "%kserve connect --context prod -n models"),
+    "status": ("%kserve status sklearn-iris", "%kserve status -A"),
+    "pods": ("%kserve pods sklearn-iris",),
+    "revisions": ("%kserve revisions sklearn-iris",),
+    "history": ("%kserve history sklearn-iris",),
+    "deploy": ("%kserve deploy sklearn-iris --storage-uri gs://kfserving-examples/models/sklearn/1.0/model",),
+    "canary": (
+        "%kserve canary sklearn-iris --storage-uri gs://kfserving-examples/models/sklearn/1.0/model-2 "
+        "--percent 10 --tag-routing --dry-run",
+    ),
+    "traffic": ("%kserve traffic sklearn-iris 50",),
+    "promote": ("%kserve promote sklearn-iris",),
+    "rollback": ("%kserve rollback sklearn-iris --dry-run",),
+    "delete": ("%kserve delete sklearn-iris",),
+    "apply": ("%%kserve apply -n kserve-test   (the cell body is the YAML manifest)", "%kserve apply -f isvc.yaml"),
+    "predict": (
+        "%kserve predict sklearn-iris --to latest -d @iris-input.json",
+        """%kserve predict sklearn-iris --data '{"instances": [[6.8, 2.8, 4.8, 1.4]]}'""",
+    ),
+    "send": ("results = %kserve send sklearn-iris rows --repeat 3",),
+    "compare": ("cmp = %kserve compare sklearn-iris rows",),
+    "panel": ("%kserve panel sklearn-iris",),
+    "local": ("%kserve local status",),
+    "namespace": ("%kserve namespace create kserve-test",),
+}
 
 #: Subcommands that accept a cell body (``%%kserve …``).
 CELL_COMMANDS = ("apply", "predict")
@@ -65,11 +90,23 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # One line: the problem, then the usage of the (sub)command it happened in.
-        if message.startswith("argument SUBCOMMAND: invalid choice"):
-            bad = message.split("invalid choice: ", 1)[1].split(" (choose", 1)[0]
-            raise ValidationError(f"unknown subcommand {bad}; use one of {', '.join(SUMMARY)} (see %kserve --help)")
+        if message.startswith("unrecognized arguments: "):
+            message += self._suggest_options(message.removeprefix("unrecognized arguments: ").split())
         usage = " ".join(_magic(self.format_usage()).split())
         raise ValidationError(f"{message}; {usage} (see %{self.prog} --help)")
+
+    def _suggest_options(self, unknown: list[str]) -> str:
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        for token in unknown:
+            close = closest(token.split("=", 1)[0], known) if token.startswith("--") else None
+            if close:
+                return f" (did you mean {close}?)"
+        return ""
+
+    def format_help(self) -> str:
+        if self.subcommands:  # the top level: the same overview as %kserve?
+            return overview(self) + "\n"
+        return super().format_help()
 
     def print_help(self, file: Any = None) -> None:
         print(_magic(self.format_help()), file=file, end="")
@@ -83,12 +120,53 @@ def _magic(text: str) -> str:
     return text.replace(f"usage: {PROG}", f"usage: %{PROG}", 1)
 
 
+def strip_comment(line: str) -> str:
+    """``line`` without its shell comment: from an unquoted ``#`` that starts a word to the end.
+
+    As in a shell, ``#`` inside quotes or inside a word (``model#2``) is not a comment. shlex's own
+    comment handling cannot be used: it also cuts words at a ``#`` in their middle.
+    """
+    quote: str | None = None
+    escaped = False
+    for i, ch in enumerate(line):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
 def tokenize(line: str) -> list[str]:
-    """Split a magic line like a shell does (quotes group, nothing is expanded)."""
+    """Split a magic line like a shell does (quotes group, ``# …`` is a comment, nothing is expanded)."""
     try:
-        return shlex.split(line, posix=True)
+        return shlex.split(strip_comment(line), posix=True)
     except ValueError as err:  # "No closing quotation"
         raise ValidationError(f"cannot parse the %kserve line: {err}; check the quotes") from None
+
+
+def closest(word: str, known: list[str]) -> str | None:
+    """The known word ``word`` most likely misspells: the longest shared start of 3+ letters, else difflib's."""
+    prefix = {k: len(os.path.commonprefix([word, k])) for k in known}
+    best = max(known, key=lambda k: prefix[k], default=None)
+    if best is not None and prefix[best] >= 3:
+        return best
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_subcommand(name: str, known: list[str]) -> ValidationError:
+    """``unknown subcommand 'stauts'; did you mean status?`` (or the list when nothing is close)."""
+    close = closest(name, known)
+    if close:
+        return ValidationError(f"unknown subcommand {name!r}; did you mean {close}? (%kserve? lists them all)")
+    return ValidationError(f"unknown subcommand {name!r}; use one of {', '.join(known)} (%kserve? lists them all)")
 
 
 def _percent(text: str) -> int:
@@ -141,15 +219,62 @@ def _model(p: argparse.ArgumentParser, *, required: bool) -> None:
 def _add(sub: Any, name: str, *parents: Parser) -> Parser:
     # argparse %-formats help strings ("100% to" would break it); descriptions are printed as they are.
     text = SUMMARY[name]
-    parser: Parser = sub.add_parser(name, help=text.replace("%", "%%"), description=text, parents=list(parents))
+    parser: Parser = sub.add_parser(
+        name, help=text.replace("%", "%%"), description=text, parents=list(parents),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub.top.subcommands[name] = parser
     return parser
+
+
+def examples(name: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    """The examples of subcommand ``name``: from :data:`EXAMPLES`, else made from its arguments."""
+    return EXAMPLES.get(name) or (_derived_example(name, parser),)
+
+
+#: Sample values for argument metavars, for examples made from a parser.
+_SAMPLE = {"NAME": "sklearn-iris", "P": "10", "URI": "gs://kfserving-examples/models/sklearn/1.0/model-2",
+           "INPUTS": "rows", "VARIABLE": "payload", "K": "3", "N": "10"}
+
+
+def _derived_example(name: str, parser: argparse.ArgumentParser) -> str:
+    words = [f"%kserve {name}"]
+    for action in parser._actions:
+        if action.option_strings and not action.required:
+            continue
+        if isinstance(action, argparse._HelpAction) or action.nargs in ("?", "*"):
+            continue
+        metavar = str(action.metavar or action.dest.upper())
+        value = str(list(action.choices)[0]) if action.choices else _SAMPLE.get(metavar, metavar.lower())
+        words.append(f"{action.option_strings[-1]} {value}" if action.option_strings else value)
+    return " ".join(words)
+
+
+def overview(parser: Parser) -> str:
+    """Every subcommand with its one-line summary and first example (``%kserve?``, ``%kserve --help``)."""
+    width = max(len(n) for n in parser.subcommands)
+    lines = [
+        "usage: %kserve SUBCOMMAND [ARGS]   (%%kserve apply and %%kserve predict also take a cell body)",
+        "",
+        "Canary releases of KServe InferenceServices from a notebook.",
+        "",
+        "subcommands:",
+    ]
+    for name, sub in parser.subcommands.items():
+        lines.append(f"  {name:<{width}}  {sub.description or SUMMARY.get(name, '')}")
+        lines.append(f"  {'':<{width}}    e.g. {examples(name, sub)[0]}")
+    lines += [
+        "",
+        "%kserve SUBCOMMAND --help shows the options of one subcommand. A value is returned, so",
+        "st = %kserve status NAME keeps it; # starts a comment, as in a shell.",
+    ]
+    return "\n".join(lines)
 
 
 def build_parser() -> Parser:
     """The whole ``%kserve`` grammar."""
     top = Parser(
-        prog=PROG, description="Canary releases of KServe InferenceServices.", epilog=EPILOG,
+        prog=PROG, description="Canary releases of KServe InferenceServices.",
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     sub = top.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=Parser)
@@ -157,7 +282,7 @@ def build_parser() -> Parser:
     scope, release = _scope(), _release()
 
     p = _add(sub, "connect")
-    p.add_argument("target", nargs="?", choices=["local"], help="`local`: the embedded local cluster")
+    p.add_argument("target", nargs="?", choices=["local"], help="local: the embedded local cluster")
     p.add_argument("--context", help="kubeconfig context")
     p.add_argument("--kubeconfig", metavar="PATH")
     p.add_argument("-n", "--namespace")
@@ -211,7 +336,17 @@ def build_parser() -> Parser:
     p = _add(sub, "namespace")
     p.add_argument("action", choices=["create"])
     p.add_argument("name", metavar="NAME")
+    _finish(top, sub)
     return top
+
+
+def _finish(top: Parser, sub: Any) -> None:
+    # Every subparser, however it was added, is known to the top level and ends its --help with examples.
+    for name, parser in sub.choices.items():
+        top.subcommands.setdefault(name, parser)
+        lines = examples(name, parser)
+        parser.epilog = ("example:\n" if len(lines) == 1 else "examples:\n") + "\n".join(f"  {x}" for x in lines)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def _targets(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -228,8 +363,12 @@ def parse(parser: Parser, line: str) -> argparse.Namespace:
     """
     tokens = tokenize(line) or ["--help"]
     if tokens[0] not in parser.subcommands:
-        parser.parse_args(tokens[:1])  # --help, or the "unknown subcommand" error
-        parser.error("a subcommand is required")
+        if tokens[0] in ("-h", "--help"):
+            parser.print_help()
+            raise HelpShown()
+        if tokens[0].startswith("-"):
+            raise ValidationError(f"a subcommand comes first, got {tokens[0]!r}; %kserve? lists them all")
+        raise unknown_subcommand(tokens[0], list(parser.subcommands))
     args = parser.subcommands[tokens[0]].parse_intermixed_args(tokens[1:])
     args.command = tokens[0]
     return args

@@ -45,9 +45,15 @@ def _service(m: KServeMagics, args: argparse.Namespace) -> Service:
 def _announced(svc: Service, value: Any) -> Any:
     """Show where a change happened (cluster, context, namespace/name) above its result.
 
-    Shown after the call, not before, so that a refused change is still exactly one error line.
+    Shown after the call, not before, so that a refused change is still exactly one error line. A
+    Release names where it happened in its own headline, and a dry run changes nothing: neither
+    gets a second line saying so.
     """
-    _display(Banner(svc.session, svc.namespace, svc.name))
+    from kserve_nb.plan import Plan
+    from kserve_nb.service import Release
+
+    if not isinstance(value, (Release, Plan)):
+        _display(Banner(svc.session, svc.namespace, svc.name))
     return value
 
 

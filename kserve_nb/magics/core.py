@@ -28,6 +28,8 @@ class KServeMagics(Magics):
         self._session: Any = None
         self._parser: Any = None
         self._panels: list[Any] = []
+        #: The Tab completer registered with the shell (see :mod:`kserve_nb.magics.complete`).
+        self.matcher: Any = None
 
     # ------------------------------------------------------------------ session
 
@@ -96,7 +98,7 @@ class KServeMagics(Magics):
 
     @line_cell_magic
     def kserve(self, line: str, cell: str | None = None) -> Any:
-        """Canary releases of KServe InferenceServices. ``%kserve --help`` lists the subcommands."""
+        """Canary releases of KServe InferenceServices: %kserve --help lists the subcommands."""
         from kserve_nb.magics.args import CELL_COMMANDS, HelpShown, parse
         from kserve_nb.magics.commands import COMMANDS
 
@@ -111,10 +113,30 @@ class KServeMagics(Magics):
         return COMMANDS[args.command](self, args, cell)
 
 
+def _magic_doc() -> str:
+    """What ``%kserve?`` shows: every subcommand with its summary and an example.
+
+    IPython's inspector asks an object's ``getdoc()`` before its ``__doc__``; answering there keeps
+    building the parser out of ``%load_ext``.
+    """
+    from kserve_nb.magics.args import build_parser, overview
+
+    return overview(build_parser())
+
+
+KServeMagics.kserve.getdoc = _magic_doc  # type: ignore[attr-defined]
+
+
 def load(ipython: Any) -> None:
     """Register the magics and the ``KServeNb`` configurable with ``ipython``."""
     magics = KServeMagics(ipython)
     ipython.register_magics(magics)
+    completer = getattr(ipython, "Completer", None)
+    if completer is not None:  # a shell without completion (e.g. a bare kernel app) still gets the magic
+        from kserve_nb.magics.complete import make_matcher
+
+        magics.matcher = make_matcher(magics)
+        completer.custom_matchers.append(magics.matcher)
     # So that `%config KServeNb.namespace = "…"` finds and updates our instance.
     ipython.configurables.append(magics.settings)
 
@@ -127,6 +149,9 @@ def unload(ipython: Any) -> None:
         manager.magics[kind].pop("kserve", None)
     if magics is None:
         return
+    completer = getattr(ipython, "Completer", None)
+    if completer is not None and magics.matcher in completer.custom_matchers:
+        completer.custom_matchers.remove(magics.matcher)
     magics.shutdown()
     if magics.settings in ipython.configurables:
         ipython.configurables.remove(magics.settings)

@@ -30,8 +30,7 @@ class Banner:
 
     def __init__(self, session: Any, namespace: str, name: str | None) -> None:
         target = f"{namespace}/{name}" if name else f"namespace {namespace}"
-        kind = "local cluster" if session.is_local else "cluster"
-        self.text = f"kserve-nb → {kind} · context {session.context or '(in-cluster)'} · {target}"
+        self.text = f"kserve-nb → {session.where} · {target}"
         self.local = bool(session.is_local)
 
     def __repr__(self) -> str:
