@@ -48,6 +48,15 @@ def test_connect_banner_names_cluster_context_and_namespace(session: Session) ->
     assert "token" not in repr(session).lower()
 
 
+@pytest.mark.parametrize("condition", ["True", "False", "Unknown", None])
+def test_ready_is_true_only_when_the_ready_condition_is_true(condition: str | None) -> None:
+    # `while not st.ready: sleep` must wait: the READY column's word stays in ready_status.
+    conditions = [{"type": "Ready", "status": condition}] if condition else []
+    st = kserve_nb.ServiceStatus.from_isvc({"metadata": {"name": "x"}, "status": {"conditions": conditions}})
+    assert st.ready is (condition == "True") and st.ready_status == condition
+    assert f"READY {condition or '?'}" in st.summary()
+
+
 def test_walkthrough_in_plain_python(session: Session) -> None:
     svc = _fresh(session, "sklearn-iris")
     st = svc.status()
