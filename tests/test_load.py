@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,6 +189,47 @@ def test_a_failing_revision_is_recorded_not_raised(svc: kserve_nb.Service, sessi
     bad.delete()
 
 
+def _revision_pid(state_dir: Path, namespace: str, revision: str) -> int:
+    """The pid of a revision's model server: the process whose stdout is that revision's log."""
+    log = os.path.realpath(state_dir / "logs" / namespace / f"{revision}.log")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.path.realpath(entry / "fd" / "1") == log:
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no model server writes {log}")
+
+
+def test_a_revision_killed_mid_run_costs_failed_requests_not_the_run(
+    session: Session, local_cluster: manager.LocalCluster
+) -> None:
+    """kill -9 of the canary's model server while traffic flows: whatever was lost is recorded (on
+    that revision, or unattributed), the other revision is untouched, and the run goes on to the end."""
+    svc = session.service("load-dead")
+    if svc.exists():
+        svc.delete()
+    svc.deploy(M1)
+    svc.canary("gs://kserve-nb-faults/sklearn/iris-control", 50)  # the same model, a new revision
+    run = svc.generate_load(X, rate=60, duration=3, concurrency=8, progress=False)
+    deadline = time.monotonic() + 30
+    while run.completed < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(_revision_pid(local_cluster.state_dir, NS, "load-dead-predictor-00002"), signal.SIGKILL)
+    run.wait(timeout=60)
+    assert run.state == "finished" and run.completed == run.sent
+    snap = ClientSource(run).snapshot(NS, "load-dead", ["load-dead-predictor-00001", "load-dead-predictor-00002"])
+    assert snap["load-dead-predictor-00001"].errors == 0
+    failed = run.results.dropna(subset=["error"])
+    assert set(failed["revision"].dropna()) <= {"load-dead-predictor-00002"}
+    assert ((failed["status_code"].isna()) | (failed["status_code"] >= 500)).all()
+    # The crashed revision is restarted and answers again before the run ends.
+    late = run.results[run.results["sent_s"] > run.results["sent_s"].max() - 0.5]
+    assert (late["revision"] == "load-dead-predictor-00002").any()
+    svc.delete()
+
+
 def test_a_dead_ingress_gives_failed_requests_under_unattributed() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -296,3 +340,18 @@ def test_service_send_warms_up_each_target_unless_told_not_to(svc: kserve_nb.Ser
     df = svc.send(X[:4], to="default")
     assert len(df) == 4 and df.attrs["warmup"] == 3 and df["error"].isna().all()
     assert svc.send(X[:4], to="default", warmup=0).attrs["warmup"] == 0
+
+
+def test_closing_the_client_ends_a_run_cleanly(svc: kserve_nb.Service, session: Session, caplog: pytest.LogCaptureFixture) -> None:
+    client = PredictionClient(session.ingress, model=svc.name)
+    run = generate_load(client, svc.target("default"), X, rate=20, duration=60, progress=False)
+    deadline = time.monotonic() + 30
+    while run.completed < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+    assert run.wait(timeout=10) is run
+    assert run.done and run.state == "stopped (the prediction client was closed)"
+    elapsed = run.elapsed
+    time.sleep(0.2)
+    assert run.elapsed == elapsed  # the run's clean-up ran: it has an end time
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]

@@ -153,7 +153,8 @@ class LoopThread:
             raise
 
     def stop(self, cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None, timeout: float = 5.0) -> None:
-        """Run ``cleanup()`` on the loop, then stop and join the thread. Idempotent."""
+        """Cancel the work still on the loop (a background load run), run ``cleanup()``, then stop
+        and join the thread. Idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -161,9 +162,22 @@ class LoopThread:
             loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        if cleanup is not None and thread.is_alive():
+
+        async def finish() -> None:
+            # Cancelled tasks run their finally blocks now, on a live loop, instead of being
+            # destroyed pending when the loop closes.
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if cleanup is not None:
+                await cleanup()
+
+        if thread.is_alive():
             try:
-                asyncio.run_coroutine_threadsafe(cleanup(), loop).result(timeout)
+                asyncio.run_coroutine_threadsafe(finish(), loop).result(timeout)
             except Exception:  # noqa: BLE001 - closing must not raise
                 log.debug("cleanup on the prediction loop failed", exc_info=True)
         loop.call_soon_threadsafe(loop.stop)

@@ -195,12 +195,12 @@ class LoadRun:
     def state(self) -> str:
         """``running``, ``stopping``, or how it ended: ``finished`` (duration or max_requests
         reached), ``stopped``, or ``failed: …``."""
+        if self._future.cancelled() or (self._client.closed and not self._future.done()):
+            return "stopped (the prediction client was closed)"
         if self._future.done():
-            if not self._future.cancelled() and self._future.exception() is not None:
+            if self._future.exception() is not None:
                 return f"failed: {self._future.exception()}"
             return self._end_reason or "finished"
-        if self._client.closed:
-            return "stopped (the prediction client was closed)"
         return "stopping" if self._stop.is_set() else "running"
 
     @property
