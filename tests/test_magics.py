@@ -374,6 +374,16 @@ def test_services_table_pods_and_namespace(shell: InteractiveShell, service: str
         kubectl.run("delete", "namespace", ns, "--ignore-not-found", check=False)
 
 
+def test_apply_records_creates_and_updates_in_the_history(shell: InteractiveShell, service: str) -> None:
+    assert str(ok(shell, f"%%kserve apply\n{manifest(service, MODEL_2)}")) == (
+        f"inferenceservice.serving.kserve.io/{service} configured"
+    )
+    history = ok(shell, f"%kserve history {service}")
+    assert history[["action", "storageUri", "outcome"]].values.tolist() == [
+        ["create", MODEL_1, "applied"], ["apply", MODEL_2, "applied"]
+    ]
+
+
 def test_deploy_dry_run_and_no_wait(shell: InteractiveShell, service: str, kubectl: Any) -> None:
     plan = ok(shell, f"%kserve deploy {service} --storage-uri {MODEL_2} --dry-run")
     assert plan.new_revision == f"{service}-predictor-00002"
