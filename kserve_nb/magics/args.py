@@ -39,6 +39,7 @@ SUMMARY: dict[str, str] = {
     "send": "send every row of INPUTS to latest and prev; one row per request",
     "compare": "send INPUTS to latest and prev and compare them",
     "panel": "the interactive release panel of NAME",
+    "watch": "live per-revision request rate, errors, latency and traffic weights of NAME",
     "local": "the embedded local cluster: up | down | status",
     "namespace": "namespace create NAME",
 }
@@ -68,6 +69,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "send": ("results = %kserve send sklearn-iris rows --repeat 3",),
     "compare": ("cmp = %kserve compare sklearn-iris rows",),
     "panel": ("%kserve panel sklearn-iris",),
+    "watch": ("%kserve watch sklearn-iris --interval 2s --window 5m --duration 10m",),
     "local": ("%kserve local status",),
     "namespace": ("%kserve namespace create kserve-test",),
 }
@@ -185,6 +187,25 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """``2``, ``2.5s``, ``500ms``, ``5m``, ``1h`` → seconds (positive)."""
+    number, unit = text.strip().lower(), "s"
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if number.endswith(suffix):
+            number, unit = number[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive duration such as 2s, 500ms, 5m or 1h, got {text!r}")
+    return seconds
 
 
 def _scope() -> Parser:
@@ -329,6 +350,11 @@ def build_parser() -> Parser:
         if name == "send":
             p.add_argument("--to", default="latest,prev", help="comma-separated targets: latest, prev, default")
     _add(sub, "panel", scope).add_argument("name", metavar="NAME")
+    p = _add(sub, "watch", scope)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--interval", type=_duration, default=2.0, metavar="S", help="seconds between refreshes (default 2s)")
+    p.add_argument("--window", type=_duration, default=300.0, metavar="W", help="history shown, e.g. 90s, 5m (default 5m)")
+    p.add_argument("--duration", type=_duration, default=600.0, metavar="D", help="stop refreshing after D (default 10m)")
 
     p = _add(sub, "local")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -270,10 +270,21 @@ def panel(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     return m.track_panel(Panel(_service(m, args), user_ns=m.user_ns))
 
 
+def watch(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
+    """``%kserve watch NAME [--interval S] [--window W] [--duration D]``: the live chart widget
+    (stopped after D, by ``.stop()``, on close and by ``%unload_ext``)."""
+    from kserve_nb.widgets.live import LiveMetrics
+
+    svc = _service(m, args)
+    svc.status()  # a missing service is one NotFound line now, not a chart that never fills
+    return m.track_panel(LiveMetrics(svc, interval=args.interval, window=args.window, max_duration=args.duration))
+
+
 COMMANDS: dict[str, Command] = {
     "connect": connect, "local": local, "namespace": namespace,
     "status": status, "pods": pods, "revisions": revisions, "history": history,
     "apply": apply, "deploy": deploy, "canary": canary, "traffic": traffic,
     "promote": promote, "rollback": rollback, "delete": delete,
     "predict": predict, "send": send, "compare": compare, "panel": panel,
+    "watch": watch,
 }

@@ -442,7 +442,9 @@ class LiveMetrics(w.VBox):
                 traces["weight"].name = label
             # 0–5% unless errors go higher: an all-zero series would otherwise autoscale to 0–100%.
             top = max([y for rev in revisions for y in self._traces[rev]["error_rate"].y if y is not None], default=0.0)
-            self.figure.update_yaxes(range=[0, max(0.05, top * 1.15)], row=2, col=1)
+            error_range = (0.0, max(0.05, top * 1.15))
+            if tuple(self.figure.layout.yaxis2.range or ()) != error_range:
+                self.figure.layout.yaxis2.range = error_range
             self._follow(start, now)
 
     def _follow(self, start: float, now: float) -> None:
