@@ -306,13 +306,35 @@ def _terminate(pid: int) -> None:
     try:
         proc = psutil.Process(pid)
         proc.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return
+    if not _gone(proc, STOP_TIMEOUT):
         try:
-            proc.wait(STOP_TIMEOUT)
-        except psutil.TimeoutExpired:
             proc.kill()
-            proc.wait(STOP_TIMEOUT)
-    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-        pass
+        except psutil.NoSuchProcess:
+            return
+        _gone(proc, STOP_TIMEOUT)
+
+
+def _gone(proc: Any, timeout: float) -> bool:
+    """Wait until ``proc`` has exited: reaped if it is our child, a zombie if it is another
+    process' (a notebook kernel that started it reaps it later), or gone."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(0.05)
+            return True
+        except psutil.TimeoutExpired:
+            pass
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
 
 
 def _free_port() -> int:
