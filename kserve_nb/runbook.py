@@ -1,4 +1,5 @@
-"""Small helpers for the release runbook (``notebooks/03-release-runbook.ipynb``).
+"""Small helpers for the release runbooks (``notebooks/03-release-runbook.ipynb`` and its
+progressive variant ``notebooks/03b-progressive-runbook.ipynb``).
 
 The runbook decides with :meth:`Comparison.verdict <kserve_nb.analysis.compare.Comparison.verdict>`
 and acts only through the :class:`~kserve_nb.service.Service` façade. This module adds what a
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from kserve_nb.analysis.compare import Comparison, Verdict
+    from kserve_nb.rollout.runner import RolloutResult
     from kserve_nb.service import Service
     from kserve_nb.session import Session
     from kserve_nb.status import ServiceStatus
@@ -91,6 +93,35 @@ def sample_inputs(n: int, path: str | Path | None = None) -> list[Any]:
     if not isinstance(rows, list) or not rows:
         raise errors.ValidationError(f"{path} holds no rows: expected {{\"instances\": [[...], ...]}} or a list")
     return [rows[i % len(rows)] for i in range(n)]
+
+
+def labelled_inputs(path: str | Path | None = None) -> tuple[list[Any], list[Any] | None]:
+    """Test rows and their true labels (None when unknown), for test traffic that can be scored.
+
+    From a JSON file ``{"instances": [...], "labels": [...]}`` (labels optional), else the iris
+    data set with its classes (scikit-learn's copy when installed, else the rows that ship here).
+    """
+    if path is not None:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise errors.ValidationError(f"cannot read test inputs from {path}: {err}") from err
+        rows = data.get("instances") if isinstance(data, Mapping) else data
+        labels = data.get("labels") if isinstance(data, Mapping) else None
+        if not isinstance(rows, list) or not rows:
+            raise errors.ValidationError(f"{path} holds no rows: expected {{\"instances\": [[...], ...]}}")
+        if labels is not None and (not isinstance(labels, list) or len(labels) != len(rows)):
+            raise errors.ValidationError(f"{path}: 'labels' must be a list with one label per row")
+        return rows, labels
+    from kserve_nb.widgets import samples
+
+    try:
+        from sklearn.datasets import load_iris
+    except ImportError:
+        per_class = len(samples._BUILTIN) // 3
+        return list(samples._BUILTIN), [c for c in range(3) for _ in range(per_class)]
+    iris = load_iris()
+    return [[float(x) for x in row] for row in iris.data], [int(t) for t in iris.target]
 
 
 def status_snapshot(st: ServiceStatus | None) -> dict[str, Any] | None:
@@ -272,6 +303,41 @@ def decide(
     return Decision(PROMOTE if verdict.promote else ROLLBACK, tuple(verdict.reasons), "verdict")
 
 
+def decide_rollout(
+    result: "RolloutResult | None", *, failure: str | None = None, blockers: Sequence[str] = ()
+) -> Decision:
+    """The decision a progressive rollout reached (the autopilot already acted on it).
+
+    Succeeded → promote, with the gates' evidence at the last check as reasons; RolledBack,
+    Aborted or Failed → roll back, with the autopilot's reason and the failing evidence.
+    """
+    if blockers:
+        return Decision(NONE, tuple(blockers), "preflight")
+    if failure or result is None:
+        return Decision(ROLLBACK, (failure or "the rollout did not run",), "failure")
+    gates = tuple(str(e) for e in result.evidence)
+    if result.ok:
+        return Decision(PROMOTE, (f"every step passed: {result.reason}", *gates), "rollout")
+    return Decision(ROLLBACK, (result.reason or f"the rollout ended {result.phase}", *gates), "rollout")
+
+
+def finish_rollout(svc: Service, result: "RolloutResult | None", *, baseline_uri: str) -> str:
+    """What is left to do after a rollout, in one line.
+
+    The autopilot promotes and rolls back by itself; only a candidate that never became ready
+    leaves the spec naming the broken model (the service is not Ready), so the baseline model is
+    deployed again, as :func:`carry_out` does for a failed canary.
+    """
+    if result is None:
+        return "nothing done: the rollout did not run"
+    if result.ok:
+        return f"promoted by the autopilot: {result.reason}"
+    st = svc.status()
+    if not st.ready:
+        return f"{result.phase}: {result.reason}; baseline restored: {svc.deploy(baseline_uri).summary()}"
+    return f"rolled back by the autopilot ({result.phase}): {result.reason}"
+
+
 def carry_out(
     svc: Service, decision: Decision, *, before: ServiceStatus, baseline_uri: str
 ) -> str:
@@ -353,6 +419,9 @@ class Evidence:
     outcome: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     finished: str | None = None
+    #: The progressive variant: the plan, every step's event, every gate value and the outcome.
+    rollout: dict[str, Any] | None = None
+    runbook: str = "03-release-runbook"
 
     @classmethod
     def start(cls, session: Session, parameters: Mapping[str, Any]) -> "Evidence":
@@ -384,7 +453,7 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": RECORD_FORMAT,
-            "runbook": "03-release-runbook",
+            "runbook": self.runbook,
             "kserve_nb": __version__,
             "actor": actor(),
             "started": self.started,
@@ -402,6 +471,7 @@ class Evidence:
             "after": self.after,
             "outcome": self.outcome,
             "history": self.history,
+            "rollout": self.rollout,
         }
 
     def save(self, path: str | Path | None) -> Path:

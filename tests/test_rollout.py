@@ -74,7 +74,8 @@ def test_a_good_candidate_is_promoted_through_every_step(session: Session, iris:
     svc = _fresh(session, "ro-good")
     rows, labels = iris
     result = svc.rollout(
-        M2, steps="10,50,100", interval="2s", gates=["error_rate<=prev+0.05", "p95<=3*prev+20ms"],
+        M2, steps="10,50,100", interval="2s",
+        gates=["error_rate<=prev+0.05", "p95<=3*prev+20ms", "accuracy>=prev-0.2"],
         min_requests=10, max_wait="60s", load=rows, y=labels, rate=60, display=False,
     )
     assert result.ok, result.summary()
@@ -89,6 +90,10 @@ def test_a_good_candidate_is_promoted_through_every_step(session: Session, iris:
     record = result.to_dict()
     assert record["phase"] == "Succeeded" and record["timeline"] and record["gates"]
     assert all("statement" in g for g in record["gates"])  # every verdict states its evidence
+    # Requests, errors and latency from Prometheus; which answers were right from the labelled traffic.
+    assert result.state.source.startswith("prometheus") and "labels from client" in result.state.source
+    accuracy = next(g for g in record["gates"] if g["metric"] == "accuracy")
+    assert accuracy["n_candidate"] > 0
     history = svc.history()
     assert (history["action"] == "rollout").any()
 
@@ -235,3 +240,5 @@ def test_a_dry_run_shows_the_plan_the_first_patch_and_the_queries(session: Sessi
     assert "revision_app_request" in text  # the resolved PromQL
     assert svc.status().canary_traffic_percent is None  # nothing applied
     assert svc.rollout_state() is None
+    with pytest.raises(errors.ValidationError, match="accuracy gate needs labelled test traffic"):
+        svc.rollout(M2, gates=["accuracy>=prev-0.02"], dry_run=True)

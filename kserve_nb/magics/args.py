@@ -38,6 +38,7 @@ SUMMARY: dict[str, str] = {
     "predict": "one prediction request (-d @file.json | --data JSON | VARIABLE | %%kserve body)",
     "send": "send every row of INPUTS to latest and prev; one row per request",
     "compare": "send INPUTS to latest and prev and compare them",
+    "rollout": "progressive rollout of a new model: steps, gates judged each interval, automatic rollback",
     "panel": "the interactive release panel of NAME",
     "watch": "live per-revision request rate, errors, latency and traffic weights of NAME",
     "local": "the embedded local cluster: up | down | status",
@@ -68,6 +69,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "send": ("results = %kserve send sklearn-iris rows --repeat 3",),
     "compare": ("cmp = %kserve compare sklearn-iris rows",),
+    "rollout": (
+        "%kserve rollout sklearn-iris --storage-uri gs://kfserving-examples/models/sklearn/1.0/model-2 "
+        "--steps 5,10,25,50,100 --interval 30s --gate 'error_rate<=prev+0.01' --gate 'p95<=1.2*prev' --dry-run",
+        "%kserve rollout sklearn-iris --approve   (go on from a pause step; --abort rolls back)",
+    ),
     "panel": ("%kserve panel sklearn-iris",),
     "watch": ("%kserve watch sklearn-iris --interval 2s --window 5m --duration 10m",),
     "local": ("%kserve local status",),
@@ -349,6 +355,28 @@ def build_parser() -> Parser:
         p.add_argument("--protocol", choices=["v1", "v2"])
         if name == "send":
             p.add_argument("--to", default="latest,prev", help="comma-separated targets: latest, prev, default")
+    p = _add(sub, "rollout", scope)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--storage-uri", metavar="URI", help="the candidate model (to start or resume a rollout)")
+    p.add_argument("--steps", default="5,10,25,50,100", help="rising percents, 'pause' waits for --approve")
+    p.add_argument("--interval", default="30s", metavar="D", help="how long each step bakes (default 30s)")
+    p.add_argument("--gate", action="append", dest="gates", metavar="EXPR",
+                   help="e.g. 'error_rate<=prev+0.01', 'p95<=1.2*prev', 'p99<=250ms' (repeatable)")
+    p.add_argument("--alpha", type=float, default=0.05, help="false-rollback budget of the whole rollout")
+    p.add_argument("--min-requests", type=_positive, default=50, metavar="N", help="candidate requests a step needs")
+    p.add_argument("--max-wait", default="5m", metavar="D", help="extra wait for enough requests (default 5m)")
+    p.add_argument("--on-inconclusive", choices=["rollback", "pause"], default="rollback")
+    p.add_argument("--require-pass", action="store_true", help="advance only when every gate passes")
+    p.add_argument("--metrics", choices=["prometheus", "client"], help="where the gates' numbers come from")
+    p.add_argument("--load", metavar="INPUTS", help="variable of rows to send as test traffic while it runs")
+    p.add_argument("--labels", metavar="Y", help="variable of true labels of --load (enables accuracy gates)")
+    p.add_argument("--rate", type=float, default=20.0, help="test requests per second (with --load)")
+    p.add_argument("--tag-routing", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--dry-run", action="store_true", help="show the plan, the first patch and the queries")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--approve", action="store_true", help="approve the pause step the rollout waits at")
+    action.add_argument("--abort", action="store_true", help="stop the rollout and roll back")
+    action.add_argument("--state", action="store_true", help="show the saved state of the rollout")
     _add(sub, "panel", scope).add_argument("name", metavar="NAME")
     p = _add(sub, "watch", scope)
     p.add_argument("name", metavar="NAME")

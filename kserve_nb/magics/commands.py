@@ -154,7 +154,12 @@ def status(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     """``%kserve status [NAME] [-n NS | -A]``: a ServiceStatus, or the services table."""
     if args.name is None:
         return m.session.services(args.namespace, all_namespaces=args.all_namespaces)
-    return _service(m, args).status()
+    svc = _service(m, args)
+    st = svc.status()
+    rollout = svc.rollout_state()
+    if rollout is not None and rollout.live:  # a rollout in progress, or held by a dead supervisor
+        _display(Note(rollout.summary()))
+    return st
 
 
 def pods(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
@@ -280,11 +285,41 @@ def watch(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     return m.track_panel(LiveMetrics(svc, interval=args.interval, window=args.window, max_duration=args.duration))
 
 
+def rollout(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
+    """``%kserve rollout NAME --storage-uri URI [--steps …] [--interval …] [--gate …]…``, or
+    ``--approve`` / ``--abort`` / ``--state`` of the rollout in progress."""
+    svc = _service(m, args)
+    if args.approve:
+        return _announced(svc, svc.approve_rollout())
+    if args.abort:
+        return _announced(svc, svc.abort_rollout())
+    if args.state:
+        state = svc.rollout_state()
+        return state if state is not None else Note(f"{svc.name} has had no rollout")
+    if not args.storage_uri:
+        raise ValidationError(
+            "rollout needs --storage-uri URI (the candidate), or --approve, --abort or --state; "
+            "see %kserve rollout --help"
+        )
+    from kserve_nb.rollout.plan import DEFAULT_GATES
+
+    load = _lookup(m, args.load, "--load") if args.load else None
+    labels = _lookup(m, args.labels, "--labels") if args.labels else None
+    result = svc.rollout(
+        args.storage_uri, steps=args.steps, interval=args.interval,
+        gates=args.gates or DEFAULT_GATES,
+        alpha=args.alpha, min_requests=args.min_requests, max_wait=args.max_wait,
+        on_inconclusive=args.on_inconclusive, require_pass=args.require_pass, metrics=args.metrics,
+        load=load, y=labels, rate=args.rate, tag_routing=args.tag_routing, dry_run=args.dry_run,
+    )
+    return _announced(svc, result)
+
+
 COMMANDS: dict[str, Command] = {
     "connect": connect, "local": local, "namespace": namespace,
     "status": status, "pods": pods, "revisions": revisions, "history": history,
     "apply": apply, "deploy": deploy, "canary": canary, "traffic": traffic,
     "promote": promote, "rollback": rollback, "delete": delete,
-    "predict": predict, "send": send, "compare": compare, "panel": panel,
+    "predict": predict, "send": send, "compare": compare, "rollout": rollout, "panel": panel,
     "watch": watch,
 }

@@ -6,11 +6,11 @@ from __future__ import annotations
 import html
 import json
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from kserve_nb import errors
-from kserve_nb.metrics.sample import MetricSource
+from kserve_nb.metrics.sample import MetricSource, RevisionSample
 from kserve_nb.rollout.plan import DEFAULT_GATES, DEFAULT_STEPS, RolloutPlan, parse_duration
 from kserve_nb.rollout.runner import RolloutResult, Supervisor
 
@@ -53,10 +53,33 @@ class RolloutPreview:
         )
 
 
-def resolve_source(service: "Service", metrics: Any, load_run: Any = None) -> MetricSource:
+class WithLabels:
+    """Prometheus' counters with the test traffic's label counts: a Prometheus source knows
+    requests, errors and latency of *all* traffic but not which answers were right; the rollout's
+    own labelled test traffic does. Each number keeps its own source."""
+
+    def __init__(self, counters: MetricSource, labels: MetricSource) -> None:
+        self.counters = counters
+        self.labels = labels
+        self.name = f"{counters.name} + labels from {labels.name}"
+
+    def snapshot(self, namespace: str, service: str, revisions: Sequence[str]) -> dict[str, RevisionSample]:
+        """The counters' samples, with ``labelled``/``correct`` taken from the labelled traffic."""
+        counts = self.counters.snapshot(namespace, service, revisions)
+        labels = self.labels.snapshot(namespace, service, revisions)
+        out = {}
+        for rev in revisions:
+            base = counts.get(rev) or RevisionSample(rev, source=self.counters.name)
+            lab = labels.get(rev)
+            out[rev] = replace(base, labelled=lab.labelled, correct=lab.correct) if lab is not None else base
+        return out
+
+
+def resolve_source(service: "Service", metrics: Any, load_run: Any = None, labelled: bool = False) -> MetricSource:
     """The metric source for ``metrics``: a MetricSource as it is, ``"prometheus"`` (the session's;
     on the local cluster started on demand), ``"client"`` (the rollout's own test traffic), or
-    None: Prometheus when there is one, else the test traffic."""
+    None: Prometheus when there is one, else the test traffic. With ``labelled`` test traffic,
+    Prometheus' numbers are joined by the traffic's label counts (:class:`WithLabels`)."""
     if metrics is not None and not isinstance(metrics, str):
         if not callable(getattr(metrics, "snapshot", None)):
             raise errors.ValidationError("metrics must be 'prometheus', 'client' or a MetricSource")
@@ -71,7 +94,21 @@ def resolve_source(service: "Service", metrics: Any, load_run: Any = None) -> Me
         from kserve_nb.metrics.client import ClientSource
 
         return ClientSource(load_run)
-    return service.session.metrics()  # type: ignore[no-any-return]
+    source: MetricSource = service.session.metrics()
+    if load_run is not None and labelled:
+        from kserve_nb.metrics.client import ClientSource
+
+        source = WithLabels(source, ClientSource(load_run))
+    return source
+
+
+def check_gates_have_data(plan: RolloutPlan, labelled: bool) -> None:
+    """Refuse, before anything changes, a gate its data can never reach (it would wait forever)."""
+    if any(g.metric == "accuracy" for g in plan.gates) and not labelled:
+        raise errors.ValidationError(
+            "an accuracy gate needs labelled test traffic: pass load=ROWS and y=LABELS "
+            "(%kserve rollout … --load ROWS --labels Y), or drop the gate"
+        )
 
 
 def _has_prometheus(service: "Service") -> bool:
@@ -114,6 +151,7 @@ def rollout(
         max_wait=max_wait, on_inconclusive=on_inconclusive, require_pass=require_pass, tag_routing=tag_routing,
     )
     service.session.check_storage_uri(uri)
+    check_gates_have_data(plan, labelled=load is not None and y is not None)
     if dry_run:
         return _preview(service, plan, metrics, load)
     load_run = None
@@ -122,7 +160,7 @@ def rollout(
         bound = sum(plan.interval + plan.max_wait for s in plan.steps) + 60.0
         load_run = service.generate_load(load, y=y, rate=rate, concurrency=concurrency, duration=bound)
     try:
-        source = resolve_source(service, metrics, load_run)
+        source = resolve_source(service, metrics, load_run, labelled=y is not None)
         return Supervisor(
             service, plan, source, cancel=cancel, display=display,
             lease=None if lease is None else parse_duration(lease, "lease"),

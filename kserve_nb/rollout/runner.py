@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from kserve_nb import errors
-from kserve_nb.history import History, new_entry
+from kserve_nb.history import DONE, FAILED, History, new_entry
 from kserve_nb.metrics.sample import MetricSource, RevisionSample, describe
 from kserve_nb.progress import in_kernel
 from kserve_nb.rollout.plan import PAUSE, RolloutPlan, plan_picture
@@ -447,7 +447,10 @@ class Supervisor:
 
     def _finish(self, state: RolloutState, phase: str, reason: str) -> RolloutState:
         state = replace(state, phase=phase, reason=reason, heartbeat=time.time()).event(phase.lower(), reason)
-        self._record("rollout", f"{phase}: {reason}", outcome=phase)
+        if phase == "Succeeded":
+            self._record("rollout", f"{phase}: {reason}")
+        else:  # the release did not happen: the history says failed, and why
+            self._record("rollout", phase, outcome=FAILED, error=reason)
         return self._save(state)
 
     def _release(self, state: RolloutState, why: str) -> RolloutState:
@@ -485,11 +488,11 @@ class Supervisor:
     def _sleep(self) -> None:
         self.cancel.wait(self.period)
 
-    def _record(self, action: str, detail: str, outcome: str = "ok") -> None:
+    def _record(self, action: str, detail: str, outcome: str = DONE, error: str | None = None) -> None:
         try:
             History(self.svc.session.cluster, self.svc.name, self.svc.namespace).append(
                 new_entry(action, self.svc.session.context, outcome=outcome, detail=detail,
-                          storageUri=self.plan.storage_uri)
+                          storageUri=self.plan.storage_uri, error=error)
             )
         except errors.KServeNbError as err:  # history is evidence, not the release itself
             log.warning("could not record history: %s", err)
