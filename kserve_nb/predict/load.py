@@ -335,7 +335,8 @@ class LoadRun:
 
         def finished(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
-            waker.wake()
+            if len(in_flight) == self.concurrency - 1:  # a slot came free: the driver may wait for one
+                waker.wake()
 
         due = start
         try:
