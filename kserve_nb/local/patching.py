@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from kserve_nb.patches import clone, merge_patch  # noqa: F401 - re-exported for the API server
+
+#: The API server's limits on a JSON patch: operations per patch, and bytes all ``copy``
+#: operations of one patch may add.
+MAX_JSON_PATCH_OPERATIONS = 10_000
+MAX_COPY_BYTES = 3 * 1024 * 1024
 
 
 class PatchError(ValueError):
@@ -95,7 +102,11 @@ def json_patch(document: Any, operations: Any) -> Any:
         raise PatchError(
             f"json: cannot unmarshal {kind} into Go value of type jsonpatch.Patch", bad_request=True
         )
+    if len(operations) > MAX_JSON_PATCH_OPERATIONS:
+        raise PatchError(f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, "
+                         f"got {len(operations)}", bad_request=True)
     doc = clone(document)
+    copied = [0]  # bytes copied so far: each copy may double the document
     for op in operations:
         if not isinstance(op, dict):
             raise PatchError(
@@ -103,7 +114,7 @@ def json_patch(document: Any, operations: Any) -> Any:
                 bad_request=True,
             )
         try:
-            doc = _apply_operation(doc, op)
+            doc = _copy(doc, op, op.get("path"), copied) if op.get("op") == "copy" else _apply_operation(doc, op)
         except PatchError as exc:
             path = op.get("path")
             exc.path = path if isinstance(path, str) else ""
@@ -262,14 +273,24 @@ def _move(doc: Any, op: dict[str, Any], path: str) -> Any:
     return _insert(doc, path, value, "move")
 
 
-def _copy(doc: Any, op: dict[str, Any], path: str) -> Any:
+def _copy(doc: Any, op: dict[str, Any], path: Any, copied: list[int] | None = None) -> Any:
+    if not isinstance(path, str):
+        raise PatchError("copy operation missing path", bad_request=False)
     source = op.get("from")
     if not isinstance(source, str):
         raise PatchError("copy operation missing from")
     value = _get(doc, source, "copy")
     if value is _MISSING:
         raise PatchError(f"copy operation does not apply: doc is missing from path: {source}: missing value")
-    return _insert(doc, path, clone(value), "copy")
+    encoded = orjson.dumps(value)
+    if copied is not None:
+        # As the API server's json-patch library: a few copies of a copy would otherwise grow the
+        # document exponentially (2^n) before anything else could refuse it.
+        copied[0] += len(encoded)
+        if copied[0] > MAX_COPY_BYTES:
+            raise PatchError(f"Unable to copy, the accumulated size increase of copy is {copied[0]}, "
+                             f"exceeding the limit {MAX_COPY_BYTES}", bad_request=True)
+    return _insert(doc, path, orjson.loads(encoded), "copy")
 
 
 def _test(doc: Any, op: dict[str, Any], path: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -10,6 +11,9 @@ from typing import Any, Mapping
 import orjson
 import yaml
 from aiohttp import web
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from kserve_nb.local.apiserver.status import ApiError, bad_request, unsupported_media_type
 
@@ -100,13 +104,103 @@ def status_response(error: ApiError) -> web.Response:
     return json_response(error.status(), status=error.code)
 
 
-class _JsonSafeLoader(yaml.SafeLoader):
-    """Safe YAML loader that keeps timestamps as strings, as sigs.k8s.io/yaml does."""
+#: Deepest nesting a request body (or a stored object) may have. Kubernetes objects are a few
+#: dozen levels deep at most; the bound keeps every recursive step after decoding (merging,
+#: validation, orjson's encoder, which stops at 255) far from Python's recursion limit.
+MAX_DEPTH = 100
+#: Nodes YAML aliases may add beyond the document's own. Anchors stay usable; an alias bomb (each
+#: level multiplying the one below) is refused after composing, before anything is expanded.
+MAX_ALIAS_EXPANSION = 10_000
+
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _SafeEvents(Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+        """A safe loader on libyaml's events: its scanner is linear in the input where PyYAML's is
+        quadratic in the flow nesting it looks ahead over, and it stops at 1,000 levels itself.
+        The composer stays Python, so :class:`_JsonSafeLoader` can bound depth and aliases."""
+
+        def __init__(self, stream: Any) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+else:  # pragma: no cover - PyYAML without libyaml
+    _SafeEvents = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+class _JsonSafeLoader(_SafeEvents):
+    """Safe YAML loader that keeps timestamps as strings, as sigs.k8s.io/yaml does.
+
+    It also bounds what a small hostile document can cost: nesting depth while composing (the
+    composer recurses per level) and the size aliases would expand to (checked on the node graph,
+    in time linear in the document, before construction).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise bad_request(f"error converting YAML to JSON: yaml: exceeded max depth of {MAX_DEPTH}")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a composed YAML graph whose expansion is too deep, too large or cyclic.
+
+    Iterative post-order walk over distinct nodes, each visited once: an alias is the anchored node
+    itself, so its expanded size is computed once and reused (sizes may be astronomically large
+    integers for a bomb; they are only compared, never materialised).
+    """
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded node count, expanded depth)
+    entered: set[int] = set()  # nodes on the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        key = id(node)
+        if leaving:
+            kids = children(node)
+            size = 1 + sum(done[id(k)][0] for k in kids)
+            depth = 1 + max((done[id(k)][1] for k in kids), default=0)
+            if depth > MAX_DEPTH:
+                raise bad_request(f"error converting YAML to JSON: yaml: exceeded max depth of {MAX_DEPTH}")
+            entered.discard(key)
+            done[key] = (size, depth)
+            continue
+        if key in done:
+            continue
+        if key in entered:
+            raise bad_request("error converting YAML to JSON: yaml: an alias refers to a node that contains it")
+        entered.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in children(node) if id(k) not in done)
+    if done[id(root)][0] > len(done) + MAX_ALIAS_EXPANSION:
+        raise bad_request("error converting YAML to JSON: yaml: document contains excessive aliasing")
 
 
 _JsonSafeLoader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for key, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
 
 
@@ -117,8 +211,8 @@ def _jsonable(value: Any, path: str = "") -> Any:
         return [_jsonable(v, path) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
         raise bad_request(f"json: cannot unmarshal number {value} into Go value of type int64")
-    if isinstance(value, float) and value != value:
-        raise bad_request("error converting YAML to JSON: NaN is not valid JSON")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad_request(f"error converting YAML to JSON: {value} is not valid JSON")
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     raise bad_request(f"error converting YAML to JSON: unsupported value of type {type(value).__name__} at {path or '<root>'}")
@@ -142,22 +236,23 @@ def decode_body(raw: bytes, content_type: str) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
-    check_int64(value)
+    check_json(value)
     return value
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def check_int64(value: Any) -> None:
-    """Reject integers Go cannot hold (orjson would accept them on input but not on output)."""
-    stack = [value]
+def check_json(value: Any) -> None:
+    """Reject what Go's decoder would, before anything recurses into ``value``: integers outside
+    int64 (orjson reads them but cannot write them) and nesting deeper than :data:`MAX_DEPTH`."""
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise bad_request(f"json: exceeded max depth of {MAX_DEPTH}")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
         elif isinstance(item, int) and not isinstance(item, bool) and not _INT64_MIN <= item <= _INT64_MAX:
             raise bad_request(f"json: cannot unmarshal number {item} into Go value of type int64")
 

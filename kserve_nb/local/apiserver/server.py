@@ -26,7 +26,7 @@ from kserve_nb.local.apiserver.codec import (
     JSON_PATCH,
     MERGE_PATCH,
     STRATEGIC_PATCH,
-    check_int64,
+    check_json,
     wants_discovery_v2,
     decode_body,
     json_response,
@@ -386,6 +386,7 @@ class ApiServer:
         elif not meta.get("name") and meta.get("generateName"):
             meta["name"] = generate_name(str(meta["generateName"]))
         name = str(meta.get("name") or "")
+        check_json(obj)  # a patch may deepen what it patches (a JSON patch adds below any path)
         obj, warnings = self._schema_check(rt, obj, name, options)
         return self._admit(rt, obj, old, subresource), warnings
 
@@ -468,7 +469,7 @@ class ApiServer:
             patch = orjson.loads(raw) if raw.strip() else None
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"error decoding patch: {exc}") from None
-        check_int64(patch)
+        check_json(patch)
         old = self._existing(target)
         try:
             if ctype == JSON_PATCH:
@@ -505,7 +506,7 @@ class ApiServer:
         raw = await request.read()
         try:
             config = orjson.loads(raw)
-            check_int64(config)
+            check_json(config)
         except orjson.JSONDecodeError:
             config = decode_body(raw, "application/yaml")
         config = self._check_kind(rt, config)
@@ -585,8 +586,7 @@ class ApiServer:
             options: dict[str, Any] = {}
         else:
             options = decode_body(raw, request.content_type)
-            if not isinstance(options, dict):
-                raise bad_request("DeleteOptions must be a JSON object")
+            _check_delete_options(options)
         dry = list(request.query.getall("dryRun", [])) + list(options.get("dryRun") or [])
         if any(d != "All" for d in dry if d):
             raise bad_request(f"Invalid dry run value: {dry}")
@@ -675,3 +675,43 @@ class ApiServer:
 
     async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
         return await WatchStream(self, request, target).run()
+
+
+# DeleteOptions fields and the Go types their JSON must decode into.
+_DELETE_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "apiVersion": (str,), "gracePeriodSeconds": (int,), "orphanDependents": (bool,),
+    "propagationPolicy": (str,), "dryRun": (list,), "preconditions": (dict,),
+    "ignoreStoreReadErrorWithClusterBreakingPotential": (bool,),
+}
+_GO_TYPES: dict[type, str] = {str: "string", int: "int64", bool: "bool", list: "[]string", dict: "v1.Preconditions"}
+
+
+def _check_delete_options(options: Any) -> None:
+    """Type-check a DeleteOptions body the way Go's decoder would (400 naming the field)."""
+    def go_kind(value: Any) -> str:
+        if isinstance(value, bool):
+            return "bool"
+        if isinstance(value, (int, float)):
+            return "number"
+        kinds: dict[type, str] = {str: "string", list: "array", dict: "object"}
+        return kinds.get(type(value), "null")
+
+    def mismatch(field: str, value: Any, expected: str) -> ApiError:
+        return bad_request(f"json: cannot unmarshal {go_kind(value)} into Go struct field "
+                           f"DeleteOptions.{field} of type {expected}")
+
+    if not isinstance(options, dict):
+        raise bad_request(f"json: cannot unmarshal {go_kind(options)} into Go value of type v1.DeleteOptions")
+    for field, types in _DELETE_OPTION_TYPES.items():
+        value = options.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise mismatch(field, value, _GO_TYPES[types[0]])
+    for item in options.get("dryRun") or []:
+        if not isinstance(item, str):
+            raise mismatch("dryRun", item, "string")
+    for field in ("uid", "resourceVersion"):
+        value = (options.get("preconditions") or {}).get(field)
+        if value is not None and not isinstance(value, str):
+            raise mismatch(f"preconditions.{field}", value, "string")

@@ -83,6 +83,16 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
+def too_large_resource_version(requested: int, current: int) -> ApiError:
+    """What the API server answers a watch from a resourceVersion it has not reached (504 Timeout).
+
+    The ``ResourceVersionTooLarge`` cause is what client-go's reflector looks for to re-list.
+    """
+    return ApiError(504, "Timeout", f"Too large resource version: {requested}, current: {current}",
+                    {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                     "retryAfterSeconds": 1})
+
+
 def method_not_allowed() -> ApiError:
     """405 MethodNotAllowed."""
     return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -11,14 +13,17 @@ from aiohttp import web
 from kserve_nb.local import tables
 from kserve_nb.local.apiserver.codec import JSON, negotiate
 from kserve_nb.local.apiserver.requests import Target, query_flag, parse_go_duration
-from kserve_nb.local.apiserver.status import ApiError, bad_request
+from kserve_nb.local.apiserver.status import ApiError, bad_request, too_large_resource_version
 from kserve_nb.local.store import StoreGone, WatchEvent
 
 if TYPE_CHECKING:  # only in annotations: server imports this module
     from kserve_nb.local.apiserver.server import ApiServer
 
 
+log = logging.getLogger(__name__)
+
 DEFAULT_WATCH_TIMEOUT = 1800.0
+_UINT64_MAX = 2**64 - 1
 BOOKMARK_INTERVAL = 60.0
 
 
@@ -39,15 +44,7 @@ class WatchStream:
         self.bookmarks = query_flag(params, "allowWatchBookmarks")
         self.send_initial = query_flag(params, "sendInitialEvents")
         self.rv_param = params.get("resourceVersion", "")
-        try:
-            if params.get("timeoutSeconds"):
-                self.timeout = float(params["timeoutSeconds"])
-            elif params.get("timeout"):
-                self.timeout = parse_go_duration(params["timeout"])  # the client's request timeout
-            else:
-                self.timeout = DEFAULT_WATCH_TIMEOUT
-        except ValueError:
-            raise bad_request(f"invalid timeoutSeconds: {params.get('timeoutSeconds')}") from None
+        self.timeout = _watch_timeout(params)
         self.headers_sent = False
         self.visible: set[tuple[str, str]] = set()  # objects this watcher has seen as selected
         self.last_rv = 0
@@ -56,14 +53,16 @@ class WatchStream:
         """Serve the watch; returns when it times out, the client leaves or the server stops."""
         # sendInitialEvents (streaming list) always starts from the current state, like rv "" or "0".
         if self.rv_param not in ("", "0") and not self.send_initial:
-            try:
-                start_rv = int(self.rv_param)
-            except ValueError:
-                raise bad_request(f"invalid resource version: {self.rv_param}") from None
+            start_rv = _resource_version(self.rv_param)
+            current = self.store.resource_version
+            if start_rv > current:
+                # Nothing would ever be delivered before the store reached it (never, past int64).
+                raise too_large_resource_version(start_rv, current)
         else:
             start_rv = None
         sub = self.store.subscribe(self.rt, self.namespace)
         self.server._watchers[id(sub)] = sub
+        response: web.StreamResponse | None = None
         try:
             # No await between subscribing and reading the backlog: nothing can slip in between.
             backlog, gone = self._backlog(start_rv)
@@ -83,6 +82,17 @@ class WatchStream:
             return await self._finish(response)
         except (ConnectionError, asyncio.CancelledError):
             raise
+        except Exception as exc:  # noqa: BLE001 - the status line is sent: end with an ERROR event
+            if response is None or not response.prepared:
+                raise
+            if not isinstance(exc, ApiError):
+                log.exception("watch of %s failed", self.request.path)
+                exc = ApiError(500, "InternalError", "Internal error occurred: unexpected server error")
+            try:
+                await self._send(response, {"type": "ERROR", "object": exc.status()})
+            except ConnectionError:
+                pass
+            return await self._finish(response)
         finally:
             self.store.unsubscribe(sub)
             self.server._watchers.pop(id(sub), None)
@@ -170,3 +180,34 @@ class WatchStream:
 
     async def _send(self, response: web.StreamResponse, event: dict[str, Any]) -> None:
         await response.write(orjson.dumps(event) + b"\n")
+
+
+def _watch_timeout(params: Any) -> float:
+    """Seconds the watch may last: ``timeoutSeconds`` (an int64, as the API server parses it), else
+    the client's ``timeout`` (a Go duration), else the default. Raises a 400 ApiError."""
+    raw = params.get("timeoutSeconds")
+    if raw:
+        try:
+            seconds = int(raw)
+        except ValueError:
+            raise bad_request(f"invalid timeoutSeconds: {raw!r}: it must be a whole number of seconds") from None
+        if not -(2**63) <= seconds < 2**63:
+            raise bad_request(f"invalid timeoutSeconds: {raw!r}: out of range")
+        return float(seconds)
+    raw = params.get("timeout")
+    if raw:
+        try:
+            seconds_f = parse_go_duration(raw)
+        except ValueError:
+            raise bad_request(f"invalid timeout: {raw!r}: use a duration such as 30s or 5m") from None
+        if not math.isfinite(seconds_f):
+            raise bad_request(f"invalid timeout: {raw!r}: out of range")
+        return seconds_f
+    return DEFAULT_WATCH_TIMEOUT
+
+
+def _resource_version(raw: str) -> int:
+    """A resourceVersion parameter as the API server's storage parses it (a uint64)."""
+    if not raw.isascii() or not raw.isdigit() or int(raw) > _UINT64_MAX:
+        raise bad_request(f"invalid resource version: {raw}")
+    return int(raw)
