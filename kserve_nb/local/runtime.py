@@ -4,7 +4,8 @@ The controller says which revisions should run (:meth:`Runtime.ensure_running` /
 :meth:`Runtime.stop`); the runtime starts each as a fork of a warm zygote (see
 ``modelserver.py``), counts it Ready once it reports that it listens (model loaded, HTTP server
 started: Knative's default TCP readiness), kills it if ``GET /v1/models/{name}`` does not then answer
-200, and reports every phase change through ``on_change``:
+200 (at start-up, and later on every :data:`READINESS_PERIOD_SECONDS`), and reports every phase
+change through ``on_change``:
 
 ``Starting`` → ``Ready``; a model that cannot load → ``Failed`` (deterministic: no restart loop); a
 process that dies → ``Restarting`` at once (the gateway stops routing to it within milliseconds),
@@ -50,6 +51,11 @@ BACKOFF_RESET_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 120.0
 #: How long the HTTP check may take to get a 200 after the port was reported.
 READY_TIMEOUT_SECONDS = 10.0
+#: How often a ready revision's readiness is probed again (a kubelet's ``periodSeconds``).
+READINESS_PERIOD_SECONDS = 2.0
+#: Consecutive wrong probe answers (not 200, or a failed connection) that restart the process;
+#: a probe that times out counts neither way.
+READINESS_FAILURE_THRESHOLD = 3
 #: SIGTERM → SIGKILL grace for stopped revisions.
 STOP_GRACE_SECONDS = 3.0
 #: How long :meth:`Runtime.start` waits for the zygote's imports.
@@ -499,7 +505,8 @@ class Runtime:
         """Confirm that a process that reported ``listening`` answers HTTP; kill it if it doesn't.
 
         The revision is Ready from the ``listening`` report on: the model is loaded and uvicorn has
-        started, which is what Knative's default (TCP) readiness probe checks.
+        started, which is what Knative's default (TCP) readiness probe checks. Then readiness keeps
+        being probed for the life of the process (:meth:`_keep_probing`).
         """
         url = f"http://{rev.state.host}:{rev.state.port}/v1/models/{rev.spec.model_name}"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -509,6 +516,7 @@ class Runtime:
             try:
                 async with self._http.get(url) as resp:
                     if resp.status == 200:
+                        await self._keep_probing(rev, gen, url)
                         return
             except Exception:  # noqa: BLE001 - not answering yet; the deadline bounds this loop
                 pass
@@ -516,6 +524,37 @@ class Runtime:
         if gen == rev.generation and rev.state.pid is not None:
             rev.kill_reason = f"model server did not answer GET {url} within {READY_TIMEOUT_SECONDS:g}s"
             self._kill(rev.state.pid)
+
+    async def _keep_probing(self, rev: _Revision, gen: int, url: str) -> None:
+        """Re-probe a ready process periodically; restart it once it keeps answering wrong.
+
+        A server can stay up and still stop serving its model (its model repository API unloads
+        it): the revision would answer 404 forever while its InferenceService stays Ready. After
+        :data:`READINESS_FAILURE_THRESHOLD` consecutive wrong answers the process is killed, so
+        it restarts (``Restarting`` at once: no traffic) and loads the model again.
+        """
+        import aiohttp
+
+        failures = 0
+        while True:
+            await asyncio.sleep(READINESS_PERIOD_SECONDS)
+            if gen != rev.generation or rev.process_gone:
+                return
+            try:
+                async with self._http.get(url) as resp:
+                    wrong = None if resp.status == 200 else f"answered {resp.status}"
+            except asyncio.TimeoutError:
+                continue  # slow is not broken: a busy server must not lose the requests it serves
+            except aiohttp.ClientError as e:
+                wrong = f"failed: {e}"
+            failures = failures + 1 if wrong else 0
+            if failures >= READINESS_FAILURE_THRESHOLD and rev.state.pid is not None:
+                rev.kill_reason = (
+                    f"readiness probe failed {failures} times in a row (GET {url} {wrong}); "
+                    "the model server was restarted"
+                )
+                self._kill(rev.state.pid)
+                return
 
     def _ready(self, rev: _Revision) -> None:
         # `message` keeps the last crash reason (a pod's lastState), if there was one.
