@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
 import kserve_nb
+from kserve_nb.errors import PredictionError
 from kserve_nb.local import manager
 from kserve_nb.local.faults import FaultyModel, InjectedFault
 from kserve_nb.local.storage import FAULT_MODELS, SEED_MODELS, find_model_file, mirror_root, resolve_storage_uri, seed_mirror
@@ -137,6 +138,16 @@ def test_errors_model_answers_500_with_a_json_error_at_about_a_quarter(session: 
         assert failed["error"].str.contains("injected fault").all()
         # The revision survives its faults: it still answers, and says which revision it is.
         assert set(df["revision"]) == {"fault-errors-predictor-00001"}
+        # On the wire, a fault is KServe's answer to a model error: 500 with a JSON error body.
+        for _ in range(60):
+            try:
+                svc.predict({"instances": ROWS[:1]})
+            except PredictionError as err:
+                assert err.status == 500 and isinstance(err.body, dict)
+                assert err.body["error"].startswith("injected fault: this model fails 25% of requests")
+                break
+        else:
+            pytest.fail("60 requests to a model failing 25% of them all succeeded")
     finally:
         svc.delete()
 
