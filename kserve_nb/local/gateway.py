@@ -31,12 +31,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import posixpath
 import random
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Mapping, Sequence
+from urllib.parse import unquote
 
 import httptools
 
@@ -45,6 +48,18 @@ from kserve_nb.local.exporter import RequestMetrics, series_labels
 log = logging.getLogger(__name__)
 
 REVISION_HEADER = b"x-kserve-revision"
+#: KServe's model repository API: a client that may send predictions must not unload the model
+#: (the revision would answer 404 while its InferenceService stays Ready). nginx refuses it too,
+#: with this text inside a single-quoted string: no quotes, backslashes or dollars in it.
+MODEL_REPOSITORY_PATH = "/v2/repository"
+MODEL_REPOSITORY_REFUSAL = (
+    "the model repository API (/v2/repository/…) is not exposed through the ingress: the model of a "
+    "revision is loaded and unloaded by its InferenceService"
+)
+NESTED_TOO_DEEP = (
+    "the request body looks like JSON but is nested too deeply to parse; send model inputs as "
+    "arrays of rows (Content-Type: application/json)"
+)
 COERCED_HEADER = (b"x-kserve-nb-content-type", b"coerced to application/json")
 _COERCED_LINE = COERCED_HEADER[0] + b": " + COERCED_HEADER[1] + b"\r\n"
 #: Seconds a request may take upstream; Knative's default revision timeout is 300 s.
@@ -726,6 +741,8 @@ class Gateway:
 
     async def _answer(self, request: _Request) -> _Response:
         """Route and forward one request: the status, header lines and body to answer with."""
+        if _is_model_repository(request.url):
+            return _error(403, MODEL_REPOSITORY_REFUSAL, None)
         host = _host_name(request.host)
         route = self._table.get(host)
         if route is None:
@@ -735,7 +752,10 @@ class Gateway:
             names = ",".join(rev for rev, _ in route.unready) or None
             return _error(503, _unready_message(route), names)
         body = b"".join(request.body)
-        head, coerced = _request_head(request, body)
+        try:
+            head, coerced = _request_head(request, body)
+        except _NestedTooDeep:
+            return _error(400, NESTED_TOO_DEEP, None)
         is_head = request.method == b"HEAD"
         # Timed like queue-proxy's app latency: from handing the request on to having the answer.
         started = _clock()
@@ -819,7 +839,25 @@ def _parses_as_json(body: bytes) -> bool:
         json.loads(body)
     except ValueError:
         return False
+    except RecursionError:  # JSON (probably) that no model input needs: refused, not a 500
+        raise _NestedTooDeep() from None
     return True
+
+
+class _NestedTooDeep(Exception):
+    """A body that looks like JSON is nested deeper than the gateway's parser goes."""
+
+
+def _is_model_repository(url: bytes) -> bool:
+    """Whether ``url`` names KServe's model repository API (``/v2/repository/…``: load, unload),
+    however it is spelled: the model server routes on the percent-decoded path."""
+    if b"repository" not in url and b"%" not in url:  # the hot path: one scan, no decoding
+        return False
+    if not url.startswith(b"/"):  # absolute form
+        url = httptools.parse_url(url).path or b"/"
+    path = unquote(url.split(b"?", 1)[0].decode("latin-1"))
+    path = posixpath.normpath(re.sub("/+", "/", "/" + path))
+    return path == MODEL_REPOSITORY_PATH or path.startswith(MODEL_REPOSITORY_PATH + "/")
 
 
 def _error(status: int, message: str, revision: str | None) -> _Response:

@@ -54,7 +54,9 @@ import psutil
 from kserve_nb.local.exporter import (
     CONTENT_TYPE, HEADER_COUNT, HEADER_LATENCIES, LE_LABELS, REQUEST_COUNT, REQUEST_LATENCIES, RequestMetrics,
 )
-from kserve_nb.local.gateway import CLIENT_IDLE_SECONDS, MAX_BODY_BYTES, UPSTREAM_TIMEOUT_SECONDS, Gateway
+from kserve_nb.local.gateway import (
+    CLIENT_IDLE_SECONDS, MAX_BODY_BYTES, MODEL_REPOSITORY_REFUSAL, UPSTREAM_TIMEOUT_SECONDS, Gateway,
+)
 from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS
 
 log = logging.getLogger(__name__)
@@ -465,6 +467,14 @@ http {{
     location / {{
       proxy_pass http://kn_revisions;
       add_header x-kserve-revision $kn_revision always;
+    }}
+    # KServe's model repository API (load/unload) is no inference route: nginx matches the
+    # normalised URI (decoded, slashes merged, dot segments resolved), so every spelling lands here.
+    location = /v2/repository {{
+      return 403 '{{"error": "{MODEL_REPOSITORY_REFUSAL}"}}';
+    }}
+    location ^~ /v2/repository/ {{
+      return 403 '{{"error": "{MODEL_REPOSITORY_REFUSAL}"}}';
     }}
     location @kn_too_large {{
       return 413 '{{"error": "request body larger than {MAX_BODY_BYTES} bytes"}}';
