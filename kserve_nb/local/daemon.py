@@ -226,8 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", default=DOMAIN_DEFAULT)
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.expanduser().resolve()
+    # Everything the daemon and its children (zygote, model servers, nginx) create is private.
+    os.umask(0o077)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (state_dir / "logs").mkdir(exist_ok=True)
+    from kserve_nb.local.store import tighten_state_dir
+
+    tighten_state_dir(state_dir)
     logging.basicConfig(
         filename=state_dir / "logs" / "daemon.log",
         level=logging.INFO,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import os
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +31,43 @@ from kserve_nb.patches import clone
 
 # Keep this many events for watch resumption; older resourceVersions answer 410 Gone.
 EVENT_RETENTION = 20_000
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (if missing) readable by its owner only, or tighten it to that."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
+def tighten_state_dir(state_dir: Path) -> None:
+    """Keep a state dir private to its owner: 0700 for it and its directories, 0600 for its own
+    files and its logs (objects, secrets, model output). Creation modes cover a new state dir;
+    this tightens one made looser (by an older version, a restored backup, or by hand).
+
+    Symbolic links are left alone (chmod would follow them out of the state dir), as are the files
+    inside other directories (the storage mirror holds the user's own model trees).
+    """
+    def chmod(path: Path, mode: int) -> None:
+        try:
+            if not path.is_symlink():
+                os.chmod(path, mode)
+        except OSError:  # not ours (someone else's file in our dir): nothing we may change
+            pass
+
+    state_dir = Path(state_dir)
+    chmod(state_dir, 0o700)
+    for entry in state_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            chmod(entry, 0o700)
+        elif entry.is_file():
+            chmod(entry, 0o600)
+    logs = state_dir / "logs"
+    if logs.is_dir() and not logs.is_symlink():
+        for root, dirs, files in os.walk(logs):
+            for name in dirs:
+                chmod(Path(root) / name, 0o700)
+            for name in files:
+                chmod(Path(root) / name, 0o600)
 
 
 @dataclass(frozen=True)
@@ -214,6 +252,10 @@ class Store:
                 resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
                 rv INTEGER NOT NULL, body TEXT NOT NULL,
                 PRIMARY KEY (resource, namespace, name));
+        _private_file(self.path)  # before SQLite opens it: its -wal and -shm files copy its mode
+        for companion in ("-wal", "-shm"):
+            if self.path.with_name(self.path.name + companion).exists():
+                _private_file(self.path.with_name(self.path.name + companion))
             CREATE TABLE IF NOT EXISTS events (
                 rv INTEGER PRIMARY KEY, type TEXT NOT NULL, resource TEXT NOT NULL,
                 namespace TEXT NOT NULL, body TEXT NOT NULL);
