@@ -240,6 +240,10 @@ class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(self.path)  # before SQLite opens it: its -wal and -shm files copy its mode
+        for companion in ("-wal", "-shm"):
+            if self.path.with_name(self.path.name + companion).exists():
+                _private_file(self.path.with_name(self.path.name + companion))
         # isolation_level=None: we manage transactions explicitly with BEGIN IMMEDIATE.
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -252,10 +256,6 @@ class Store:
                 resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
                 rv INTEGER NOT NULL, body TEXT NOT NULL,
                 PRIMARY KEY (resource, namespace, name));
-        _private_file(self.path)  # before SQLite opens it: its -wal and -shm files copy its mode
-        for companion in ("-wal", "-shm"):
-            if self.path.with_name(self.path.name + companion).exists():
-                _private_file(self.path.with_name(self.path.name + companion))
             CREATE TABLE IF NOT EXISTS events (
                 rv INTEGER PRIMARY KEY, type TEXT NOT NULL, resource TEXT NOT NULL,
                 namespace TEXT NOT NULL, body TEXT NOT NULL);
