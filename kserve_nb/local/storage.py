@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 #: Model file suffixes KServe's sklearn server accepts (``sklearnserver/model.py``).
@@ -186,8 +186,11 @@ def seed_mirror(state_dir: Path) -> None:
 
 
 def _existing(uri: str, path: Path) -> Path:
-    if path.exists():
-        return path
+    try:
+        if path.exists():
+            return path
+    except ValueError:  # an embedded NUL byte (``%00``): no file system path has one
+        raise StorageError(f"storageUri '{uri}' holds a NUL character: no model can live there") from None
     raise StorageError(
         f"storageUri '{uri}' not found: {path} does not exist. Copy your model dir to {path}, "
         f"or use a file:///absolute/path URI"
@@ -207,11 +210,23 @@ def _file_uri_path(uri: str, netloc: str, path: str) -> Path:
 def _mirror_path(uri: str, state_dir: Path, scheme: str, netloc: str, path: str) -> Path:
     if not netloc:
         raise StorageError(f"storageUri '{uri}' has no bucket or host: use {scheme}://bucket/path")
-    segments = [unquote(s) for s in PurePosixPath(path).parts if s != "/"]
-    # Never let a crafted URI escape the mirror (gs://b/../../etc).
+    # Decode first, then judge: ``..%2f`` is ``../`` to the file system. Then resolve (symlinks
+    # too) and require the result to stay inside the mirror, whatever the URI spells; the refusal
+    # names no path outside it, so it tells nothing about what exists there.
+    segments = [s for s in unquote(path).split("/") if s]
     if any(s in ("..", ".") for s in segments) or netloc in ("..", "."):
-        raise StorageError(f"storageUri '{uri}' may not contain '.' or '..' path segments")
-    return mirror_root(state_dir).joinpath(scheme, netloc, *segments)
+        raise StorageError(f"storageUri '{uri}' may not contain '.' or '..' path segments (encoded or not)")
+    root = mirror_root(state_dir).resolve()
+    try:
+        resolved = root.joinpath(scheme, netloc, *segments).resolve()
+    except ValueError:  # an embedded NUL byte
+        raise StorageError(f"storageUri '{uri}' holds a NUL character: no model can live there") from None
+    if not resolved.is_relative_to(root):
+        raise StorageError(
+            f"storageUri '{uri}' leads outside the local storage mirror at {root}: copy the model into "
+            f"the mirror, or use a file:///absolute/path URI"
+        )
+    return resolved
 
 
 def _looks_like_windows_drive(scheme: str, uri: str) -> bool:
