@@ -19,7 +19,6 @@ Three measurements, each side by side in one run, loopback only:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -254,7 +253,6 @@ def main() -> int:
     py = python_cost()
     print(f"Python gateway per counted request (2 perf_counter reads + RequestMetrics.observe): {py:.2f} us "
           f"(its whole CPU per proxied request: ~250 us, bench_gateway.py)")
-    print(json.dumps({"python_us": round(py, 3)}))
     return 0
 
 
