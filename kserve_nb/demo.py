@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "notebooks" / "03-release-runbook.ipynb"
+PROGRESSIVE = ROOT / "notebooks" / "03b-progressive-runbook.ipynb"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 MODELS = "gs://kfserving-examples/models/sklearn/1.0"
 
@@ -45,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=None, help="local cluster state dir (default: $KSERVE_NB_HOME)")
     p.add_argument("--output-dir", default=None, help="where the executed runbook, its HTML report and record go (default: <state dir>/demo)")
     p.add_argument("--strict", action="store_true", help="exit 3 unless the candidate was promoted (for CI)")
+    p.add_argument(
+        "--progressive", action="store_true",
+        help="run the progressive variant (notebooks/03b-progressive-runbook.ipynb): traffic steps, gates "
+        "judged on live metrics, automatic rollback; try --candidate gs://kserve-nb-faults/sklearn/iris-errors",
+    )
+    p.add_argument("--steps", default="10,50,100", help="with --progressive: candidate share per step (default: %(default)s)")
+    p.add_argument("--interval", default="5s", help="with --progressive: bake time of each step (default: %(default)s)")
+    p.add_argument(
+        "--gate", action="append", dest="gates", metavar="EXPR",
+        help="with --progressive: a gate, repeatable (default: the runbook's: error rate, p95, accuracy)",
+    )
     return p
 
 
@@ -83,7 +95,7 @@ def stderr_to(path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def run_runbook(parameters: dict[str, Any], executed: Path) -> float:
+def run_runbook(parameters: dict[str, Any], executed: Path, runbook: Path = RUNBOOK) -> float:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -91,7 +103,7 @@ def run_runbook(parameters: dict[str, Any], executed: Path) -> float:
     try:
         with stderr_to(executed.with_suffix(".kernel.log")):
             papermill.execute_notebook(
-                str(RUNBOOK), str(executed), parameters=parameters, cwd=str(RUNBOOK.parent),
+                str(runbook), str(executed), parameters=parameters, cwd=str(runbook.parent),
                 kernel_name="python3", progress_bar=False, log_output=False, execution_timeout=600,
             )
     except PapermillExecutionError as err:
@@ -148,6 +160,15 @@ def show_record(record: dict[str, Any]) -> None:
     say("Steps:")
     for step in record.get("steps", []):
         say(f"  {step['time']}  {step['step']}: {step['detail']}")
+    rollout = record.get("rollout") or {}
+    if rollout:
+        say("Rollout timeline:")
+        for event in rollout.get("timeline", []):
+            at = time.strftime("%H:%M:%S", time.gmtime(float(event["time"])))
+            say(f"  {at}  step {int(event['step']) + 1} ({event['percent']}%)  {event['event']}: {event['message']}")
+        say("Gates at the last check:")
+        for gate in rollout.get("gates", []):
+            say(f"  [{gate.get('decision')}] {gate.get('statement')}")
     checks = (record.get("verdict") or {}).get("checks") or []
     if checks:
         say("Checks:")
@@ -195,25 +216,32 @@ def demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     executed, html_path, record_path = out / "release-runbook.ipynb", out / "release-runbook.html", out / "release-record.json"
     record_path.unlink(missing_ok=True)
-    parameters = {
+    parameters: dict[str, Any] = {
         "service": args.service,
         "namespace": args.namespace,
         "baseline_uri": args.baseline,
         "candidate_uri": args.candidate,
-        "canary_percent": args.percent,
-        "n_predictions": args.predictions,
-        "max_error_rate": args.max_error_rate,
-        "max_p95_latency_ms": args.max_p95_ms,
-        "min_agreement": args.min_agreement,
         "state_dir": str(cluster.state_dir),
         "record_path": str(record_path),
         "reset": not args.keep,
     }
-    say(f"▶ running {RUNBOOK.relative_to(ROOT)} with papermill: release {args.candidate}")
-    say(f"  over {args.baseline} as a {args.percent}% canary of {args.namespace}/{args.service}")
+    runbook = PROGRESSIVE if args.progressive else RUNBOOK
+    if args.progressive:
+        parameters.update(steps=args.steps, interval=args.interval)
+        if args.gates:
+            parameters["gates"] = args.gates
+        how = f"step by step ({args.steps}, {args.interval} each), gates judged on live metrics"
+    else:
+        parameters.update(
+            canary_percent=args.percent, n_predictions=args.predictions, max_error_rate=args.max_error_rate,
+            max_p95_latency_ms=args.max_p95_ms, min_agreement=args.min_agreement,
+        )
+        how = f"as a {args.percent}% canary"
+    say(f"▶ running {runbook.relative_to(ROOT)} with papermill: release {args.candidate}")
+    say(f"  over {args.baseline} {how} of {args.namespace}/{args.service}")
     failure: DemoError | None = None
     try:
-        took = run_runbook(parameters, executed)
+        took = run_runbook(parameters, executed, runbook)
         say(f"✔ runbook executed in {took:.1f}s")
     except DemoError as err:
         failure = err

@@ -315,10 +315,11 @@ def decide_rollout(
         return Decision(NONE, tuple(blockers), "preflight")
     if failure or result is None:
         return Decision(ROLLBACK, (failure or "the rollout did not run",), "failure")
-    gates = tuple(str(e) for e in result.evidence)
+    reason = result.reason or f"the rollout ended {result.phase}"
+    gates = tuple(str(e) for e in result.evidence if str(e) not in reason)  # each statement once
     if result.ok:
-        return Decision(PROMOTE, (f"every step passed: {result.reason}", *gates), "rollout")
-    return Decision(ROLLBACK, (result.reason or f"the rollout ended {result.phase}", *gates), "rollout")
+        return Decision(PROMOTE, (f"every step passed: {reason}", *gates), "rollout")
+    return Decision(ROLLBACK, (reason, *gates), "rollout")
 
 
 def finish_rollout(svc: Service, result: "RolloutResult | None", *, baseline_uri: str) -> str:

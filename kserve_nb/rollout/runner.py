@@ -53,6 +53,10 @@ MIN_CHECK_SECONDS = 0.5
 MAX_CHECK_SECONDS = 5.0
 
 
+#: Timeline event of each final phase.
+_FINAL_EVENTS = {"Succeeded": "succeeded", "RolledBack": "rolled back", "Aborted": "aborted", "Failed": "failed"}
+
+
 def check_period(plan: RolloutPlan) -> float:
     """How often the supervisor checks (a fifth of the bake interval, 0.5–5 s)."""
     return min(max(plan.interval / 5.0, MIN_CHECK_SECONDS), MAX_CHECK_SECONDS)
@@ -435,9 +439,10 @@ class Supervisor:
     # ------------------------------------------------------------------ endings
 
     def _roll_back(self, state: RolloutState, phase: str, reason: str) -> RolloutState:
+        # The intent first (a supervisor dying mid-rollback leaves it visible), then the outcome.
         state = self._save(state.event("rollback", reason))
         self._rollback_quietly()
-        return self._finish(state, phase, reason)
+        return self._finish(state, phase, reason, f"all traffic back on {state.baseline}")
 
     def _rollback_quietly(self) -> None:
         try:
@@ -445,8 +450,9 @@ class Supervisor:
         except errors.ValidationError:
             pass  # nothing to roll back to (the candidate never got traffic)
 
-    def _finish(self, state: RolloutState, phase: str, reason: str) -> RolloutState:
-        state = replace(state, phase=phase, reason=reason, heartbeat=time.time()).event(phase.lower(), reason)
+    def _finish(self, state: RolloutState, phase: str, reason: str, message: str | None = None) -> RolloutState:
+        event = _FINAL_EVENTS.get(phase, phase.lower())
+        state = replace(state, phase=phase, reason=reason, heartbeat=time.time()).event(event, message or reason)
         if phase == "Succeeded":
             self._record("rollout", f"{phase}: {reason}")
         else:  # the release did not happen: the history says failed, and why
