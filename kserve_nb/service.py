@@ -19,7 +19,7 @@ import pandas as pd
 
 from kserve_nb import errors
 from kserve_nb import resources as r
-from kserve_nb.history import APPLIED, DONE, FAILED, History, new_entry
+from kserve_nb.history import APPLIED, DONE, FAILED, PENDING, History, HistoryWarning, new_entry
 from kserve_nb.plan import Plan, plan
 from kserve_nb.progress import Progress
 from kserve_nb.status import ServiceStatus
@@ -587,15 +587,16 @@ class Service:
             return plan("create", empty, manifest)
         self.session.require_namespace(self.namespace)
         started = time.monotonic()
-        self.session.cluster.create_isvc(manifest, self.namespace)
+        intent = self._record(new_entry("create", self.session.context, storageUri=uri, outcome=PENDING))
         try:
+            self.session.cluster.create_isvc(manifest, self.namespace)
             final = self._wait(
                 "create", lambda st, new: self._latest_is(st, None) and st.latest_percent == 100, None, timeout, cancel
             ) if wait else self.status()
         except errors.KServeNbError as err:
-            self._record(new_entry("create", self.session.context, storageUri=uri, outcome=FAILED, error=str(err)))
+            self._settle(intent, new_entry("create", self.session.context, storageUri=uri, outcome=FAILED, error=str(err)))
             raise
-        self._record(new_entry(
+        self._settle(intent, new_entry(
             "create", self.session.context, storageUri=uri, outcome=DONE if wait else APPLIED, split=_split_text(final)
         ))
         return Release("create", self.name, self.namespace, manifest, final,
@@ -607,25 +608,40 @@ class Service:
         started = time.monotonic()
         isvc = self.get()
         self._check_mode(ServiceStatus.from_isvc(isvc))
-        for attempt in range(CONFLICT_RETRIES):
-            body = step.patch(isvc)
-            preview = plan(step.action, isvc, body)
-            if dry_run:
-                return preview
-            guarded = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": isvc["metadata"]["resourceVersion"]}}
-            try:
-                self.session.cluster.patch_isvc(self.name, self.namespace, guarded)
-                break
-            except errors.Conflict as err:
-                fresh = self.get()
-                if not self._safe_to_retry(isvc, fresh, step) or attempt == CONFLICT_RETRIES - 1:
-                    raise errors.Conflict(
-                        f"{self.name} was changed by someone else while you were releasing "
-                        f"(now: {ServiceStatus.from_isvc(fresh).summary()}); nothing was applied — "
-                        "look at the new status and run the step again",
-                        status=409,
-                    ) from err
-                isvc = fresh
+        # The intent is recorded before the patch and settled after it: a step cut short (kernel or
+        # control plane gone) still shows in the history as sent, with its outcome ``pending``.
+        intent: str | None = None
+        recorded = False
+        try:
+            for attempt in range(CONFLICT_RETRIES):
+                body = step.patch(isvc)
+                preview = plan(step.action, isvc, body)
+                if dry_run:
+                    return preview
+                if not recorded:
+                    before_text = ServiceStatus.from_isvc(isvc).summary()
+                    intent = self._record(new_entry(step.action, self.session.context, outcome=PENDING,
+                                                    **step.fields, before=before_text))
+                    recorded = True
+                guarded = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": isvc["metadata"]["resourceVersion"]}}
+                try:
+                    self.session.cluster.patch_isvc(self.name, self.namespace, guarded)
+                    break
+                except errors.Conflict as err:
+                    fresh = self.get()
+                    if not self._safe_to_retry(isvc, fresh, step) or attempt == CONFLICT_RETRIES - 1:
+                        raise errors.Conflict(
+                            f"{self.name} was changed by someone else while you were releasing "
+                            f"(now: {ServiceStatus.from_isvc(fresh).summary()}); nothing was applied — "
+                            "look at the new status and run the step again",
+                            status=409,
+                        ) from err
+                    isvc = fresh
+        except errors.KServeNbError as err:
+            if recorded:
+                self._settle(intent, new_entry(step.action, self.session.context, outcome=FAILED, error=str(err),
+                                               **step.fields))
+            raise
         before = ServiceStatus.from_isvc(isvc)
         entry_fields = {**step.fields, "before": before.summary()}
         try:
@@ -635,15 +651,16 @@ class Service:
                 else self.status()
             )
         except errors.KServeNbError as err:
-            self._record(new_entry(step.action, self.session.context, outcome=FAILED, error=str(err), **entry_fields))
+            self._settle(intent, new_entry(step.action, self.session.context, outcome=FAILED, error=str(err), **entry_fields))
             raise
-        self._record(
+        self._settle(
+            intent,
             new_entry(
                 step.action, self.session.context,
                 outcome=DONE if wait else APPLIED,
                 split=_split_text(final),
                 **entry_fields,
-            )
+            ),
         )
         return Release(step.action, self.name, self.namespace, body, final, preview.new_revision,
                        time.monotonic() - started, wait, self.session.where)
@@ -723,14 +740,34 @@ class Service:
             )
         return None
 
-    def _record(self, entry: Mapping[str, Any]) -> None:
+    def _record(self, entry: Mapping[str, Any]) -> str | None:
+        """Append ``entry`` to the history; its key, or None (with a warning) if it could not be."""
         try:
-            History(self.session.cluster, self.name, self.namespace).append(entry)
+            return History(self.session.cluster, self.name, self.namespace).append(entry)
         except errors.KServeNbError as err:
-            # History is evidence, not the release itself: never fail a release because of it.
-            import logging
+            self._history_failed(entry, err)
+            return None
 
-            logging.getLogger(__name__).warning("could not record history: %s", err)
+    def _settle(self, intent: str | None, outcome: Mapping[str, Any]) -> None:
+        """Complete the intent entry ``intent`` with how the step ended (it keeps its start time)."""
+        if intent is None:  # the intent could not be written (and said so): record the outcome alone
+            self._record(outcome)
+            return
+        try:
+            History(self.session.cluster, self.name, self.namespace).update(
+                intent, {k: v for k, v in outcome.items() if k != "time"})
+        except errors.KServeNbError as err:
+            self._history_failed(outcome, err)
+
+    def _history_failed(self, entry: Mapping[str, Any], err: errors.KServeNbError) -> None:
+        # History is evidence, not the release itself: the release goes on, but the user is told
+        # (a warning shows in the notebook; the log keeps it too).
+        import logging
+        import warnings
+
+        message = f"{entry.get('action', 'the step')} of {self.name} is missing from its release history: {err}"
+        logging.getLogger(__name__).warning("%s", message)
+        warnings.warn(message, HistoryWarning, stacklevel=4)
 
 
 def _split_text(st: ServiceStatus) -> str:
