@@ -6,6 +6,11 @@ Each script measures its comparisons side by side within its own run, on loopbac
 - bench_send.py      Service.send/PredictionClient.send vs curl loop, httpx, wrk (req/s ratios)
 - bench_cluster.py   cold start, API GET/PATCH latency, apply → canary serving, kubectl
 - bench_load_ext.py  %load_ext kserve_nb vs importing pandas + plotly
+- bench_canary_judge.py  anytime-valid gates vs Flagger-style and fixed-horizon tests on simulated rollouts
+- bench_load.py      the traffic generator: achieved vs asked rate, client CPU vs the bulk sender
+- bench_metrics.py   what counting Knative's per-revision metrics adds to a proxied request
+- bench_live.py      the live chart's refresh cost
+- bench_rollout.py   the autopilot on the local cluster: time and requests to roll back a bad candidate
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_gateway.py", "bench_send.py", "bench_cluster.py", "bench_load_ext.py", "bench_canary_judge.py"]
+SCRIPTS = [
+    "bench_gateway.py", "bench_send.py", "bench_cluster.py", "bench_load_ext.py", "bench_canary_judge.py",
+    "bench_load.py", "bench_metrics.py", "bench_live.py", "bench_rollout.py",
+]
 
 
 def main() -> int:
