@@ -421,7 +421,9 @@ class LiveMetrics(w.VBox):
         if frame is not None and not frame.empty and "revision" in frame:
             for rev, g in frame.sort_values("time").groupby("revision", sort=False):
                 groups[str(rev)] = g
-        weight_times = _local_times([s.time for s in self.weights] + ([now] if self.weights else []))
+        # One point per status read: when a read fails the line stops at the last split known,
+        # rather than claiming the split held until now.
+        weight_times = _local_times([s.time for s in self.weights])
         with self.figure.batch_update():
             for rev in revisions:
                 traces = self._traces[rev]
@@ -434,11 +436,8 @@ class LiveMetrics(w.VBox):
                     trace.y = _floats(g[key]) if g is not None and key in g else []
                     if trace.name != label:
                         trace.name = label
-                # The split holds until it changes: repeat the last sample at "now" so the step line
-                # runs to the right edge.
-                percents = [s.percent.get(rev, 0) for s in self.weights]
                 traces["weight"].x = weight_times
-                traces["weight"].y = percents + percents[-1:]
+                traces["weight"].y = [s.percent.get(rev, 0) for s in self.weights]
                 traces["weight"].name = label
             # 0–5% unless errors go higher: an all-zero series would otherwise autoscale to 0–100%.
             top = max([y for rev in revisions for y in self._traces[rev]["error_rate"].y if y is not None], default=0.0)
