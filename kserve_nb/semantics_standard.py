@@ -235,7 +235,8 @@ def validate(isvc: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> s
         own_min = predictor.get("minReplicas")
         if isinstance(own_min, int) and own_min > stable_min:
             return (
-                f'canary "{name}" minReplicas ({own_min}) must not exceed stable predictor minReplicas ({stable_min})'
+                f'canary "{name}" minReplicas ({own_min}) must not exceed '
+                f"stable predictor minReplicas ({stable_min})"
             )
     if total > 100:
         return f"sum of canary trafficPercent values ({total}) must be <= 100"
@@ -438,7 +439,7 @@ def route_backends(isvc: Mapping[str, Any], canary_ready: Mapping[str, bool]) ->
 def split(backends: Sequence[Backend]) -> dict[str, float]:
     """The share of requests each Service receives (Gateway API: weight / Σ weights; one = all)."""
     if len(backends) == 1:
-        return {backends[0].service: 1.0}
+        return {backends[0].service: 0.0 if backends[0].weight == 0 else 1.0}
     total = sum(b.weight or 0 for b in backends)
     if total <= 0:
         return {b.service: 0.0 for b in backends}
@@ -454,7 +455,8 @@ def httproute_objects(
 
     ``{isvc}-predictor`` (host ``{isvc}-predictor-{ns}.{domain}``) and the top-level ``{isvc}``
     (host ``{isvc}-{ns}.{domain}``), one rule each (path ``^/.*$``, the isvc name/namespace
-    headers, a 60 s timeout), both with the same backends. Status is not included.
+    headers, a 60 s timeout), both with the same backends, with the CRD's defaults filled in as the
+    API server serves them. Status is not included.
     """
     settings = settings or StandardSettings()
     meta = _meta(isvc)
@@ -465,10 +467,19 @@ def httproute_objects(
     }
     refs = []
     for b in backends:
-        ref: dict[str, Any] = {"group": "", "kind": "Service", "name": b.service, "namespace": ns, "port": SERVICE_PORT}
-        if b.weight is not None:
-            ref["weight"] = b.weight
-        refs.append(ref)
+        # KServe leaves a lone backend unweighted; the Gateway API CRD defaults weight to 1, which is
+        # what the API serves back (as it does group "" and kind Service)
+        weight = 1 if b.weight is None else b.weight
+        refs.append(
+            {
+                "group": "",
+                "kind": "Service",
+                "name": b.service,
+                "namespace": ns,
+                "port": SERVICE_PORT,
+                "weight": weight,
+            }
+        )
     rule = {
         "backendRefs": refs,
         "filters": [
@@ -583,8 +594,8 @@ class StandardState:
         when anything changed.
         """
         rec = self.deployments.get(name)
-        if rec is None or (template is not None and template != rec.template_hash):
-            return False
+        if rec is None or rec.replicas <= 0 or (template is not None and template != rec.template_hash):
+            return False  # unknown, scaled to zero (no pod to be ready), or a stale template
         if rec.serving_hash == rec.template_hash and rec.failed is None:
             return False
         rec.serving_hash, rec.serving_uri, rec.failed = rec.template_hash, rec.storage_uri, None
@@ -643,7 +654,9 @@ def _combine(*conds: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
     return "True", None, None
 
 
-def _merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], now: str) -> list[dict[str, Any]]:
+def _merge_conditions(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], now: str
+) -> list[dict[str, Any]]:
     # lastTransitionTime moves only when a condition's status changes; knative keeps them sorted.
     previous = {c.get("type"): c for c in old}
     merged = []
@@ -683,7 +696,9 @@ def predictor_ready_condition(rec: DeploymentRecord | None) -> dict[str, Any]:
             f'ReplicaSet "{rec.replica_set}" has successfully progressed.',
         )
     if rec.available:
-        return _condition("PredictorReady", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+        return _condition(
+            "PredictorReady", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."
+        )
     return _condition(
         "PredictorReady", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."
     )
@@ -725,10 +740,11 @@ def model_status(rec: DeploymentRecord | None) -> dict[str, Any]:
             "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
             "copies": {"failedCopies": 0, "totalCopies": rec.replicas},
         }
+    serving = rec is not None and rec.available
     return {
         "transitionStatus": "InProgress",
-        "states": {"activeModelState": "Loaded" if rec is not None and rec.available else "", "targetModelState": "Pending"},
-        "copies": {"failedCopies": 0, "totalCopies": rec.replicas if rec is not None and rec.available else 0},
+        "states": {"activeModelState": "Loaded" if serving else "", "targetModelState": "Pending"},
+        "copies": {"failedCopies": 0, "totalCopies": rec.replicas if rec is not None and serving else 0},
     }
 
 
@@ -771,7 +787,13 @@ def _sync(state: StandardState, want: Workload, now: str) -> bool:
     rec = state.deployments.get(want.name)
     if rec is None:
         state.deployments[want.name] = DeploymentRecord(
-            want.name, want.variant, want.role, copy.deepcopy(want.predictor), want.replicas, want.template_hash, now
+            name=want.name,
+            variant=want.variant,
+            role=want.role,
+            predictor=copy.deepcopy(want.predictor),
+            replicas=want.replicas,
+            template_hash=want.template_hash,
+            created_at=now,
         )
         return True
     spec_changed = rec.template_hash != want.template_hash or rec.replicas != want.replicas
@@ -780,6 +802,8 @@ def _sync(state: StandardState, want: Workload, now: str) -> bool:
     meta_changed = (rec.variant, rec.role, rec.predictor) != (want.variant, want.role, want.predictor)
     rec.variant, rec.role, rec.predictor = want.variant, want.role, copy.deepcopy(want.predictor)
     rec.replicas, rec.template_hash = want.replicas, want.template_hash
+    if rec.replicas == 0 and rec.serving_hash is not None:
+        rec.serving_hash = rec.serving_uri = None  # scaled to zero: no pod left
     if spec_changed:
         rec.generation += 1
     return spec_changed or meta_changed
@@ -800,14 +824,14 @@ def _pass(
 
     # 1. canaries first (reconcileCanaryDeployments), so the stable sizing and the route weights
     #    below see this pass's readiness
-    workloads = desired_workloads(isvc, {})
+    desired = desired_workloads(isvc, {})
     if stopped:
         # Deployments and Services are deleted (each carries the stop annotation)
         if state.deployments:
             state.deployments.clear()
             changed = True
     else:
-        for want in workloads[1:]:
+        for want in desired[1:]:
             changed |= _sync(state, want, now)
     statuses = canary_statuses(isvc, state)
     if statuses:
@@ -825,7 +849,7 @@ def _pass(
     ready_map = {s["name"]: s["ready"] for s in statuses}
 
     # orphan cleanup: every predictor Deployment/Service not named by the spec goes
-    expected = {w.name for w in workloads}
+    expected = {w.name for w in desired}
     for orphan in [n for n in state.deployments if n not in expected]:
         del state.deployments[orphan]
         changed = True
@@ -984,7 +1008,9 @@ def _check_name(isvc: Mapping[str, Any], cname: str) -> str:
             f"Kubernetes allows {r.DNS_LABEL_MAX} — use a shorter canary name"
         )
     if cname == (stable_predictor(isvc).get("name") or ""):
-        raise errors.ValidationError(f"canary name {cname!r} is the stable predictor's name; choose another (e.g. v2)")
+        raise errors.ValidationError(
+            f"canary name {cname!r} is the stable predictor's name; choose another (e.g. v2)"
+        )
     return cname
 
 
@@ -1005,7 +1031,9 @@ def _find(isvc: Mapping[str, Any], cname: str | None) -> Mapping[str, Any]:
     if cname is None:
         if len(entries) > 1:
             names = ", ".join(canary_name(e) for e in entries)
-            raise errors.ValidationError(f"{isvc_name} has {len(entries)} canaries ({names}); name the one you mean")
+            raise errors.ValidationError(
+                f"{isvc_name} has {len(entries)} canaries ({names}); name the one you mean"
+            )
         return entries[0]
     for entry in entries:
         if canary_name(entry) == cname:
@@ -1119,6 +1147,11 @@ def promote_patch(isvc: Mapping[str, Any], name: str | None = None) -> dict[str,
         )
     spec_predictor: dict[str, Any] = {}
     _merge_into_patch(spec_predictor, stable, canary_predictor)
+    if isinstance(canary_predictor.get("model"), Mapping):
+        # a legacy framework block beside the new ``model`` would make two implementations
+        for key in _implementations(stable):
+            if key not in ("model", "containers"):
+                spec_predictor[key] = None
     spec_predictor["name"] = target
     rest = [copy.deepcopy(dict(e)) for e in canaries(isvc) if canary_name(e) != target]
     return _patch(_mode_annotation_patch(isvc), {"predictor": spec_predictor, "canary": rest or None})

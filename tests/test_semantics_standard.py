@@ -21,6 +21,7 @@ from kserve_nb.patches import merge_patch
 
 V1, V2, V3 = "gs://m/v1", "gs://m/v2", "gs://m/v3"
 BAD = "gs://m/missing"
+SKLEARN = {"modelFormat": {"name": "sklearn"}}
 MODE = {r.DEPLOYMENT_MODE_ANNOTATION: "Standard", ss.AUTOSCALER_CLASS_ANNOTATION: "none"}
 
 
@@ -121,7 +122,8 @@ class Sim:
         return None if c is None else (c["status"], c.get("reason"))
 
     def canary_statuses(self) -> list[tuple[Any, ...]]:
-        return [(c["name"], c["ready"], c["trafficPercent"]) for c in self.isvc["status"].get("canaryStatuses", [])]
+        entries = self.isvc["status"].get("canaryStatuses", [])
+        return [(c["name"], c["ready"], c["trafficPercent"]) for c in entries]
 
     @property
     def status(self) -> dict[str, Any]:
@@ -219,10 +221,13 @@ def test_row_4_promote_retargets_the_canary_deployment_without_restart() -> None
     assert s.status["components"]["predictor"]["url"] == "http://my-model-v2-predictor-default.example.com"
     assert s.status["address"] == {"url": "http://my-model-v2-predictor.default.svc.cluster.local"}
     assert s.status["url"] == "http://my-model-default.example.com"  # route names and hosts stay
-    assert [o["metadata"]["name"] for o in ss.httproute_objects(s.isvc, s.state.backends())] == [
-        "my-model-predictor",
-        "my-model",
+    routes = ss.httproute_objects(s.isvc, s.state.backends())
+    assert [(o["metadata"]["name"], o["spec"]["hostnames"]) for o in routes] == [
+        ("my-model-predictor", ["my-model-predictor-default.example.com"]),
+        ("my-model", ["my-model-default.example.com"]),
     ]
+    ref = routes[0]["spec"]["rules"][0]["backendRefs"]
+    assert ref == [{"group": "", "kind": "Service", "name": C2, "namespace": "default", "port": 80, "weight": 1}]
     assert s.cond("Ready") == ("True", None)
 
 
@@ -278,13 +283,14 @@ def test_row_8_dark_launch_needs_a_replica() -> None:
     # KServe's own sizing: ceil(2 × 0 / 100) = 0 replicas, so the canary can never become ready
     s.apply_patch({"spec": {"canary": [canary("v2", 0, V2)]}})
     assert s.deployments()[C2] == (V2, 0, None)
-    assert s.state.mark_ready(C2) and not s.state.deployments[C2].available
-    s.reconcile()
+    assert not s.state.mark_ready(C2)  # no pod to become ready
+    assert ss.serving_processes(s.state) == [(S, s.state.deployments[S].template_hash, V1)]
     assert s.canary_statuses() == [("v2", False, 0)] and s.backends() == [(S, 100)]
     # the client's patch gives a 0 % canary minReplicas 1: ready, listed with weight 0
     s.apply_patch(ss.add_canary_patch(s.isvc, "v2", V2, 0))
     assert s.isvc["spec"]["canary"][0]["predictor"]["minReplicas"] == 1
-    s.reconcile()
+    assert s.canary_statuses() == [("v2", False, 0)]
+    s.ready("v2")
     assert s.canary_statuses() == [("v2", True, 0)]
     assert s.backends() == [(S, 100), (C2, 0)]
     assert ss.split(s.state.backends()) == {S: 1.0, C2: 0.0}
@@ -357,21 +363,21 @@ def test_row_12_force_stop_deletes_everything_and_reports_stopped() -> None:
     assert s.cond("Ready") == ("True", None)
 
 
+def with_canaries(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"spec": {"canary": list(entries)}}
+
+
+NO_MAX = {"predictor": {**predictor(V2, "v2", None), "maxReplicas": 3}, "trafficPercent": 10}
+LEGACY = {"metadata": {"annotations": {r.DEPLOYMENT_MODE_ANNOTATION: "RawDeployment"}}}
 INVALID = [
-    ({"spec": {"canary": [canary("v2", 60, V2), canary("v3", 50, V3)]}}, "sum of canary trafficPercent values (110) must be <= 100"),
-    ({"spec": {"canary": [canary("v2", 10, V2), canary("v2", 10, V3)]}}, 'canary predictor.name "v2" is duplicated'),
-    ({"spec": {"canary": [{"predictor": predictor(V2), "trafficPercent": 10}]}}, "canary[0] predictor.name is required"),
-    ({"spec": {"canary": [canary("v2", 101, V2)]}}, 'canary "v2" trafficPercent must be between 0 and 100, got 101'),
-    ({"spec": {"canary": [canary("v2", 10, V2, min_replicas=3)]}}, 'canary "v2" minReplicas (3) must not exceed stable predictor minReplicas (2)'),
-    (
-        {"spec": {"canary": [{"predictor": {**predictor(V2, "v2", None), "maxReplicas": 3}, "trafficPercent": 10}]}},
-        'canary "v2" must not set maxReplicas (canary uses fixed replicas)',
-    ),
-    ({"spec": {"canary": [{"predictor": {"name": "v2"}, "trafficPercent": 10}]}}, 'canary "v2" predictor: exactly one of'),
-    (
-        {"metadata": {"annotations": {r.DEPLOYMENT_MODE_ANNOTATION: "RawDeployment"}}, "spec": {"canary": [canary("v2", 10, V2)]}},
-        "canary is only supported in Standard deployment mode",
-    ),
+    (with_canaries(canary("v2", 60, V2), canary("v3", 50, V3)), "sum of canary trafficPercent values (110) must be"),
+    (with_canaries(canary("v2", 10, V2), canary("v2", 10, V3)), 'canary predictor.name "v2" is duplicated'),
+    (with_canaries({"predictor": predictor(V2), "trafficPercent": 10}), "canary[0] predictor.name is required"),
+    (with_canaries(canary("v2", 101, V2)), 'canary "v2" trafficPercent must be between 0 and 100, got 101'),
+    (with_canaries(canary("v2", 10, V2, min_replicas=3)), 'canary "v2" minReplicas (3) must not exceed stable'),
+    (with_canaries(NO_MAX), 'canary "v2" must not set maxReplicas (canary uses fixed replicas)'),
+    (with_canaries({"predictor": {"name": "v2"}, "trafficPercent": 10}), 'canary "v2" predictor: exactly one of'),
+    ({**LEGACY, **with_canaries(canary("v2", 10, V2))}, "canary is only supported in Standard deployment mode"),
     ({"spec": {"predictor": {"name": "v2"}}}, "predictor.name change requires a model change (e.g. storageUri)"),
 ]
 
@@ -481,8 +487,8 @@ def test_add_canary_patch_carries_every_entry_and_the_stable_model_format() -> N
     assert patch == {
         "spec": {
             "canary": [
-                {"predictor": {"name": "v2", "model": {"storageUri": V2, "modelFormat": {"name": "sklearn"}}}, "trafficPercent": 20},
-                {"predictor": {"name": "v3", "model": {"storageUri": V3, "modelFormat": {"name": "sklearn"}}}, "trafficPercent": 30},
+                {"predictor": {"name": "v2", "model": {"storageUri": V2, **SKLEARN}}, "trafficPercent": 20},
+                {"predictor": {"name": "v3", "model": {"storageUri": V3, **SKLEARN}}, "trafficPercent": 30},
             ]
         }
     }
@@ -563,10 +569,25 @@ def test_promote_patch_carries_the_canary_overrides_so_the_pod_template_is_uncha
     assert s.state.deployments[C2].template_hash == before and s.restarts == []
 
 
+def test_promote_patch_drops_a_legacy_framework_block() -> None:
+    isvc = {
+        "metadata": {"name": "m", "annotations": dict(MODE)},
+        "spec": {
+            "predictor": {"sklearn": {"storageUri": V1}},
+            "canary": [canary("v2", 10, V2, min_replicas=1)],
+        },
+    }
+    patch = ss.promote_patch(isvc)
+    assert patch["spec"]["predictor"]["sklearn"] is None
+    promoted = merge_patch(isvc, patch)
+    assert promoted["spec"]["predictor"] == {"name": "v2", "model": {**SKLEARN, "storageUri": V2}}
+    assert ss.validate(promoted, isvc) is None
+
+
 def test_canary_inherits_what_it_does_not_override() -> None:
     stable = {"minReplicas": 2, "model": {"modelFormat": {"name": "sklearn"}, "storageUri": V1, "runtime": "rt"}}
     merged = ss.overlay(stable, {"name": "v2", "model": {"storageUri": V2, "runtime": ""}})
-    assert merged == {"minReplicas": 2, "name": "v2", "model": {"modelFormat": {"name": "sklearn"}, "storageUri": V2, "runtime": "rt"}}
+    assert merged == {"minReplicas": 2, "name": "v2", "model": {**SKLEARN, "storageUri": V2, "runtime": "rt"}}
 
 
 def test_ingress_routes_split_both_hosts_and_expose_each_side() -> None:
