@@ -282,3 +282,31 @@ def test_live_tab_refreshes_only_while_shown_and_closes_with_the_panel(canary: S
     finally:
         panel.close()
     assert chart.closed and not chart.running
+
+
+def test_a_stuck_prometheus_never_holds_stop_or_close(canary: Service) -> None:
+    """A Prometheus that accepts the connection and never answers: stop() and close() return
+    anyway, and the refresh that was stuck changes nothing once the chart is closed."""
+    import socket
+
+    from kserve_nb.metrics.prometheus import PrometheusSource
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # never accept(): the request sits in the backlog, unanswered
+    port = listener.getsockname()[1]
+    chart = LiveMetrics(canary, source=PrometheusSource(f"http://127.0.0.1:{port}", timeout=60), interval=0.25)
+    try:
+        thread = chart._thread
+        assert thread is not None
+        wait_for("the first refresh to be stuck reading", lambda: chart._refresh_lock.locked(), timeout=30)
+        assert chart.stop(timeout=0.5) is False  # still reading: reported, not waited for
+        assert not chart.running
+        chart.close()
+        assert chart.closed
+        refreshes = chart.refreshes
+    finally:
+        listener.close()  # the stuck read fails now
+    thread.join(30)
+    assert not thread.is_alive()
+    assert chart.refreshes == refreshes  # the late refresh found the chart closed

@@ -565,7 +565,9 @@ class LiveMetrics(w.VBox):
         """Stop refreshing and close the widgets (also what ``%unload_ext kserve_nb`` does)."""
         if self.closed:
             return
-        self.stop(reason="closed")
+        # A short wait: a refresh still reading after it finishes on its own and, seeing the chart
+        # closed, changes nothing; closing (or %unload_ext) must not hold the kernel for a slow read.
+        self.stop(timeout=2.0, reason="closed")
         with self._figure_lock:
             self.closed = True
             for child in (self.status_line, self.figure, self.probe):
