@@ -141,6 +141,7 @@ def rollout(
     cancel: threading.Event | None = None,
     display: bool | None = None,
     lease: Any = None,
+    on_update: Any = None,
 ) -> RolloutResult | RolloutPreview:
     """Run (or resume) a progressive rollout of ``storage_uri``; see :meth:`Service.rollout`."""
     from kserve_nb.service import check_storage_uri
@@ -162,7 +163,7 @@ def rollout(
     try:
         source = resolve_source(service, metrics, load_run, labelled=y is not None)
         return Supervisor(
-            service, plan, source, cancel=cancel, display=display,
+            service, plan, source, cancel=cancel, display=display, on_update=on_update,
             lease=None if lease is None else parse_duration(lease, "lease"),
         ).run()
     finally:
