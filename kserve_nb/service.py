@@ -277,7 +277,22 @@ class Service:
             )
 
         step = _Step("canary", patch, settled, ("spec",), {"storageUri": uri, "percent": pct})
+        self._first_revision_ready(timeout, cancel)
         return self._release(step, dry_run, wait, timeout, cancel)
+
+    def _first_revision_ready(self, timeout: float | None, cancel: threading.Event | None) -> None:
+        """A canary splits with the rolled-out revision: a service created a moment ago (``%%kserve
+        apply`` does not wait) has none yet, so wait for its first revision instead of planning or
+        applying a split with nothing (dry runs too: their traffic table would be fiction)."""
+        st = self.status()
+        if st.latest_rolledout_revision:
+            return
+        if st.failure:
+            raise errors.ValidationError(
+                f"{self.name} has no working revision to split traffic with ({st.failure}); "
+                "deploy a model that loads first (%kserve deploy)"
+            )
+        self._wait("first revision of", lambda s, _: bool(s.latest_rolledout_revision), None, timeout, cancel)
 
     def set_traffic(
         self,

@@ -263,3 +263,15 @@ def test_rollback_pins_traffic_away_from_a_failed_canary(session: Session) -> No
     st = svc.rollback().status
     assert (st.prev_percent, st.latest_percent) == (100, 0)
     assert st.split() == {"failed-then-back-predictor-00001": 100}
+
+
+def test_a_canary_right_after_an_apply_waits_for_the_first_revision(session: Session) -> None:
+    # %%kserve apply does not wait; a canary (even a dry run) must not plan a split with nothing.
+    svc = session.service("first-rev")
+    if svc.exists():
+        svc.delete()
+    session.apply(isvc_manifest("first-rev", NS, M1))
+    plan = svc.canary(M2, 10, dry_run=True)
+    assert plan.after.prev_revision == "first-rev-predictor-00001"
+    assert (plan.after.prev_percent, plan.after.latest_percent) == (90, 10)
+    assert svc.status().canary_traffic_percent is None  # still a dry run
