@@ -74,13 +74,37 @@ ALIAS_BOMB = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\n" + "".jo
 RECURSIVE_ALIAS = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loop}\ndata: &d {a: *d}\n"
 COPY_DOUBLING = json.dumps([{"op": "copy", "from": "/data", "path": f"/data/c{i}"} for i in range(30)])
 
+
+
+def _pb(number: int, value: bytes | int) -> bytes:
+    """One protobuf field: a varint (int) or length-delimited bytes."""
+    def varint(v: int) -> bytes:
+        out = b""
+        while True:
+            low, v = v & 0x7F, v >> 7
+            out += bytes([low | (0x80 if v else 0)])
+            if not v:
+                return out
+
+    if isinstance(value, int):
+        return varint(number << 3) + varint(value)
+    return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def _pb_configmap(metadata: bytes) -> bytes:
+    """A ConfigMap in kubectl's protobuf envelope, with raw ``metadata`` field bytes."""
+    return b"k8s\x00" + _pb(1, _pb(1, b"v1") + _pb(2, b"ConfigMap")) + _pb(2, metadata)
+
+
 MERGE = "application/merge-patch+json"
 JSONPATCH = "application/json-patch+json"
 APPLY = "application/apply-patch+yaml"
 YAML = "application/yaml"
 
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+
 # (name, method, path, params, content type, body, expected code, expected reason)
-API_ROWS: list[tuple[str, str, str, dict[str, str], str | None, str, int, str]] = [
+API_ROWS: list[tuple[str, str, str, dict[str, str], str | None, str | bytes, int, str]] = [
     ("merge patch nested 1,000 deep", "PATCH", f"{CM_PATH}/target", {}, MERGE,
      '{"data": ' + _deep_json(1000) + "}", 400, "BadRequest"),
     ("JSON patch adding a value nested 1,000 deep", "PATCH", f"{CM_PATH}/target", {}, JSONPATCH,
@@ -101,6 +125,12 @@ API_ROWS: list[tuple[str, str, str, dict[str, str], str | None, str, int, str]] 
     ("YAML alias bomb (server-side apply)", "PATCH", f"{CM_PATH}/target", {"fieldManager": "m"}, APPLY,
      ALIAS_BOMB.replace("name: bomb", "name: target"), 400, "BadRequest"),
     ("YAML alias that contains itself", "POST", CM_PATH, {}, YAML, RECURSIVE_ALIAS, 400, "BadRequest"),
+    ("YAML integer of 5,000 digits", "POST", CM_PATH, {}, YAML,
+     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\nx: " + "9" * 5000 + "\n", 400, "BadRequest"),
+    ("protobuf with a number where metadata belongs", "POST", CM_PATH, {}, PROTOBUF, _pb_configmap(_pb(1, 5)),
+     400, "BadRequest"),
+    ("protobuf creationTimestamp past year 9999", "POST", CM_PATH, {}, PROTOBUF,
+     _pb_configmap(_pb(1, _pb(1, b"deep") + _pb(8, _pb(1, 2**62)))), 400, "BadRequest"),
     ("watch from a resourceVersion past uint64", "GET", CM_PATH,
      {"watch": "true", "resourceVersion": str(2**64)}, None, "", 400, "BadRequest"),
     ("watch from a negative resourceVersion", "GET", CM_PATH,
@@ -154,12 +184,14 @@ def target(api: httpx.Client) -> dict[str, Any]:
 
 @pytest.mark.parametrize("row", API_ROWS, ids=[r[0] for r in API_ROWS])
 def test_hostile_api_requests_get_a_clean_status_and_the_daemon_stays_responsive(
-    api: httpx.Client, target: dict[str, Any], row: tuple[str, str, str, dict[str, str], str | None, str, int, str]
+    api: httpx.Client, target: dict[str, Any],
+    row: tuple[str, str, str, dict[str, str], str | None, str | bytes, int, str],
 ) -> None:
     _, method, path, params, content_type, body, code, reason = row
     headers = {"Content-Type": content_type} if content_type else {}
+    content = body.encode() if isinstance(body, str) else body
     # The client's timeout bounds a stall: a watch that started streaming would hang here.
-    response = api.request(method, path, params=params, headers=headers, content=body.encode())
+    response = api.request(method, path, params=params, headers=headers, content=content)
     assert response.status_code == code, response.text[:300]
     status = response.json()
     assert status["kind"] == "Status" and status["status"] == "Failure", status

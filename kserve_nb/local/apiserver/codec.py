@@ -229,7 +229,7 @@ def decode_body(raw: bytes, content_type: str) -> Any:
     if content_type in YAML_TYPES:
         try:
             value = yaml.load(raw, Loader=_JsonSafeLoader)  # noqa: S506 - a SafeLoader subclass
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer past Python's digit limit
             raise bad_request(f"error converting YAML to JSON: {exc}".replace("\n", " ")) from None
         return _jsonable(value)
     try:
@@ -325,6 +325,8 @@ def _pb_message(data: bytes, schema: Mapping[int, tuple[str, Any]]) -> dict[str,
         if number not in schema:
             continue  # fields we do not model are dropped, as an older server would
         name, kind = schema[number]
+        if isinstance(raw, int) != (kind in ("int", "bool")):
+            raise ValueError(f"field {number} ({name}) has the wrong wire type")
         # Go writes empty strings and zero integers of non-pointer fields; JSON omits them.
         if kind == "str":
             if raw:
@@ -363,6 +365,6 @@ def decode_protobuf(raw: bytes) -> dict[str, Any]:
         if kind not in _PB_KINDS:
             raise unsupported_media_type([JSON, "application/yaml"])
         obj = _pb_message(envelope.get(2, b""), _PB_KINDS[kind])
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError, OSError) as exc:  # malformed (wire types, times)
         raise bad_request(f"unable to decode protobuf body: {exc}") from None
     return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
