@@ -15,6 +15,12 @@ The rules, with their sources, are in ``shared/spec/kserve-canary-semantics.md``
 - §2b ``PropagateStatus``: the promotion rule and the rollback rule, run until stable, which gives
   the two-pass rollback after a promotion.
 - §3 URLs and tag URLs, §5 conditions, ``observedGeneration`` = the ksvc generation.
+- KServe's ServingRuntime lookup (:mod:`kserve_nb.servingruntimes`) before anything else: an
+  unknown or unsuitable runtime leaves the ksvc alone and fails ``modelStatus`` (InvalidSpec).
+- ``serving.kserve.io/stop: "true"``: KServe deletes the ksvc (its revisions and pods go with it)
+  and writes a cleared status with ``Stopped=True``; removing it creates the ksvc again.
+- The events KServe's controller records (:attr:`ReconcileResult.events`,
+  :func:`readiness_events`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 from kserve_nb import resources as r
+from kserve_nb.servingruntimes import RuntimeFailure, select_runtime
 
 # A rollback after a promotion needs two passes (rolled-out moves back, then the prev target
 # follows it); a third pass proves the state is stable. More than that would be a bug.
@@ -40,6 +47,17 @@ INFO_CONDITIONS = frozenset(
         "Stopped",
     }
 )
+
+
+STOP_ANNOTATION = "serving.kserve.io/stop"
+#: KServe's ``constants.DefaultMinReplicas``: the min-scale of a predictor without ``minReplicas``.
+DEFAULT_MIN_REPLICAS = 1
+KPA_CLASS = "kpa.autoscaling.knative.dev"
+CLASS_ANNOTATION = "autoscaling.knative.dev/class"
+MIN_SCALE_ANNOTATION = "autoscaling.knative.dev/min-scale"
+MAX_SCALE_ANNOTATION = "autoscaling.knative.dev/max-scale"
+METRIC_ANNOTATION = "autoscaling.knative.dev/metric"
+TARGET_ANNOTATION = "autoscaling.knative.dev/target"
 
 
 @dataclass
@@ -84,6 +102,13 @@ class KsvcState:
         data = dict(data)
         revisions = [Revision(**rev) for rev in data.pop("revisions", [])]
         return cls(revisions=revisions, **data)
+
+    def delete(self) -> None:
+        """The ksvc is deleted (its revisions with it): what is left is a fresh, empty state."""
+        fresh = KsvcState(uid=self.uid)
+        for name in ("generation", "revisions", "latest_ready", "spec_traffic", "status_traffic",
+                     "route_ready", "route_reason", "route_message"):
+            setattr(self, name, getattr(fresh, name))
 
     # ---- lookups
     @property
@@ -198,25 +223,63 @@ def desired_traffic(
 
 
 def validate_traffic(targets: Sequence[Mapping[str, Any]]) -> str | None:
-    """Knative's route validation of ``spec.traffic``; the error message, or None when valid."""
-    errors = []
+    """Knative's route validation of ``spec.traffic``; the error message, or None when valid.
+
+    As ``validateTrafficList`` + ``FieldError.Error()``: every target's bounds and the sum are
+    checked, equal messages merge their paths, and the lines are sorted by message.
+    """
+    found: dict[str, list[str]] = {}
     total = 0
     for i, target in enumerate(targets):
         pct = target.get("percent")
+        path = f"spec.traffic[{i}].percent"
         if not isinstance(pct, int) or isinstance(pct, bool):
-            errors.append(f"invalid value: {pct!r}: spec.traffic[{i}].percent")
+            found.setdefault(f"invalid value: {pct!r}", []).append(path)
             continue
         if pct < 0 or pct > 100:
-            errors.append(f"expected 0 <= {pct} <= 100: spec.traffic[{i}].percent")
+            found.setdefault(f"expected 0 <= {pct} <= 100", []).append(path)
         total += pct
-    if not errors and total != 100:
-        errors.append(f"Traffic targets sum to {total}, want 100: spec.traffic")
-    if not errors:
+    if total != 100:
+        found.setdefault(f"Traffic targets sum to {total}, want 100", []).append("spec.traffic")
+    if not found:
         return None
+    lines = [f"{message}: {', '.join(sorted(paths))}" for message, paths in sorted(found.items())]
     return (
         'fails to reconcile knative service: admission webhook "validation.webhook.serving.knative.dev" '
-        "denied the request: validation failed: " + "\n".join(errors)
+        "denied the request: validation failed: " + "\n".join(lines)
     )
+
+
+def force_stop(isvc: Mapping[str, Any]) -> bool:
+    """KServe's ``GetForceStopRuntime``: the stop annotation is "true" (any case)."""
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(STOP_ANNOTATION, "")).lower() == "true"
+
+
+def min_scale(template: Mapping[str, Any]) -> int:
+    """The ``autoscaling.knative.dev/min-scale`` a revision template gets (``minReplicas``, default 1)."""
+    value = (template.get("predictor") or {}).get("minReplicas")
+    return value if isinstance(value, int) and not isinstance(value, bool) else DEFAULT_MIN_REPLICAS
+
+
+def autoscaling_annotations(template: Mapping[str, Any]) -> dict[str, str]:
+    """The revision template annotations KServe sets (``SetAutoScalingAnnotations``).
+
+    The class (KPA unless the isvc names one), ``target`` from ``scaleTarget``, ``metric`` from
+    ``scaleMetric``, ``min-scale`` from ``minReplicas`` (1 when unset) and ``max-scale`` from a
+    non-zero ``maxReplicas``. They are derived from the template, so they never make a revision.
+    """
+    predictor = template.get("predictor") or {}
+    annotations = template.get("annotations") or {}
+    out = {CLASS_ANNOTATION: str(annotations.get(CLASS_ANNOTATION) or KPA_CLASS)}
+    if predictor.get("scaleTarget") is not None:
+        out[TARGET_ANNOTATION] = str(predictor["scaleTarget"])
+    if predictor.get("scaleMetric") is not None:
+        out[METRIC_ANNOTATION] = str(predictor["scaleMetric"])
+    out[MIN_SCALE_ANNOTATION] = str(min_scale(template))
+    if predictor.get("maxReplicas"):
+        out[MAX_SCALE_ANNOTATION] = str(predictor["maxReplicas"])
+    return out
 
 
 def resolve_route(ks: KsvcState, isvc_name: str, namespace: str, settings: Settings) -> None:
@@ -314,6 +377,30 @@ def ksvc_conditions(ks: KsvcState, isvc_name: str) -> dict[str, dict[str, Any]]:
     return {"ConfigurationsReady": config, "RoutesReady": route, "Ready": ready}
 
 
+def ksvc_status(
+    ks: KsvcState, isvc_name: str, ns: str, settings: Settings,
+    old_conditions: Sequence[Mapping[str, Any]], now: str,
+) -> dict[str, Any]:
+    """The emulated Knative Service's ``status`` (what ``kubectl get ksvc`` shows)."""
+    conds = ksvc_conditions(ks, isvc_name)
+    # Dependents of the ksvc's Ready: no Info severity there (unlike the isvc's copies).
+    fresh = [{k: v for k, v in c.items() if k != "severity"}
+             for c in (conds["ConfigurationsReady"], conds["Ready"], conds["RoutesReady"])]
+    out: dict[str, Any] = {
+        "observedGeneration": ks.generation,
+        "conditions": _merge_conditions(list(old_conditions), fresh, now),
+    }
+    if ks.latest_created is not None:
+        out["latestCreatedRevisionName"] = ks.latest_created.name
+    if ks.latest_ready:
+        out["latestReadyRevisionName"] = ks.latest_ready
+    if ks.status_traffic is not None:
+        out["url"] = "http://" + r.predictor_host(isvc_name, ns, settings.domain)
+        out["address"] = {"url": "http://" + r.cluster_local_host(r.predictor_name(isvc_name), ns)}
+        out["traffic"] = copy.deepcopy(ks.status_traffic)
+    return out
+
+
 def propagate_status(
     predictor: dict[str, Any], ks: KsvcState, ksvc_ready: bool, settings: Settings, name: str, ns: str
 ) -> None:
@@ -381,7 +468,7 @@ def model_status(ks: KsvcState) -> dict[str, Any]:
 
 
 def _merge_conditions(
-    old: list[Mapping[str, Any]], new: list[dict[str, Any]], now: str
+    old: Sequence[Mapping[str, Any]], new: list[dict[str, Any]], now: str
 ) -> list[dict[str, Any]]:
     # lastTransitionTime moves only when a condition's status changes; Knative keeps them sorted.
     previous = {c.get("type"): c for c in old or []}
@@ -401,11 +488,44 @@ def _merge_conditions(
 
 @dataclass
 class ReconcileResult:
-    """The status KServe would write, and whether the emulated ksvc changed."""
+    """The status KServe would write, whether the emulated ksvc changed, and what to record.
+
+    ``error`` is the reconcile error (KServe's controller logs it and records it as a Warning
+    ``InternalError`` event, which ``events`` holds: dicts of ``type``, ``reason``, ``message``).
+    ``stopped``: the ksvc is deleted (stop annotation); its revisions are gone from the state.
+    """
 
     status: dict[str, Any]
     ksvc_changed: bool
     error: str | None = None
+    events: list[dict[str, str]] = field(default_factory=list)
+    stopped: bool = False
+
+
+def _event(etype: str, reason: str, message: str) -> dict[str, str]:
+    return {"type": etype, "reason": reason, "message": message}
+
+
+def readiness_events(old: Mapping[str, Any] | None, new: Mapping[str, Any], name: str) -> list[dict[str, str]]:
+    """The events KServe's ``updateStatus`` records when a status write moves Ready.
+
+    True → False: Warning ``InferenceServiceNotReady`` naming every False condition; anything
+    else → True: Normal ``InferenceServiceReady``.
+    """
+    def ready(status: Mapping[str, Any] | None) -> str | None:
+        for cond in (status or {}).get("conditions") or []:
+            if cond.get("type") == "Ready":
+                return str(cond.get("status"))
+        return None
+
+    was, now = ready(old), ready(new)
+    if was == "True" and now == "False":
+        failing = ", ".join(str(c.get("type")) for c in new.get("conditions") or [] if c.get("status") == "False")
+        return [_event("Warning", "InferenceServiceNotReady",
+                       f"InferenceService [{name}] is no longer Ready because of: {failing}")]
+    if was != "True" and now == "True":
+        return [_event("Normal", "InferenceServiceReady", f"InferenceService [{name}] is Ready")]
+    return []
 
 
 def reconcile(
@@ -427,6 +547,17 @@ def reconcile(
     status["deploymentMode"] = "Knative"
 
     spec_predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    model = spec_predictor.get("model")
+    if isinstance(model, Mapping):
+        # reconcileModel runs before the ksvc is touched: without a runtime nothing else happens.
+        choice = select_runtime(model, multi_node=spec_predictor.get("workerSpec") is not None)
+        if isinstance(choice, RuntimeFailure):
+            return _runtime_failed(_without_empty_components(status), choice, now)
+        status["clusterServingRuntimeName"] = choice.name
+        status.pop("servingRuntimeName", None)
+    if force_stop(isvc):
+        return _stopped(_without_empty_components(status), ks, now)
+
     canary = spec_predictor.get("canaryTrafficPercent")
     tag_routing = r.tag_routing_enabled(isvc)
     template = revision_template(isvc)
@@ -436,8 +567,10 @@ def reconcile(
 
     for _ in range(MAX_PASSES):
         traffic = desired_traffic(canary, predictor.get("latestRolledoutRevision"), tag_routing)
-        error = validate_traffic(traffic)
-        if error:
+        invalid = validate_traffic(traffic)
+        if invalid:
+            # reconcileKnativeDeployment wraps the ksvc reconciler's error.
+            error = "fails to reconcile predictor: " + invalid
             break  # the ksvc update is rejected whole: no new revision, old traffic keeps serving
         pass_changed = False
         latest = ks.latest_created
@@ -487,7 +620,57 @@ def reconcile(
     status["conditions"] = _merge_conditions(status.get("conditions") or [], conditions, now)
     status["modelStatus"] = model_status(ks)
     status["observedGeneration"] = ks.generation
-    return ReconcileResult(status, changed, error)
+    events = [_event("Warning", "InternalError", error)] if error else []
+    return ReconcileResult(status, changed, error, events)
+
+
+def _without_empty_components(status: dict[str, Any]) -> dict[str, Any]:
+    # The pass above starts a predictor component; KServe has none until the ksvc reports one.
+    if status.get("components") == {"predictor": {}}:
+        del status["components"]
+    return status
+
+
+def _runtime_failed(status: dict[str, Any], failure: RuntimeFailure, now: str) -> ReconcileResult:
+    """No runtime: KServe fails ``modelStatus`` (InvalidSpec) and leaves the ksvc and conditions alone."""
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    present = {c.get("type") for c in conditions}
+    if "Ready" not in present:  # InitializeConditions: Ready and its dependents start Unknown
+        conditions += [_cond(t, "Unknown") for t in ("IngressReady", "PredictorReady", "Ready") if t not in present]
+    status["conditions"] = _merge_conditions(status.get("conditions") or [], conditions, now)
+    model = dict(status.get("modelStatus") or {})
+    model["transitionStatus"] = "InvalidSpec"
+    states = dict(model.get("states") or {"activeModelState": ""})
+    states["targetModelState"] = "FailedToLoad"
+    model["states"] = states
+    model["lastFailureInfo"] = {"reason": failure.reason, "message": failure.message}
+    status["modelStatus"] = model
+    return ReconcileResult(status, False, failure.error, [_event("Warning", "InternalError", failure.error)])
+
+
+def _stopped(status: dict[str, Any], ks: KsvcState, now: str) -> ReconcileResult:
+    """The stop annotation: the ksvc is deleted and the status cleared down to ``Stopped``.
+
+    KServe's predictor clears the whole status once (keeping ``deploymentMode``) and sets
+    PredictorReady False/Stopped; its controller adds ``Stopped=True`` and the ingress reconciler
+    IngressReady False/Stopped, so Ready is False/Stopped. An isvc already stopped keeps its status.
+    """
+    changed = bool(ks.revisions) or ks.generation > 0
+    ks.delete()
+    old = [dict(c) for c in status.get("conditions") or []]
+    already = any(c.get("type") == "PredictorReady" and c.get("status") == "False" and c.get("reason") == "Stopped"
+                  for c in old)
+    if not already:
+        runtime = status.get("clusterServingRuntimeName")
+        status = {"deploymentMode": status.get("deploymentMode"), "modelStatus": {"transitionStatus": ""}}
+        if runtime:
+            status["clusterServingRuntimeName"] = runtime  # reconcileModel sets it again on every pass
+        old = []
+    predictor_ready = _cond("PredictorReady", "False", "Stopped")
+    ingress = _cond("IngressReady", "False", "Stopped")
+    conditions = [predictor_ready, ingress, _cond("Stopped", "True"), _cond("Ready", *_combine(predictor_ready, ingress))]
+    status["conditions"] = _merge_conditions(old, conditions, now)
+    return ReconcileResult(status, changed, stopped=True)
 
 
 def _unsupported_mode(status: dict[str, Any], mode: str, now: str) -> ReconcileResult:
@@ -511,15 +694,17 @@ def _unsupported_mode(status: dict[str, Any], mode: str, now: str) -> ReconcileR
 def live_revisions(ks: KsvcState, status: Mapping[str, Any]) -> list[Revision]:
     """Revisions that need a running model server.
 
-    Those with traffic or a tag in the route, plus the latest created revision while it is still
-    on its way to ready (it must run to become ready). Knative scales unrouted revisions away.
+    Those with traffic or a tag in the route, those the route still references at 0% while their
+    min-scale is above zero (Knative keeps a routed revision at min-scale: a pinned canary keeps
+    its pod), plus the latest created revision while it is still on its way to ready (it must run
+    to become ready). Knative scales unrouted revisions away, whatever their min-scale.
     """
     predictor = ((status.get("components") or {}).get("predictor")) or {}
-    wanted = {
-        e["revisionName"]
-        for e in predictor.get("traffic") or []
-        if e.get("percent", 0) > 0 or e.get("tag")
-    }
+    wanted = set()
+    for entry in predictor.get("traffic") or []:
+        rev = ks.revision(entry["revisionName"])
+        if entry.get("percent", 0) > 0 or entry.get("tag") or (rev is not None and min_scale(rev.template) > 0):
+            wanted.add(entry["revisionName"])
     latest = ks.latest_created
     if latest is not None and not latest.ready and not latest.failed:
         wanted.add(latest.name)

@@ -217,7 +217,11 @@ def test_seed_walkthrough_every_step() -> None:
 
     s.apply(m2, canary=0)  # rollback
     assert (s.ready(), *s.columns()) == ("True", 100, 0, "r1", "r2")
-    assert [rev.name for rev in live_revisions(s.ks, s.isvc["status"])] == ["sklearn-iris-predictor-00001"]
+    # The pinned revision keeps its pod: the route still references it, at min-scale 1 (Knative).
+    assert [rev.name for rev in live_revisions(s.ks, s.isvc["status"])] == [
+        "sklearn-iris-predictor-00001",
+        "sklearn-iris-predictor-00002",
+    ]
 
     s.apply(m2, canary=10, annotations=TAG)  # tag routing creates revision 3
     s.settle()
