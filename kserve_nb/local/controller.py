@@ -8,6 +8,9 @@ It plays three cluster roles at once, all driven by the pure :func:`reconcile.re
 - the kubelet: one model-server process per live revision (through :class:`Runtime`), shown as a
   read-only Pod, and the ingress programming (through :class:`Gateway`).
 
+It shows the Knative Service and Revisions (read-only), and records the events KServe's controller
+records (reconcile errors, Ready transitions) as core/v1 Events.
+
 Everything runs on the daemon's event loop thread; work is coalesced per InferenceService.
 """
 
@@ -21,13 +24,17 @@ from typing import Any, Mapping, Protocol
 
 from kserve_nb import resources as r
 from kserve_nb.local import store as st
+from kserve_nb.local.events import EventRecorder
 from kserve_nb.local.runtime import RevisionSpec
 from kserve_nb.semantics import (
     KsvcState,
     Revision,
     Settings,
+    autoscaling_annotations,
+    ksvc_status,
     live_revisions,
     model_format_of,
+    readiness_events,
     reconcile,
     routes,
 )
@@ -99,6 +106,7 @@ class Controller:
         self.runtime = runtime
         self.gateway = gateway
         self.settings = settings or Settings()
+        self.events = EventRecorder(store)
         self._states: dict[tuple[str, str], KsvcState] = {}
         self._routes: dict[tuple[str, str], RouteTable] = {}
         # An ingress that is programmed asynchronously (nginx) reports the table it serves; status
@@ -193,11 +201,21 @@ class Controller:
             # only waits for the ingress here): its rollout bookkeeping must not be lost.
             isvc = {**isvc, "status": pending[1]}
         ks = self._state(ns, name, uid)
+        before = list(ks.revisions)
         stale = self._stale_revisions(ns, name, ks)
         result = reconcile(isvc, ks, st.now_rfc3339(), self.settings)
         if self._fail_unloadable(ks):
             result = reconcile({**isvc, "status": result.status}, ks, st.now_rfc3339(), self.settings)
         self._save(ns, name, ks)
+        for event in result.events:
+            self._record(isvc, event)
+        # Revisions the ksvc no longer has (it was deleted: stop annotation) go with their pods.
+        for rev in before:
+            if ks.revision(rev.name) is None:
+                self.runtime.stop(ns, rev.name)
+                if rev.pod is not None:
+                    self._delete_pod(ns, rev.pod["name"])
+                self._delete(st.REVISIONS, ns, rev.name)
         new_routes = routes(result.status, name, ns, self.settings)
         held = self._ingress_lags(self._published.get((ns, name), {}), new_routes)
         self._routes[(ns, name)] = new_routes
@@ -210,6 +228,9 @@ class Controller:
                 self.store.update(
                     st.INFERENCESERVICES, {**isvc, "status": result.status}, subresource="status", check_rv=False
                 )
+                for event in readiness_events(stored_status, result.status, name):
+                    self._record(isvc, event)
+        self._sync_ksvc_object(ns, name, isvc, ks)
         self._sync_revision_objects(ns, name, ks, result.status)
         self._sync_processes(ns, name, ks, result.status, stale)
 
@@ -242,7 +263,7 @@ class Controller:
         for rns, revision in list(self.runtime.states()):
             if rns == ns and isvc_of_revision(revision) == name:
                 self.runtime.stop(ns, revision)
-        for rt in (st.PODS, st.REVISIONS):
+        for rt in (st.PODS, st.REVISIONS, st.KSERVICES):
             items, _ = self.store.list(rt, ns, {r.ISVC_LABEL: name})
             for obj in items:
                 try:
@@ -314,6 +335,29 @@ class Controller:
         )
 
     # ------------------------------------------------------------------ objects
+
+    def _record(self, isvc: Mapping[str, Any], event: Mapping[str, str]) -> None:
+        obj = {"apiVersion": r.API_VERSION, "kind": r.KIND, **isvc}
+        try:
+            self.events.record(obj, event["type"], event["reason"], event["message"])
+        except st.StoreError:  # an event is best effort, as in client-go: never fail a reconcile
+            log.warning("could not record event %s for %s", event["reason"], isvc["metadata"].get("name"))
+
+    def _sync_ksvc_object(self, ns: str, name: str, isvc: Mapping[str, Any], ks: KsvcState) -> None:
+        # KServe creates the ksvc once the predictor has a runtime, and deletes it to stop the isvc.
+        if not ks.revisions:
+            self._delete(st.KSERVICES, ns, r.predictor_name(name))
+            return
+        existing = self.store.get(st.KSERVICES, ns, r.predictor_name(name))
+        old_conditions = ((existing or {}).get("status") or {}).get("conditions") or []
+        status = ksvc_status(ks, name, ns, self.settings, old_conditions, st.now_rfc3339())
+        self._upsert(st.KSERVICES, ns, ksvc_object(ns, name, isvc, ks, status))
+
+    def _delete(self, rt: st.ResourceType, ns: str, obj_name: str) -> None:
+        try:
+            self.store.delete(rt, ns, obj_name)
+        except st.StoreNotFound:
+            pass
 
     def _sync_revision_objects(self, ns: str, name: str, ks: KsvcState, status: dict[str, Any]) -> None:
         states = self.runtime.states()
@@ -401,7 +445,7 @@ def revision_object(
 ) -> dict[str, Any]:
     """The Knative ``Revision`` object the local cluster shows for ``rev``."""
     template = rev.template
-    annotations = dict(template.get("annotations") or {})
+    annotations = {**(template.get("annotations") or {}), **autoscaling_annotations(template)}
     if rev.storage_uri:
         annotations[r.STORAGE_URI_ANNOTATION] = rev.storage_uri
     if rev.ready:
@@ -444,6 +488,52 @@ def revision_object(
     }
 
 
+def ksvc_object(
+    ns: str, name: str, isvc: Mapping[str, Any], ks: KsvcState, status: dict[str, Any]
+) -> dict[str, Any]:
+    """The Knative ``Service`` KServe creates for the predictor (``createKnativeService``)."""
+    latest = ks.latest_created
+    assert latest is not None
+    template = latest.template
+    meta = isvc.get("metadata") or {}
+    labels = {**(template.get("labels") or {}), r.ISVC_LABEL: name, r.COMPONENT_LABEL: "predictor"}
+    annotations = {**(template.get("annotations") or {}), **autoscaling_annotations(template)}
+    if latest.storage_uri:
+        annotations[r.STORAGE_URI_ANNOTATION] = latest.storage_uri
+    predictor = template.get("predictor") or {}
+    fmt = model_format_of(predictor) or "unknown"
+    revision_spec: dict[str, Any] = {
+        "containerConcurrency": predictor.get("containerConcurrency", 0),
+        "timeoutSeconds": predictor.get("timeout", 300),
+        "containers": [
+            {"name": "kserve-container", "image": f"kserve/{fmt}server:v0.21.0", "args": _container_args(name)}
+        ],
+    }
+    ksvc_annotations = {}
+    if r.ROLLOUT_DURATION_ANNOTATION in (meta.get("annotations") or {}):
+        ksvc_annotations[r.ROLLOUT_DURATION_ANNOTATION] = meta["annotations"][r.ROLLOUT_DURATION_ANNOTATION]
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {
+            "name": r.predictor_name(name),
+            "namespace": ns,
+            "labels": labels,
+            "annotations": ksvc_annotations,
+            "ownerReferences": [{
+                "apiVersion": r.API_VERSION, "kind": r.KIND, "name": name, "uid": meta.get("uid", ""),
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "template": {"metadata": {"labels": dict(template.get("labels") or {}), "annotations": annotations},
+                         "spec": revision_spec},
+            "traffic": [dict(t) for t in ks.spec_traffic],
+        },
+        "status": status,
+    }
+
+
 def pod_object(ns: str, name: str, rev: Revision, state: Any) -> dict[str, Any]:
     """The read-only ``Pod`` the local cluster shows for a live revision's model-server process."""
     assert rev.pod is not None
@@ -451,9 +541,12 @@ def pod_object(ns: str, name: str, rev: Revision, state: Any) -> dict[str, Any]:
     restarts = getattr(state, "restarts", 0) or 0
     started = getattr(state, "started_at", None) or rev.pod["created"]
     ready = phase == "Ready"
+    # imageID is required by typed clients; empty as a kubelet reports it for an image it has not
+    # resolved (these "containers" are local processes, there is no registry digest to show).
     kserve: dict[str, Any] = {
         "name": "kserve-container",
         "image": "kserve/sklearnserver:v0.21.0",
+        "imageID": "",
         "ready": ready,
         "restartCount": restarts,
         "started": ready,
@@ -461,6 +554,7 @@ def pod_object(ns: str, name: str, rev: Revision, state: Any) -> dict[str, Any]:
     proxy: dict[str, Any] = {
         "name": "queue-proxy",
         "image": "knative/queue",
+        "imageID": "",
         "ready": True,
         "restartCount": 0,
         "started": True,
@@ -469,6 +563,8 @@ def pod_object(ns: str, name: str, rev: Revision, state: Any) -> dict[str, Any]:
     init: list[dict[str, Any]] = [
         {
             "name": "storage-initializer",
+            "image": "kserve/storage-initializer",
+            "imageID": "",
             "ready": not rev.failed,
             "restartCount": 0,
             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},

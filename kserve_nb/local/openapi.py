@@ -31,7 +31,9 @@ from typing import Any, Iterable, Mapping
 from kserve_nb.local.admission import FieldError, invalid, not_supported, required
 from kserve_nb.local.store import (
     CONFIGMAPS,
+    EVENTS,
     INFERENCESERVICES,
+    KSERVICES,
     NAMESPACES,
     PODS,
     RESOURCE_TYPES,
@@ -208,6 +210,45 @@ REVISION = _obj(
         "status": _loose("RevisionStatus communicates the observed state of the Revision."),
     },
     description="Revision is an immutable snapshot of code and configuration.",
+)
+
+KSERVICE = _obj(
+    {
+        "apiVersion": _s(),
+        "kind": _s(),
+        "metadata": _ref(META + "ObjectMeta"),
+        "spec": _loose("ServiceSpec represents the configuration for the Service object."),
+        "status": _loose("ServiceStatus represents the Status stanza of the Service resource."),
+    },
+    description="Service acts as a top-level container that manages a Route and Configuration.",
+)
+_TIME = _s(format="date-time")
+EVENT = _obj(
+    {
+        "apiVersion": _s(),
+        "kind": _s(),
+        "metadata": _ref(META + "ObjectMeta"),
+        "involvedObject": _obj(
+            {"apiVersion": _s(), "fieldPath": _s(), "kind": _s(), "name": _s(), "namespace": _s(),
+             "resourceVersion": _s(), "uid": _s()},
+            description="The object that this event is about.",
+        ),
+        "reason": _s("This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+        "message": _s("A human-readable description of the status of this operation."),
+        "source": _obj({"component": _s(), "host": _s()}, description="The component reporting this event."),
+        "firstTimestamp": _TIME,
+        "lastTimestamp": _TIME,
+        "count": _i("int32", "The number of times this event has occurred."),
+        "type": _s("Type of this event (Normal, Warning), new types could be added in the future"),
+        "eventTime": {**_TIME, "nullable": True},
+        "series": _loose(),
+        "action": _s(),
+        "related": _loose(),
+        "reportingComponent": _s(),
+        "reportingInstance": _s(),
+    },
+    ("metadata", "involvedObject"),
+    "Event is a report of an event somewhere in the cluster.",
 )
 
 # ------------------------------------------------------------- InferenceService schema
@@ -410,8 +451,10 @@ TYPES: dict[str, TypeInfo] = {
         (NAMESPACES, NAMESPACE),
         (CONFIGMAPS, CONFIGMAP),
         (PODS, POD),
+        (EVENTS, EVENT),
         (INFERENCESERVICES, INFERENCESERVICE),
         (REVISIONS, REVISION),
+        (KSERVICES, KSERVICE),
     )
 }
 

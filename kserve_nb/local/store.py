@@ -126,13 +126,25 @@ REVISIONS = ResourceType(
     "serving.knative.dev", "v1", "revisions", "Revision", "revision", short_names=("rev",),
     categories=("all", "knative", "serving"), user_writable=False, verbs=READ_ONLY_VERBS,
 )
+# The Knative Service KServe creates per component, derived from the isvc (read-only here).
+KSERVICES = ResourceType(
+    "serving.knative.dev", "v1", "services", "Service", "service", short_names=("kservice", "ksvc"),
+    categories=("all", "knative", "serving"), user_writable=False, verbs=READ_ONLY_VERBS,
+)
+# core/v1 Events the controller records (read-only for users).
+EVENTS = ResourceType(
+    "", "v1", "events", "Event", "event", short_names=("ev",), has_status=False,
+    user_writable=False, verbs=READ_ONLY_VERBS,
+)
 
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     NAMESPACES,
     CONFIGMAPS,
     PODS,
+    EVENTS,
     INFERENCESERVICES,
     REVISIONS,
+    KSERVICES,
 )
 
 

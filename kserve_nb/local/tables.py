@@ -22,7 +22,9 @@ from kserve_nb import resources
 from kserve_nb.resources import human_duration, parse_time
 from kserve_nb.local.store import (
     CONFIGMAPS,
+    EVENTS,
     INFERENCESERVICES,
+    KSERVICES,
     NAMESPACES,
     PODS,
     REVISIONS,
@@ -213,8 +215,18 @@ REVISION_COLUMNS = (
 )
 """Knative Serving's ``additionalPrinterColumns`` for Revision (no Age column, as in Knative)."""
 
+KSERVICE_COLUMNS = (
+    ("URL", "string", ".status.url"),
+    ("LatestCreated", "string", ".status.latestCreatedRevisionName"),
+    ("LatestReady", "string", ".status.latestReadyRevisionName"),
+    ("Ready", "string", ".status.conditions[?(@.type=='Ready')].status"),
+    ("Reason", "string", ".status.conditions[?(@.type=='Ready')].reason"),
+)
+"""Knative Serving's ``additionalPrinterColumns`` for Service (no Age column, as in Knative)."""
+
 _ISVC = CrdColumns(resources.ISVC_COLUMNS)
 _REVISION = CrdColumns(REVISION_COLUMNS)
+_KSERVICE = CrdColumns(KSERVICE_COLUMNS)
 
 # ------------------------------------------------------------------- built-in printers
 
@@ -237,6 +249,19 @@ _NAMESPACE_DEFINITIONS = [
     column("Name", fmt="name", description=NAME_DESCRIPTION),
     column("Status", description="The status of the namespace"),
     column("Age", description=AGE_DESCRIPTION),
+]
+_EVENT_DEFINITIONS = [
+    column("Last Seen", description="The time at which the most recent occurrence of this event was recorded."),
+    column("Type", description="Type of this event (Normal, Warning), new types could be added in the future."),
+    column("Reason", description="reason is why the action was taken. It is human-readable."),
+    column("Object", description="The object that this event is about."),
+    column("Subobject", priority=1, description="If referring to a piece of an object instead of an entire "
+           "object, this string should contain a valid JSON/Go field access statement."),
+    column("Source", priority=1, description="The component reporting this event."),
+    column("Message", description="A human-readable description of the status of this operation."),
+    column("First Seen", priority=1, description="The time at which the event was first recorded."),
+    column("Count", priority=1, description="The number of times this event has occurred."),
+    column("Name", priority=1, fmt="name", description=NAME_DESCRIPTION),
 ]
 _CONFIGMAP_DEFINITIONS = [
     column("Name", fmt="name", description=NAME_DESCRIPTION),
@@ -379,6 +404,28 @@ def pod_cells(pod: Mapping[str, Any], now: datetime) -> tuple[list[Any], list[di
     return cells, conditions
 
 
+def event_cells(event: Mapping[str, Any], now: datetime) -> list[Any]:
+    """Cells of an event, following the server-side ``printEvent`` (always wide on the server)."""
+    meta = event.get("metadata") or {}
+    involved = event.get("involvedObject") or {}
+    first = timestamp_since(event.get("firstTimestamp"), now) if event.get("firstTimestamp") else \
+        timestamp_since(event.get("eventTime"), now)
+    last = timestamp_since(event.get("lastTimestamp"), now) if event.get("lastTimestamp") else first
+    count = event.get("count") or 1
+    series = event.get("series")
+    if isinstance(series, Mapping):
+        last = timestamp_since(series.get("lastObservedTime"), now)
+        count = series.get("count") or count
+    kind = str(involved.get("kind") or "").lower()
+    target = f"{kind}/{involved['name']}" if involved.get("name") else kind
+    source = event.get("source") or {}
+    component = source.get("component") or event.get("reportingComponent") or ""
+    instance = source.get("host") or event.get("reportingInstance") or ""
+    return [last, event.get("type", ""), event.get("reason", ""), target, involved.get("fieldPath", ""),
+            f"{component}, {instance}" if instance else component, str(event.get("message") or "").strip(),
+            first, int(count), meta.get("name", "")]
+
+
 def _namespace_cells(ns: Mapping[str, Any], now: datetime) -> list[Any]:
     meta = ns.get("metadata") or {}
     return [meta.get("name", ""), (ns.get("status") or {}).get("phase", ""),
@@ -400,6 +447,10 @@ def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:
         return list(_ISVC.definitions)
     if rt.key == REVISIONS.key:
         return list(_REVISION.definitions)
+    if rt.key == KSERVICES.key:
+        return list(_KSERVICE.definitions)
+    if rt.key == EVENTS.key:
+        return list(_EVENT_DEFINITIONS)
     if rt.key == PODS.key:
         return list(_POD_DEFINITIONS)
     if rt.key == NAMESPACES.key:
@@ -417,6 +468,10 @@ def row(rt: ResourceType, obj: Mapping[str, Any], now: datetime) -> dict[str, An
         cells = _ISVC.cells(obj, now)
     elif rt.key == REVISIONS.key:
         cells = _REVISION.cells(obj, now)
+    elif rt.key == KSERVICES.key:
+        cells = _KSERVICE.cells(obj, now)
+    elif rt.key == EVENTS.key:
+        cells = event_cells(obj, now)
     elif rt.key == PODS.key:
         cells, conditions = pod_cells(obj, now)
     elif rt.key == NAMESPACES.key:

@@ -194,7 +194,7 @@ def test_walkthrough_verbatim_with_kubectl_and_curl(
     # Rollback: 100% back on revision 1; revision 2 keeps a 0% entry.
     sh.run(ROLLBACK)
     sh.wait_row(columns("True", "100", "0", R + "1", R + "2"))
-    sh.wait_pods([R + "1"])
+    sh.wait_pods([R + "1", R + "2"])  # the pinned revision stays at min-scale 1, as in Knative
     traffic = sh.isvc_yaml()["status"]["components"]["predictor"]["traffic"]
     assert {(e["revisionName"], e["percent"]) for e in traffic} == {(R + "2", 0), (R + "1", 100)}
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from kserve_nb.local.apiserver.status import bad_request
-from kserve_nb.local.store import NAMESPACES, PODS, ResourceType
+from kserve_nb.local.store import EVENTS, NAMESPACES, PODS, ResourceType
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,13 @@ FIELD_LABELS = {
                "spec.schedulerName", "spec.serviceAccountName", "status.phase", "status.podIP",
                "status.nominatedNodeName"),
     NAMESPACES.key: ("metadata.name", "status.phase"),
+    EVENTS.key: ("metadata.name", "metadata.namespace", "involvedObject.kind", "involvedObject.namespace",
+                 "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion",
+                 "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent",
+                 "source", "type"),
 }
+# Field labels that name a different path in the object (an event's ``source`` is its component).
+_FIELD_PATHS = {"source": "source.component"}
 
 
 def parse_field_selector(text: str | None, rt: ResourceType) -> list[tuple[str, bool, str]]:
@@ -118,7 +124,7 @@ def parse_field_selector(text: str | None, rt: ResourceType) -> list[tuple[str, 
 
 def _field_value(obj: Mapping[str, Any], path: str) -> str:
     node: Any = obj
-    for part in path.split("."):
+    for part in _FIELD_PATHS.get(path, path).split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return "" if node is None else str(node)
 
