@@ -169,12 +169,18 @@ def test_the_readme_runs_verbatim_in_a_kernel(kernel: Kernel) -> None:
     text = predicted.results()[0]["data"]["text/plain"]
     assert re.fullmatch(r"<PredictionResult latest → sklearn-iris-predictor-00002: \[\d\] \(HTTP 200, \d+\.\d ms\)>", text)
 
-    # Where the tour left the cluster: ready, one revision serving everything, every step recorded.
-    state = kernel.value("(lambda s: [s.ready, s.latest_percent, len(s.traffic)])(svc.status())")
-    assert state == [True, 100, 1]
+    # The progressive rollout of a faulty candidate rolled itself back at its first step.
+    assert kernel.value("[r.phase, r.state.step]") == ["RolledBack", 0]
+    assert "gate failed: error_rate" in kernel.value("r.reason")
+
+    # Where the tour left the cluster: ready, all traffic back on the model the tour released
+    # before, every step recorded.
+    state = kernel.value("(lambda s: [s.ready, s.prev_percent, s.latest_percent])(svc.status())")
+    assert state == [True, 100, 0]
     history = kernel.value('svc.history()[["action", "outcome"]].values.tolist()')
     assert history[0] == ["create", "applied"]  # the %%kserve apply create is recorded too
-    assert {outcome for _, outcome in history[1:]} == {"done"}
+    assert history[-1] == ["rollout", "failed"]  # the rollout's outcome: rolled back, and why
+    assert {outcome for _, outcome in history[1:-1]} == {"done"}
 
 
 def test_the_readme_kubectl_block_runs_against_the_same_cluster(env: dict[str, str]) -> None:
@@ -189,4 +195,4 @@ def test_the_readme_kubectl_block_runs_against_the_same_cluster(env: dict[str, s
     )
     assert proc.returncode == 0, proc.stderr
     assert "sklearn-iris" in proc.stdout  # kubectl get isvc -A
-    assert '{"predictions":[1,1]}' in proc.stdout.replace(" ", "")  # curl to the latest- URL
+    assert '{"predictions":[1,1]}' in proc.stdout.replace(" ", "")  # curl to the service URL
