@@ -546,6 +546,8 @@ class _ClientConnection(asyncio.Protocol):
                 else:
                     try:
                         response = await self._gateway._answer(request)
+                    except _Refused as refused:  # the request itself is at fault: a 4xx, not a 500
+                        response = _error(refused.status, refused.message, None)
                     except Exception:
                         log.exception("gateway: unexpected error answering %r", request.url)
                         response = _error(500, "internal gateway error (see the daemon's log)", None)
@@ -752,10 +754,7 @@ class Gateway:
             names = ",".join(rev for rev, _ in route.unready) or None
             return _error(503, _unready_message(route), names)
         body = b"".join(request.body)
-        try:
-            head, coerced = _request_head(request, body)
-        except _NestedTooDeep:
-            return _error(400, NESTED_TOO_DEEP, None)
+        head, coerced = _request_head(request, body)
         is_head = request.method == b"HEAD"
         # Timed like queue-proxy's app latency: from handing the request on to having the answer.
         started = _clock()
@@ -815,8 +814,7 @@ def _request_head(request: _Request, body: bytes) -> tuple[bytes, bool]:
     """
     url = request.url
     if not url.startswith(b"/") and url != b"*":  # absolute form (proxy style): forward path?query
-        parsed = httptools.parse_url(url)
-        url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+        url = _origin_form(url)
     parts = [request.method, b" ", url, b" HTTP/1.1\r\n"]
     parts += request.headers
     content_type = request.content_type
@@ -840,12 +838,27 @@ def _parses_as_json(body: bytes) -> bool:
     except ValueError:
         return False
     except RecursionError:  # JSON (probably) that no model input needs: refused, not a 500
-        raise _NestedTooDeep() from None
+        raise _Refused(400, NESTED_TOO_DEEP) from None
     return True
 
 
-class _NestedTooDeep(Exception):
-    """A body that looks like JSON is nested deeper than the gateway's parser goes."""
+class _Refused(Exception):
+    """A request the gateway answers itself with a 4xx (``status``, ``message``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _origin_form(url: bytes) -> bytes:
+    """``path?query`` of an absolute-form request target (``http://host/path``, proxy style)."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise _Refused(400, f"malformed request target {url[:100]!r}: send a path such as "
+                            "/v1/models/NAME:predict") from None
+    return (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
 
 
 def _is_model_repository(url: bytes) -> bool:
@@ -854,7 +867,7 @@ def _is_model_repository(url: bytes) -> bool:
     if b"repository" not in url and b"%" not in url:  # the hot path: one scan, no decoding
         return False
     if not url.startswith(b"/"):  # absolute form
-        url = httptools.parse_url(url).path or b"/"
+        url = _origin_form(url)
     path = unquote(url.split(b"?", 1)[0].decode("latin-1"))
     path = posixpath.normpath(re.sub("/+", "/", "/" + path))
     return path == MODEL_REPOSITORY_PATH or path.startswith(MODEL_REPOSITORY_PATH + "/")

@@ -351,6 +351,8 @@ INGRESS_ROWS: list[tuple[str, str, str, str | None, bytes, int]] = [
     ("model repository: encoded slash", "POST", f"/v2%2Frepository/models/{ISVC}/unload", None, b"", 403),
     ("model repository: doubled slashes", "POST", f"//v2//repository/models/{ISVC}/unload", None, b"", 403),
     ("model repository: dot segments", "POST", f"/v2/models/../repository/models/{ISVC}/unload", None, b"", 403),
+    ("absolute-form target that is no URL", "GET", "http://[bad/v1/models", None, b"", 400),
+    ("CONNECT", "CONNECT", f"{HOST}:80", None, b"", 400),
     ("JSON nested 1,000 deep as text/plain", "POST", f"/v1/models/{ISVC}:predict", "text/plain",
      _deep_json(1000).encode(), 400),
     ("JSON nested 1,000 deep, no content type", "POST", f"/v1/models/{ISVC}:predict", None,
@@ -358,11 +360,17 @@ INGRESS_ROWS: list[tuple[str, str, str, str | None, bytes, int]] = [
 ]
 
 
+# Request lines nginx refuses itself: rows for the Python gateway's own parsing.
+PYTHON_GATEWAY_ONLY = {"absolute-form target that is no URL", "CONNECT"}
+
+
 @pytest.mark.parametrize("row", INGRESS_ROWS, ids=[r[0] for r in INGRESS_ROWS])
 def test_hostile_ingress_requests_get_a_clean_4xx_and_the_revision_keeps_serving(
     plane: DataPlane, row: tuple[str, str, str, str | None, bytes, int]
 ) -> None:
-    _, method, path, content_type, body, code = row
+    name, method, path, content_type, body, code = row
+    if name in PYTHON_GATEWAY_ONLY and plane.kind != "python":
+        pytest.skip("nginx refuses this request line itself")
     headers = {"Content-Type": content_type} if content_type else {}
     status, response_headers, answer = plane.request(method, path, body, headers)
     assert status == code, answer[:300]
