@@ -243,7 +243,7 @@ def test_unreachable_prometheus_is_one_line_and_weights_still_chart(canary: Serv
 def test_bad_watch_lines_are_one_line_errors(shell: InteractiveShell, canary: Service, capsys: Any) -> None:
     for cell, kind, words in [
         ("%kserve watch lv-nope", NotFound, "lv-nope"),
-        (f"%kserve watch {NAME} --interval soon", ValidationError, "positive duration"),
+        (f"%kserve watch {NAME} --interval soon", ValidationError, "'soon' is not a duration"),
         (f"%kserve watch {NAME} --interval 10ms", ValidationError, "at least 0.25s"),
         (f"%kserve watch {NAME} --window 1s --interval 2s", ValidationError, "window"),
     ]:

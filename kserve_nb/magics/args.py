@@ -195,23 +195,14 @@ def _positive(text: str) -> int:
     return value
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def _duration(text: str) -> float:
-    """``2``, ``2.5s``, ``500ms``, ``5m``, ``1h`` → seconds (positive)."""
-    number, unit = text.strip().lower(), "s"
-    for suffix in sorted(_UNITS, key=len, reverse=True):
-        if number.endswith(suffix):
-            number, unit = number[: -len(suffix)], suffix
-            break
+    """``2``, ``2.5s``, ``500ms``, ``5m``, ``1h`` → seconds (positive), for argparse."""
+    from kserve_nb.durations import parse_duration
+
     try:
-        seconds = float(number) * _UNITS[unit]
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive duration such as 2s, 500ms, 5m or 1h, got {text!r}")
-    return seconds
+        return parse_duration(text)
+    except ValidationError as err:  # argparse shows it as "argument --x: …"
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _scope() -> Parser:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from kserve_nb import errors
 from kserve_nb.metrics.sample import MetricSource, RevisionSample
-from kserve_nb.rollout.plan import DEFAULT_GATES, DEFAULT_STEPS, RolloutPlan, parse_duration
+from kserve_nb.durations import parse_duration
+from kserve_nb.rollout.plan import DEFAULT_GATES, DEFAULT_STEPS, RolloutPlan
 from kserve_nb.rollout.runner import RolloutResult, Supervisor
 
 if TYPE_CHECKING:  # pragma: no cover

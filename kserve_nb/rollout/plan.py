@@ -8,36 +8,17 @@ the traffic to the candidate, then 10 %, … and promotes at 100; a ``pause`` en
 from __future__ import annotations
 
 import html
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from kserve_nb import errors
+from kserve_nb.durations import parse_duration
 from kserve_nb.rollout.gates import Gate, parse_gates
 from kserve_nb.style import SIDE_COLORS
 
 PAUSE = "pause"
 DEFAULT_STEPS = (5, 10, 25, 50, 100)
 DEFAULT_GATES = ("error_rate<=prev+0.01", "p95<=1.2*prev")
-
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any, what: str = "interval") -> float:
-    """Seconds from ``30``, ``30s``, ``2m``, ``1.5h`` or ``500ms``; a ValidationError otherwise."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise errors.ValidationError(f"{what} {value!r} is not a duration; write e.g. 30s, 2m or 1h")
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise errors.ValidationError(f"{what} must be a positive duration, got {value!r}")
-    return seconds
-
 
 def parse_steps(value: Any) -> tuple[int | str, ...]:
     """Steps from ``"5,10,pause,50,100"`` or a list; percents rise, and the last step is 100."""
@@ -133,7 +114,7 @@ class RolloutPlan:
         return cls(
             storage_uri=storage_uri,
             steps=parse_steps(steps),
-            interval=parse_duration(interval),
+            interval=parse_duration(interval, "interval"),
             gates=parse_gates(gates),
             alpha=float(alpha),
             min_requests=min_requests,
