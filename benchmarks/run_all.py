@@ -11,6 +11,7 @@ Each script measures its comparisons side by side within its own run, on loopbac
 - bench_metrics.py   what counting Knative's per-revision metrics adds to a proxied request
 - bench_live.py      the live chart's refresh cost
 - bench_rollout.py   the autopilot on the local cluster: time and requests to roll back a bad candidate
+- bench_hostile.py   what a hostile YAML body costs the API server's loop, ours vs plain PyYAML
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [
     "bench_gateway.py", "bench_send.py", "bench_cluster.py", "bench_load_ext.py", "bench_canary_judge.py",
-    "bench_load.py", "bench_metrics.py", "bench_live.py", "bench_rollout.py",
+    "bench_load.py", "bench_metrics.py", "bench_live.py", "bench_rollout.py", "bench_hostile.py",
 ]
 
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.session import Session
 
 CONFLICT_RETRIES = 3
+#: Seconds an InvalidSpec model status must persist before a wait gives up on it.
+SPEC_FAILURE_GRACE_SECONDS = 2.0
 SUPPORTED_SCHEMES = ("gs", "s3", "https", "http", "pvc", "hf", "oci", "hdfs", "webhdfs", "file")
 TARGET_NAMES = ("default", "latest", "prev")
 
@@ -707,12 +709,19 @@ class Service:
         deadline = time.monotonic() + (timeout if timeout is not None else cfg.wait_timeout)
         progress = Progress(f"{action} {self.namespace}/{self.name}")
         st = self.status()
+        invalid_since: float | None = None
         while True:
             if settled(st, new_revision):
                 # The outcome's headline is the returned Release; this line only closes the wait.
                 progress.done(f"settled on {_split_text(st)}")
                 return st
             failure = self._failure(st, new_revision, before)
+            # KServe reports a spec it cannot serve (no such runtime) only in modelStatus, and Ready
+            # never turns False: without this the wait would run to its deadline. It must persist
+            # for a moment, since the status read right after a patch may still be the old one's.
+            invalid_since = (invalid_since or time.monotonic()) if st.spec_failure else None
+            if not failure and invalid_since is not None and time.monotonic() - invalid_since >= SPEC_FAILURE_GRACE_SECONDS:
+                failure = f"KServe cannot serve {self.name} as specified ({st.spec_failure}); fix the runtime or the model format"
             if failure:
                 progress.done(failure, ok=False)
                 raise errors.RolloutError(failure)

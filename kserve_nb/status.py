@@ -143,6 +143,16 @@ class ServiceStatus:
             return None
         return ready.message or ready.reason or "Ready is False"
 
+    @property
+    def spec_failure(self) -> str | None:
+        """Why KServe cannot serve the spec at all (``modelStatus.transitionStatus: InvalidSpec``,
+        e.g. ``RuntimeNotRecognized``): no revision is made, and Ready never turns False."""
+        model = (self.raw.get("status") or {}).get("modelStatus") or {}
+        if model.get("transitionStatus") != "InvalidSpec":
+            return None
+        info = model.get("lastFailureInfo") or {}
+        return ": ".join(str(x) for x in (info.get("reason"), info.get("message")) if x) or "InvalidSpec"
+
     def tag_url(self, tag: str) -> str | None:
         """URL of the traffic entry tagged ``tag``."""
         for entry in self.traffic:

@@ -275,3 +275,17 @@ def test_a_canary_right_after_an_apply_waits_for_the_first_revision(session: Ses
     assert plan.after.prev_revision == "first-rev-predictor-00001"
     assert (plan.after.prev_percent, plan.after.latest_percent) == (90, 10)
     assert svc.status().canary_traffic_percent is None  # still a dry run
+
+
+def test_a_runtime_kserve_does_not_know_fails_the_wait_at_once(session: Session) -> None:
+    # KServe says so only in modelStatus (RuntimeNotRecognized); Ready stays Unknown.
+    svc = session.service("no-runtime")
+    if svc.exists():
+        svc.delete()
+    manifest = isvc_manifest("no-runtime", NS, M1)
+    manifest["spec"]["predictor"]["model"]["runtime"] = "kserve-nosuchserver"
+    session.apply(manifest)
+    started = time.monotonic()
+    with pytest.raises(errors.RolloutError, match="RuntimeNotRecognized"):
+        svc.canary(M2, 10, timeout=120)
+    assert time.monotonic() - started < 60

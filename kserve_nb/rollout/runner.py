@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from kserve_nb import errors
-from kserve_nb.history import DONE, FAILED, History, new_entry
+from kserve_nb.history import DONE, FAILED, new_entry
 from kserve_nb.metrics.sample import MetricSource, RevisionSample, describe
 from kserve_nb.progress import in_kernel
 from kserve_nb.rollout.plan import PAUSE, RolloutPlan, plan_picture
@@ -495,13 +495,10 @@ class Supervisor:
         self.cancel.wait(self.period)
 
     def _record(self, action: str, detail: str, outcome: str = DONE, error: str | None = None) -> None:
-        try:
-            History(self.svc.session.cluster, self.svc.name, self.svc.namespace).append(
-                new_entry(action, self.svc.session.context, outcome=outcome, detail=detail,
-                          storageUri=self.plan.storage_uri, error=error)
-            )
-        except errors.KServeNbError as err:  # history is evidence, not the release itself
-            log.warning("could not record history: %s", err)
+        # Through the service's own recorder: a history that cannot be written is a visible
+        # warning there, never a failed rollout.
+        self.svc._record(new_entry(action, self.svc.session.context, outcome=outcome, detail=detail,
+                                   storageUri=self.plan.storage_uri, error=error))
 
 
 # ---------------------------------------------------------------------- person-side operations
