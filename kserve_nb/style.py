@@ -25,7 +25,7 @@ SIDE_COLORS: dict[str, str] = {"prev": "#4C78A8", "latest": "#F58518", "default"
 #: Text colours by meaning, as JupyterLab theme variables (fallbacks: GitHub's light palette).
 OK = "var(--jp-success-color1, #1a7f37)"
 ERROR = "var(--jp-error-color1, #cf222e)"
-WARN = "var(--jp-warn-color1, #9a6700)"
+WARN = "var(--jp-warn-color0, #9a6700)"  # color1 is too light on white for text
 MUTED = "var(--jp-ui-font-color2, #57606a)"
 TEXT = "var(--jp-ui-font-color1, #1f2328)"
 
@@ -38,10 +38,10 @@ def split_bar_html(traffic: Iterable[Any], width_px: int = 420, latest_percent: 
     with its container.
     """
     cells = "".join(
-        f'<div title="{html.escape(e.revision)} {e.percent}%" style="width:{e.percent}%;'
+        f'<div title="{html.escape(e.tag or ("latest" if e.latest else "prev"))} {html.escape(e.revision)} {e.percent}%" style="width:{e.percent}%;'
         f'background:{SIDE_COLORS["latest"] if e.latest else SIDE_COLORS["prev"]};color:white;'
         f'font-size:11px;line-height:18px;text-align:center;overflow:hidden;white-space:nowrap">'
-        f'{html.escape(e.tag or ("latest" if e.latest else "prev"))} {e.percent}%</div>'
+        f'{_bar_label(e)}</div>'
         for e in traffic
         if e.percent > 0
     )
@@ -50,6 +50,12 @@ def split_bar_html(traffic: Iterable[Any], width_px: int = 420, latest_percent: 
         f'<div class="kserve-nb-split" data-latest="{data}" style="display:flex;width:100%;max-width:{width_px}px;'
         f'height:18px;margin:4px 0;background:var(--jp-layout-color3, #eaeef2)">{cells}</div>'
     )
+
+
+def _bar_label(entry: Any) -> str:
+    # A narrow cell shows its percent alone (the tag is in its tooltip) rather than a cut-off word.
+    name = entry.tag or ("latest" if entry.latest else "prev")
+    return f"{html.escape(name)} {entry.percent}%" if entry.percent >= 20 else f"{entry.percent}%"
 
 
 # ---------------------------------------------------------------------- the panel's stylesheet
@@ -76,13 +82,15 @@ PANEL_CSS = """
 .kserve-nb-panel tbody tr:hover { background: var(--jp-rendermime-table-row-hover-background, transparent); }
 .kserve-nb-panel .kserve-nb-scroll { overflow-x: auto; max-width: 100%; }
 .kserve-nb-panel h4 { margin: 4px 0; font-size: 13px; }
-.kserve-nb-panel .kserve-nb-stale-note { color: var(--jp-warn-color1, #9a6700); font-weight: bold; }
+.kserve-nb-panel .kserve-nb-stale-note { color: var(--jp-warn-color0, #9a6700); font-weight: bold; }
 .kserve-nb-panel .kserve-nb-stale-body { opacity: 0.55; }
 .kserve-nb-panel .kserve-nb-feedback { min-height: 20px; line-height: 20px; overflow-wrap: anywhere; }
 .kserve-nb-panel .kserve-nb-feedback .kserve-nb-toast { display: inline-block; padding: 1px 6px;
-  border-radius: 3px; border-left: 3px solid currentColor; background: var(--jp-layout-color2, #f6f8fa); }
+  border-radius: 3px; border-left: 3px solid currentColor; background: var(--jp-layout-color1, transparent); }
 .kserve-nb-panel .widget-html-content { overflow-wrap: anywhere; }
 .kserve-nb-panel .kserve-nb-row { gap: 4px 8px; }
+.kserve-nb-panel .kserve-nb-nowrap, .kserve-nb-panel th { white-space: nowrap; }
+.kserve-nb-panel .kserve-nb-header code { word-break: normal; }
 .kserve-nb-panel .js-plotly-plot .main-svg .bg { fill: transparent !important; }
 .kserve-nb-panel .js-plotly-plot .main-svg text:not(.hoverlayer text) {
   fill: var(--jp-ui-font-color1) !important; }

@@ -262,7 +262,7 @@ def test_every_notice_names_the_area_of_the_control_that_caused_it(session: Sess
     assert c.request_traffic(90) == "refused"
     assert c.notice.area == "release" and c.notice.level == "refused" and "move to 30% first" in c.notice.text
     assert c.request_traffic(20) == "applied"
-    assert seen[-2:] == [("release", "busy"), ("release", "ok")] and "now 80%" in c.notice.text
+    assert seen[-2:] == [("release", "busy"), ("release", "ok")] and "settled at 80%" in c.notice.text
     assert c.preview_deploy("", 10) is None and c.notice.area == "deploy" and "enter the storageUri" in c.notice.text
     assert c.send_test(0) == "refused" and c.notice.area == "test"
 

@@ -120,7 +120,7 @@ def test_releasing_the_slider_applies_the_split(name: str, make_panel: Callable[
     settle(panel)
     assert kubectl.canary_percent(name) == 25 and kubectl.split(name) == {"00002": 25, "00001": 75}
     assert 'data-latest="25"' in panel.header.value
-    assert "✔" in release_line(panel) and "now 75%" in release_line(panel)
+    assert "✔" in release_line(panel) and "settled at 75%" in release_line(panel)
     assert "traffic" in panel.log_html.value and "25%" in panel.log_html.value
 
 
@@ -364,7 +364,7 @@ def test_the_panel_carries_a_static_view_for_readers_without_the_widget(
     bundle = panel._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     static = bundle["text/html"]
-    assert "static view" in static and MODEL_2 in static and MODEL_1 in static and "now 80%" in static
+    assert "static view" in static and MODEL_2 in static and MODEL_1 in static and "settled at 80%" in static
     assert "<style" not in static  # sanitizers drop it: the static view must read without it
 
 

@@ -220,11 +220,15 @@ class PanelController:
         self._set("error", f"{action} failed: {message}")
         self._say(action, "error", f"{action} failed: {message}")
 
-    def _run(self, action: str, fn: Callable[[], Any]) -> Any:
-        """Run one façade call with busy/notice/log/error bookkeeping; never raises."""
+    def _run(self, action: str, fn: Callable[[], Any], what: str = "") -> Any:
+        """Run one façade call with busy/notice/log/error bookkeeping; never raises.
+
+        ``what`` names the arguments in the busy notice ("deploying URI with 30%…"), so the user
+        sees exactly what the panel acts on.
+        """
         self._set("busy", action)
         self._set("error", None)
-        self._say(action, "busy", f"{_VERBS.get(action, action)}…")
+        self._say(action, "busy", f"{_VERBS.get(action, action)}{' ' + what if what else ''}…")
         self._cancel.clear()
         try:
             return fn()
@@ -391,7 +395,8 @@ class PanelController:
         if refused:
             self._clear_plan()
             return None
-        plan = self._run("preview", lambda: self._deploy_call(uri, percent, tag_routing, dry_run=True))
+        plan = self._run("preview", lambda: self._deploy_call(uri, percent, tag_routing, dry_run=True),
+                         f"{uri} with {percent}%")
         self._set("plan", plan)  # a failed preview clears the old plan: it answered another question
         if plan is not None:
             older = self._older_model(uri, plan)
@@ -414,7 +419,8 @@ class PanelController:
             self.refresh()
         if self.exists is False:
             return self._deploy_now(uri, percent, tag_routing)
-        plan = self._run("deploy", lambda: self._deploy_call(uri, percent, tag_routing, dry_run=True))
+        plan = self._run("deploy", lambda: self._deploy_call(uri, percent, tag_routing, dry_run=True),
+                         f"{uri} with {percent}%")
         if plan is None:
             self._clear_plan()
             return "failed"
@@ -464,7 +470,8 @@ class PanelController:
         return None
 
     def _deploy_now(self, uri: str, percent: int, tag_routing: bool | None) -> Outcome:
-        release = self._run("deploy", lambda: self._deploy_call(uri, percent, tag_routing, dry_run=False))
+        release = self._run("deploy", lambda: self._deploy_call(uri, percent, tag_routing, dry_run=False),
+                            f"{uri} with {percent}%")
         return self._applied("deploy", release)
 
     def _applied(self, action: str, release: Any) -> Outcome:
@@ -475,7 +482,8 @@ class PanelController:
             return "failed"
         self._record(action, release.summary())
         st = self.refresh() or release.status
-        self._say(action, "ok", f"{action} done in {release.seconds:.1f}s: now {split_text(st.split())}")
+        # "settled at", not "now": the line stays while later changes (polled) may move the split.
+        self._say(action, "ok", f"{action} done in {release.seconds:.1f}s, settled at {split_text(st.split())}")
         return "applied"
 
     # ------------------------------------------------------------------ traffic
@@ -511,7 +519,7 @@ class PanelController:
         return self._traffic_now(percent)
 
     def _traffic_now(self, percent: int) -> Outcome:
-        release = self._run("traffic", lambda: self.service.set_traffic(percent, cancel=self._cancel))
+        release = self._run("traffic", lambda: self.service.set_traffic(percent, cancel=self._cancel), f"to {percent}%")
         return self._applied("traffic", release)
 
     def _refuse(self, action: str, reason: str) -> Outcome:
@@ -621,7 +629,7 @@ class PanelController:
             results = self.service.send(inputs, to="default")
             return compare(results, configured_split=st.split()), Basis.of(st), False
 
-        out = self._run("send", call)
+        out = self._run("send", call, f"{n} rows of {source if isinstance(source, str) else 'the inputs'}")
         if out is None:
             return None
         comparison, basis, paired = out

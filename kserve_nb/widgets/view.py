@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 LOG_LINES = 30
 #: Figures of a comparison the panel shows, in order (the split figure only when there is a split).
 FIGURES = ("predictions", "latency", "agreement", "split")
-FIGURE_HEIGHT = 300
+FIGURE_HEIGHT = 360
 
 #: Builds an extra tab for a new panel: ``(title, widget)``, or None to add nothing.
 TabBuilder = Callable[["Panel"], "tuple[str, Any] | None"]
@@ -168,7 +168,7 @@ class Panel(w.VBox):
         self.header = _classed(w.HTML(), "kserve-nb-header")
         self.slider = _classed(
             w.IntSlider(value=0, min=0, max=100, step=1, description="canary %", continuous_update=False,
-                        style={"description_width": "64px"},
+                        style={"description_width": "initial"},
                         layout=w.Layout(width="auto", flex="1 1 280px", max_width="460px")),
             "kserve-nb-slider",
         )
@@ -177,13 +177,14 @@ class Panel(w.VBox):
         self.feedback = {area: Feedback(area) for area in ("release", "deploy", "test")}
         self.uri = _classed(
             w.Text(value="", placeholder="storageUri of the new model, e.g. gs://bucket/models/v2",
-                   description="storageUri", style={"description_width": "64px"},
+                   description="storageUri", style={"description_width": "initial"},
                    layout=w.Layout(width="100%", max_width="640px")),
             "kserve-nb-uri",
         )
         self.percent = _classed(
-            w.BoundedIntText(value=10, min=0, max=100, description="percent", style={"description_width": "64px"},
-                             layout=w.Layout(width="140px")),
+            # continuous_update: the kernel has the typed value even if Deploy is clicked before the box blurs.
+            w.BoundedIntText(value=10, min=0, max=100, description="percent", style={"description_width": "initial"},
+                             continuous_update=True, layout=w.Layout(width="140px")),
             "kserve-nb-percent",
         )
         self.tag_routing = _classed(
@@ -194,11 +195,11 @@ class Panel(w.VBox):
         self.deploy_button = _button("Deploy", "kserve-nb-deploy", "primary",
                                      "deploy the model as a canary with this percent")
         self.plan_html = _classed(w.HTML(), "kserve-nb-plan")
-        self.n_rows = _classed(w.BoundedIntText(value=20, min=1, max=10_000, description="n",
-                                                style={"description_width": "20px"},
+        self.n_rows = _classed(w.BoundedIntText(value=20, min=1, max=10_000, description="n", continuous_update=True,
+                                                style={"description_width": "initial"},
                                                 layout=w.Layout(width="110px")), "kserve-nb-n")
         self.source = _classed(w.Dropdown(options=self.controller.input_sources(), description="inputs",
-                                          style={"description_width": "44px"}, layout=w.Layout(width="240px")),
+                                          style={"description_width": "initial"}, layout=w.Layout(width="240px")),
                                "kserve-nb-source")
         self.send_button = _button("Send", "kserve-nb-send", "primary", "send n rows to both sides and compare")
         self.summary_html = _classed(w.HTML(), "kserve-nb-summary")
@@ -442,8 +443,9 @@ class Panel(w.VBox):
         outs = []
         for name in shown:
             figure = figures[name]
-            figure.update_layout(height=FIGURE_HEIGHT, margin=dict(l=50, r=10, t=50, b=40),
-                                 title_font_size=12, legend=dict(font_size=10))
+            # Legend under the plot: beside it, long "target · revision" names squeeze the plot.
+            figure.update_layout(height=FIGURE_HEIGHT, margin=dict(l=50, r=10, t=40, b=10), title_font_size=12,
+                                 legend=dict(font_size=10, orientation="h", yanchor="top", y=-0.18, x=0))
             out = _classed(w.Output(layout=w.Layout(min_width="0")), f"kserve-nb-figure-{name}")
             out.outputs = (figure_output(figure),)
             outs.append(out)
@@ -539,17 +541,20 @@ def _descendants(widget: Any) -> list[Any]:
 
 # ---------------------------------------------------------------------- HTML pieces
 
-_ICONS = {"busy": "⏳", "ok": "✔", "error": "✘", "refused": "⛔", "confirm": "❓", "info": "ℹ"}
+# Glyphs every common UI font has (DejaVu, too): emoji fonts are missing on many Linux desktops.
+_ICONS = {"busy": "◌", "ok": "✔", "error": "✘", "refused": "⊘", "confirm": "?", "info": "ℹ"}
 _COLORS = {"busy": style.WARN, "ok": style.OK, "error": style.ERROR, "refused": style.ERROR,
            "confirm": style.WARN, "info": style.TEXT}
 
 
 def notice_html(notice: Notice) -> str:
-    """One notice as a coloured line: icon, time, text."""
+    """One notice as a line: coloured icon and edge, time, text (in colour for outcomes only)."""
+    color = _COLORS[notice.level]
+    text_color = color if notice.level in ("ok", "error", "refused") else style.TEXT
     return (
-        f'<span class="kserve-nb-toast" data-level="{notice.level}" style="color:{_COLORS[notice.level]}">'
-        f"{_ICONS[notice.level]} <span style=\"color:{style.MUTED}\">{notice.time}</span> "
-        f"{html.escape(notice.text)}</span>"
+        f'<span class="kserve-nb-toast" data-level="{notice.level}" style="color:{color}">'
+        f"<b>{_ICONS[notice.level]}</b> <span style=\"color:{style.MUTED}\">{notice.time}</span> "
+        f'<span style="color:{text_color}">{html.escape(notice.text)}</span></span>'
     )
 
 
@@ -598,19 +603,22 @@ def _side_row(c: PanelController, role: str, revision: str, percent: int | None)
     side_color = style.SIDE_COLORS.get(role, style.TEXT)
     return (
         f'<tr class="kserve-nb-side kserve-nb-side-{role}" data-serving="{str(serving).lower()}">'
-        f'<td><b style="color:{side_color}">{role}</b></td><td><code>{html.escape(revision)}</code></td>'
+        # The side's colour on a swatch, the word in the text colour: orange text fails contrast on white.
+        f'<td class="kserve-nb-nowrap"><span style="display:inline-block;width:9px;height:9px;margin-right:4px;'
+        f'background:{side_color}"></span><b>{role}</b></td><td><code>{html.escape(revision)}</code></td>'
         f'<td><code class="kserve-nb-model">{html.escape(uri)}</code></td>'
-        f"<td>{pct}{'' if serving else ' (no traffic)'}</td></tr>"
+        f"<td class=\"kserve-nb-nowrap\">{pct}{'' if serving else ' (no traffic)'}</td></tr>"
     )
 
 
 def _info_row(role: str, info: RevisionInfo, detail: str) -> str:
     color = style.ERROR if role == "failed" else style.WARN
+    # The reason gets a row of its own across the table, so a long message never squeezes the columns.
     return (
-        f'<tr class="kserve-nb-side kserve-nb-{role}"><td><b style="color:{color}">{role}</b></td>'
+        f'<tr class="kserve-nb-side kserve-nb-{role}"><td class="kserve-nb-nowrap"><b style="color:{color}">{role}</b></td>'
         f"<td><code>{html.escape(info.name)}</code></td>"
-        f'<td><code class="kserve-nb-model">{html.escape(info.storage_uri)}</code>'
-        f'<div style="color:{color}">{html.escape(detail)}</div></td><td>0%</td></tr>'
+        f'<td><code class="kserve-nb-model">{html.escape(info.storage_uri)}</code></td><td>0%</td></tr>'
+        f'<tr class="kserve-nb-{role}-reason"><td></td><td colspan="3" style="color:{color}">{html.escape(detail)}</td></tr>'
     )
 
 
@@ -624,9 +632,12 @@ def plan_html(plan: Any) -> str:
         for rv in revs
     )
     new = f"new revision <code>{html.escape(plan.new_revision)}</code>" if plan.new_revision else "no new revision"
+    canary = plan.after.canary_traffic_percent
+    pct = f" with {canary}%" if canary is not None else ""
     patch = html.escape(json.dumps(plan.patch, sort_keys=True))
     return (
-        f"<div class=\"kserve-nb-plan-body\"><div><b>Dry run of {html.escape(plan.action)}</b>: {new}; "
+        f"<div class=\"kserve-nb-plan-body\"><div><b>Dry run of {html.escape(plan.action)}</b> "
+        f"<code class=\"kserve-nb-plan-uri\">{html.escape(plan.after.storage_uri or '')}</code>{pct}: {new}; "
         f"nothing is applied until Deploy.</div>"
         f"<table><thead><tr><th>revision</th><th>traffic now</th><th>after</th></tr></thead><tbody>{rows}</tbody></table>"
         f"<details><summary>patch</summary><code>{patch}</code></details></div>"
