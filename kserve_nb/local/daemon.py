@@ -1,7 +1,9 @@
 """The local cluster's process: API server + controller + revision runtime + ingress gateway.
 
 Started detached by ``kserve-nb local up`` (see :mod:`kserve_nb.local.manager`); runs until
-SIGTERM/SIGINT, then stops every process it started. One state directory holds everything:
+SIGTERM/SIGINT, then stops every process it started. The data plane (nginx and the model servers)
+outlives a daemon that is killed, and keeps serving; the next daemon on the state dir adopts it
+(:mod:`kserve_nb.local.dataplane`). One state directory holds everything:
 
 ``store.sqlite``  objects, revisions, status (survives ``kill -9``)
 ``token``         the API bearer token (0600)
@@ -9,6 +11,9 @@ SIGTERM/SIGINT, then stops every process it started. One state directory holds e
 ``ca.crt`` ``tls.crt`` ``tls.key``  the API server's private CA and certificate (0600)
 ``kubeconfig``    context ``kserve-nb-local`` (0600)
 ``endpoint.json`` pid and ports of the running daemon (0600); absent when stopped
+``runtime.json``  the running model servers: pid, start time, port, revision (0600)
+``ingress/``      nginx: its config, logs, and ``ingress.json`` (0600): master and worker pids and
+                  start times, ports, control token, the routing table it holds
 ``daemon.lock``   held while running, so two daemons never share a state dir
 ``storage/``      the local storage mirror (gs://, s3://, https:// URIs)
 ``prometheus/``   the on-demand Prometheus (:mod:`kserve_nb.local.prometheus`): its config, data and
@@ -154,6 +159,12 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     seeded = loop.run_in_executor(None, storage.seed_mirror, state_dir)
     runtime = Runtime(state_dir, on_change, prerequisite=seeded)
     await runtime.start(wait=False)
+    # Before the controller's first pass: the revisions still serving are running already (same
+    # pid and port), so it restarts none of them and the routing table it computes is unchanged.
+    adopted = await runtime.adopt()
+    if adopted:
+        log.info("adopted %d running model server(s): %s", len(adopted),
+                 ", ".join(f"{s.namespace}/{s.revision} (pid {s.pid}, port {s.port})" for s in adopted))
     previous = _previous_ports(state_dir)
     metrics_token = load_or_create_token(state_dir, TOKEN_FILE)
     gateway, ingress_port = await _start_ingress(state_dir, int(previous.get("ingress", 0)), metrics_token)

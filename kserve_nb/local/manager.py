@@ -6,6 +6,9 @@ same state dir is reused.
 
 Prometheus is not part of ``up`` (it would add seconds to every start): :func:`ensure_prometheus`
 starts it the first time metrics are asked for, and :func:`down` stops it with the cluster.
+
+The data plane (nginx, the model servers) outlives a killed daemon; ``up`` starts a daemon that
+adopts it, and :func:`down` stops it whether a daemon runs or not.
 """
 
 from __future__ import annotations
@@ -214,8 +217,12 @@ def prometheus_status(state_dir: Path | str | None = None) -> "LocalPrometheus |
 
 
 def down(state_dir: Path | str | None = None, *, timeout: float = DOWN_TIMEOUT) -> bool:
-    """Stop the local cluster and every process it started. Returns False if none was running."""
-    from kserve_nb.local import prometheus
+    """Stop the local cluster and every process it started. Returns False if none was running.
+
+    That includes a data plane a killed daemon left serving (only processes that match their record
+    are signalled: see :mod:`kserve_nb.local.dataplane`).
+    """
+    from kserve_nb.local import dataplane, prometheus
 
     sd = _resolve(state_dir)
     prometheus.stop(sd)  # the daemon stops it too; here also when the daemon died without doing so
@@ -223,16 +230,17 @@ def down(state_dir: Path | str | None = None, *, timeout: float = DOWN_TIMEOUT) 
     pid = int(info["pid"]) if info else _pid_from_lock(sd)
     if not pid or not _pid_alive(pid):
         (sd / "endpoint.json").unlink(missing_ok=True)
-        return False
+        return dataplane.stop_recorded(sd)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _pid_alive(pid):
         time.sleep(0.05)
     if _pid_alive(pid):
-        # It did not stop in time: kill it; its revision processes die with it (PDEATHSIG).
+        # It did not stop in time: kill it, then stop the data plane it leaves serving.
         os.kill(pid, signal.SIGKILL)
         while _pid_alive(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
+    dataplane.stop_recorded(sd)
     (sd / "endpoint.json").unlink(missing_ok=True)
     return True
 

@@ -30,8 +30,11 @@ protocol is small (the client side is ``runtime._Zygote``):
   so EOF on the read end means the child is gone, and the child writes its port or failure there;
 - the zygote answers ``{"event": "started", "id", "pid"}`` and later ``{"event": "exited", "pid",
   "code"}`` (from ``SIGCHLD``);
-- both the zygote and each child set ``PR_SET_PDEATHSIG(SIGKILL)``: the zygote dies with the daemon
-  and the children die with the zygote, so nothing outlives ``kill -9`` of the daemon.
+- the zygote sets ``PR_SET_PDEATHSIG(SIGKILL)``: it dies with the daemon (it only serves the control
+  plane, which forks new revisions). The revision servers do not: they are the data plane and keep
+  serving when the daemon or the zygote dies (re-parented to init); a restarted daemon adopts them
+  (:mod:`kserve_nb.local.dataplane`), ``local down`` stops them, and one whose state dir is deleted
+  stops itself (:data:`STATE_DIR_CHECK_SECONDS`), so none is left behind for good.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ GRACEFUL_SHUTDOWN_SECONDS = 2
 
 #: Exit code of a revision process whose model could not load (already reported on the pipe).
 EXIT_LOAD_FAILED = 3
+
+#: How often a revision server checks that its state dir still exists (it stops once it doesn't:
+#: its cluster was removed, and no daemon will ever adopt or stop it).
+STATE_DIR_CHECK_SECONDS = 2.0
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -127,7 +134,8 @@ def serve_revision(request: dict[str, Any], status_fd: int, zygote_pid: int | No
     The outcome of startup is written to ``status_fd`` as one JSON line: ``{"event": "listening",
     "port": N}`` or ``{"event": "failed", "message": "Failed to load model from …: …"}``.
     """
-    _die_with_parent(zygote_pid, b"kserve-model")
+    # No PDEATHSIG here: a revision outlives the daemon and the zygote (see the module docstring).
+    _set_name(b"kserve-model")
     _redirect_output(Path(request["log_path"]))
     _quiet()
     uri = request["storage_uri"]
@@ -143,14 +151,14 @@ def serve_revision(request: dict[str, Any], status_fd: int, zygote_pid: int | No
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(model, status_fd))
+        loop.run_until_complete(_serve(model, status_fd, Path(request["state_dir"])))
     finally:
         loop.close()
     _log_line("model server stopped")
     return 0
 
 
-async def _serve(model: SKLearnModel, status_fd: int) -> None:
+async def _serve(model: SKLearnModel, status_fd: int, state_dir: Path) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -167,7 +175,19 @@ async def _serve(model: SKLearnModel, status_fd: int) -> None:
         await task  # surfaces the startup error as a crash
         return
     _report(status_fd, {"event": "listening", "port": port})
-    await task
+    watchdog = asyncio.create_task(_stop_without_state_dir(uvicorn_server, state_dir))
+    try:
+        await task
+    finally:
+        watchdog.cancel()
+
+
+async def _stop_without_state_dir(uvicorn_server: Any, state_dir: Path) -> None:
+    """Stop serving (gracefully, like SIGTERM) once ``state_dir`` is gone."""
+    while state_dir.is_dir():
+        await asyncio.sleep(STATE_DIR_CHECK_SECONDS)
+    _log_line(f"the state dir {state_dir} is gone: stopping")
+    uvicorn_server.should_exit = True
 
 
 class _ServerTemplate:
@@ -224,16 +244,20 @@ class _ServerTemplate:
 _TEMPLATE: _ServerTemplate | None = None
 
 
-def _die_with_parent(parent_pid: int | None, name: bytes) -> None:
-    """Ask the kernel to SIGKILL us when our parent dies (no orphans after ``kill -9``).
-
-    Also sets the thread name (``ps -o comm``, ``top``) so a zygote and its revision servers can
-    be told apart from each other: they share one command line.
-    """
+def _set_name(name: bytes) -> None:
+    """Set the thread name (``ps -o comm``, ``top``) so a zygote and its revision servers can be
+    told apart from each other: they share one command line."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
+def _die_with_parent(parent_pid: int | None, name: bytes) -> None:
+    """Ask the kernel to SIGKILL us when our parent dies (the zygote dies with the daemon)."""
+    _set_name(name)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: rely on the parent's cleanup
         return
     # The parent may have died between fork and prctl; then we were already re-parented.
@@ -347,7 +371,7 @@ def _report(fd: int, message: dict[str, Any]) -> None:
     try:
         os.write(fd, (json.dumps(message) + "\n").encode())
     except OSError:
-        pass  # the runtime went away; PDEATHSIG will follow
+        pass  # the runtime went away: a new daemon adopts or stops this process
 
 
 # --- the zygote ------------------------------------------------------------------------------

@@ -32,12 +32,21 @@ every idle keep-alive client connection on each routing change (and taken 100+ m
 :meth:`NginxIngress.update` returns at once; ``on_programmed`` is called once nginx holds the table
 (the controller holds status that announces new routes until then, as Knative holds a Route's
 readiness until its ingress is programmed).
+
+nginx is data plane: it outlives the daemon (no parent-death signal, its own session) and keeps
+routing by the table it holds. While no daemon runs, what nginx would hand to the Python gateway
+(unknown hosts, routes without a ready revision, bodies that are not JSON) is answered by nginx
+itself: 503, the control plane is not running. ``ingress.json`` (0600) records the master (pid and
+start time), its workers, both ports, the Python gateway's port, the control token and the table
+nginx holds; a restarted daemon's :meth:`NginxIngress.start` adopts that nginx when it is still the
+recorded process and answers its control endpoint: same port, same table, no request lost (it
+reloads gracefully only if the config must change, e.g. the Python gateway's port was taken). An
+nginx whose directory is deleted stops itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import re
@@ -47,10 +56,11 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, Union
 
 import psutil
 
+from kserve_nb.local import dataplane
 from kserve_nb.local.exporter import (
     CONTENT_TYPE, HEADER_COUNT, HEADER_LATENCIES, LE_LABELS, REQUEST_COUNT, REQUEST_LATENCIES, RequestMetrics,
 )
@@ -70,6 +80,15 @@ _MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")
 PROGRAM_TIMEOUT_SECONDS = 10.0
 #: Restart back-off after nginx dies on its own (it never should).
 RESTART_DELAYS = (0.1, 0.5, 2.0, 5.0)
+#: What the ingress records in its directory (see the module docstring).
+RECORD = dataplane.INGRESS_RECORD.name
+#: nginx's answer when the request needs the Python gateway and no daemon runs. Inside a
+#: single-quoted nginx string: no quotes, backslashes or dollars.
+CONTROL_PLANE_DOWN = (
+    "the control plane of the local cluster is not running, and this request needs it (an unknown "
+    "host, a route without a ready revision, or a body that is not JSON); ready revisions still "
+    "serve JSON requests. Start it with: kserve-nb local up"
+)
 
 # Names that may appear in the table: DNS names and revision names (what admission allows anyway).
 # Anything else is left to the Python gateway (and logged): the table's format can't be broken.
@@ -77,6 +96,8 @@ _SAFE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 
 Routes = Mapping[str, Sequence[tuple[str, str, int]]]
 Endpoints = Mapping[tuple[str, str], tuple[str, int]]
+#: The nginx master: started by this daemon, or adopted from an earlier one.
+Master = Union["subprocess.Popen[bytes]", dataplane.AdoptedProcess]
 
 
 def find_nginx() -> tuple[str, Path] | None:
@@ -199,6 +220,24 @@ _LUA_INIT = r"""
         ngx.update_time()
         return ngx.now()
       end
+    end
+
+    -- An nginx whose directory was deleted belongs to a cluster that is gone: no daemon will ever
+    -- adopt or stop it, so it stops itself (the worker asks its master to quit; a worker whose
+    -- master is gone exits).
+    function kn.watch_directory(conf)
+      if not ok then return end
+      ffi.cdef[[
+        int getppid(void);
+        int kill(int pid, int sig);
+      ]]
+      local master = ffi.C.getppid()
+      ngx.timer.every(2, function(premature)
+        if premature then return end
+        local f = io.open(conf)
+        if f then f:close(); return end
+        if ffi.C.getppid() == master then ffi.C.kill(master, 3) else os.exit(0) end  -- 3: SIGQUIT
+      end)
     end
 
     -- Each request is counted in this worker's own table (a few table operations; string keys
@@ -346,6 +385,12 @@ _LUA_CONTROL = r"""
           return
         end
         ngx.shared.kn:incr("version", 1, 0)
+      elseif ngx.var.arg_table then
+        -- the table nginx holds, for a restarted daemon that adopts this nginx
+        local held = ngx.shared.kn:get("table") or ""
+        ngx.header["Content-Length"] = #held
+        ngx.print(held)
+        return
       end
       ngx.say(ngx.shared.kn:get("version") or 0)
 """
@@ -437,6 +482,7 @@ http {{
     math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
     -- premature: the worker is exiting; its last counts still go to the shared dictionary
     ngx.timer.every(0.25, function(premature) kn.flush() end)
+    kn.watch_directory({_lua_string(str(directory / "nginx.conf"))})
   }}
 
   upstream kn_revisions {{
@@ -481,6 +527,10 @@ http {{
     }}
     location @kn_upstream_failed {{
       add_header x-kserve-revision $kn_revision always;
+      # No revision was tried last: the Python gateway (in the daemon) did not answer.
+      if ($kn_revision = "") {{
+        return 503 '{{"error": "{CONTROL_PLANE_DOWN}"}}';
+      }}
       return 502 '{{"error": "revision $kn_revision stopped answering mid-request (it crashed or was stopped; a crashed revision is restarted and gets no traffic until it is ready again)"}}';
     }}
     location @kn_timed_out {{
@@ -535,7 +585,8 @@ class NginxIngress:
         self._token = secrets.token_urlsafe(24)
         self._metrics_token = metrics_token
         self._fallback = Gateway("127.0.0.1", 0)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Master | None = None
+        self._started: float | None = None  # the master's start time (its identity in the record)
         self._routes: Routes = {}
         self._table = ""  # the encoded table of the last update
         self._pushed: str | None = None  # the encoded table nginx holds
@@ -571,11 +622,16 @@ class NginxIngress:
     async def start(self) -> int:
         """Start the fallback gateway and nginx on ``port`` (a free one when 0); return the port.
 
+        The nginx an earlier daemon left running in ``directory`` is adopted instead, on its port
+        and with the table it holds, when it is still the recorded process and answers.
         Raises ``OSError`` when nginx cannot listen there (the caller may retry with port 0).
         """
         self._loop = asyncio.get_running_loop()
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.directory / "tmp").mkdir(exist_ok=True, mode=0o700)
+        if await self._adopt():
+            self._supervisor = self._loop.create_task(self._supervise(), name="kserve-nb-nginx")
+            return self._port
         await self._fallback.start()
         if not self._port:
             self._port = _free_port()
@@ -617,11 +673,12 @@ class NginxIngress:
                 task.cancel()
         process, self._process = self._process, None
         if process is not None:
-            self._workers()
+            self._workers_of(process)
             await self._stop(process, graceful=True)
+        (self.directory / RECORD).unlink(missing_ok=True)
         await self._fallback.close()
 
-    async def _stop(self, process: subprocess.Popen[bytes], graceful: bool = False) -> None:
+    async def _stop(self, process: Master, graceful: bool = False) -> None:
         """Stop the master (SIGQUIT lets requests finish; SIGTERM doesn't), by force after 2 s each.
 
         Its workers exit with it, unless the master had to be SIGKILLed: then they are killed too.
@@ -635,6 +692,88 @@ class NginxIngress:
                 process.kill()
                 await _wait(process, 2.0)
         self._kill_orphaned_workers()
+
+    # --- adoption ---
+
+    async def _adopt(self) -> bool:
+        """Adopt the nginx recorded in ``directory`` if it is still that process and answers."""
+        record = dataplane.read(self.directory / RECORD)
+        if record is None:
+            return False
+        process = dataplane.verified(record.get("pid"), record.get("started"), marker=str(self.directory), name="nginx")
+        if process is None:
+            # Gone (or its pid is another process now); a killed master's workers may still hold the port.
+            workers = [dataplane.verified(pid, started, name="nginx") for pid, started in record.get("workers") or []]
+            await asyncio.get_running_loop().run_in_executor(None, dataplane.stop, [w for w in workers if w is not None])
+            return False
+        master = dataplane.AdoptedProcess(process)
+        try:
+            self._port, self._control, self._token = int(record["port"]), int(record["control"]), str(record["token"])
+            fallback = int(record["fallback"])
+            self._process, self._started = master, float(record["started"])
+            table = await asyncio.wait_for(self._control_call(b"GET", b"/routes?table=1"), PROGRAM_TIMEOUT_SECONDS)
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with it, a fresh nginx replaces it
+            log.warning("not adopting nginx (pid %d): %r; stopping it", master.pid, e)
+            self._process, self._control = None, 0
+            self._workers_seen |= _children(master.pid)
+            await self._stop(master)
+            return False
+        # The Python gateway behind nginx: on the port nginx sends to, unless another process took it.
+        self._fallback = Gateway("127.0.0.1", fallback)
+        try:
+            await self._fallback.start()
+        except OSError:
+            self._fallback = Gateway("127.0.0.1", 0)
+            await self._fallback.start()
+        self._table = self._pushed = table.decode()
+        await self._reconfigure(master)
+        self._workers()
+        self._record()
+        log.info("adopted nginx ingress (pid %d) on 127.0.0.1:%d, fallback gateway on %d",
+                 master.pid, self._port, self._fallback.port)
+        return True
+
+    async def _reconfigure(self, master: Master) -> None:
+        """Write the config; if it changed (another gateway port, a new version), reload gracefully.
+
+        A reload keeps the listening socket and the shared dictionaries (the routing table); old
+        workers finish their requests.
+        """
+        path = self.directory / "nginx.conf"
+        text = self._render()
+        try:
+            if path.read_text() == text:
+                return
+        except OSError:
+            pass
+        before = _children(master.pid)
+        self._write_config(text)
+        master.send_signal(signal.SIGHUP)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROGRAM_TIMEOUT_SECONDS
+        # Done once the old workers are gone: until they take the master's QUIT they still accept
+        # connections (with the old config); then they only finish their requests (bounded here).
+        while (before & _children(master.pid) or not _children(master.pid)) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        self._workers_seen |= before
+        log.info("nginx ingress (pid %d) reloaded with a new config", master.pid)
+
+    def _record(self) -> None:
+        """Record what runs (see the module docstring), for a daemon that may have to adopt it."""
+        process = self._process
+        if process is None or self._closing or self._started is None:
+            return
+        dataplane.write(self.directory / RECORD, {
+            "version": 1,
+            "pid": process.pid,
+            "started": self._started,
+            "port": self._port,
+            "control": self._control,
+            "fallback": self._fallback.port,
+            "token": self._token,
+            "workers": [[pid, dataplane.started_at(pid)] for pid in sorted(self._workers_seen)],
+            "table": self._pushed,
+        })
 
     # --- internals ---
 
@@ -652,17 +791,21 @@ class NginxIngress:
                     self.on_programmed(routes)
                 return
             self._pushed = table
+            self._record()
             if table == self._table:  # else a newer table came meanwhile: push that one too
                 if self.on_programmed is not None:
                     self.on_programmed(self._routes)
                 return
 
     async def _post(self, table: str) -> None:
-        body = table.encode()
+        await self._control_call(b"POST", b"/routes", table.encode())
+
+    async def _control_call(self, method: bytes, path: bytes, body: bytes = b"") -> bytes:
+        """One request to the control endpoint; the answer's body (raises ``OSError`` unless 200)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self._control)
         try:
             writer.write(
-                b"POST /routes HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Kserve-Nb-Token: "
+                method + b" " + path + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Kserve-Nb-Token: "
                 + self._token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
             )
             answer = await reader.read()
@@ -670,29 +813,26 @@ class NginxIngress:
             writer.close()
         if not answer.startswith(b"HTTP/1.1 200"):
             raise OSError(f"control endpoint answered {answer[:120]!r}")
+        return answer.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in answer else b""
 
     async def _launch(self) -> None:
         if not self._control:
             self._control = _free_port()
         path = self.directory / "nginx.conf"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(render(
-            listen=self._port, control=self._control, fallback=self._fallback.port, token=self._token,
-            directory=self.directory, modules=self.modules, run_as_root=os.geteuid() == 0,
-            metrics_token=self._metrics_token,
-        ))
-        tmp.chmod(0o600)  # it holds the control token
-        os.replace(tmp, path)
+        self._write_config(self._render())
         log_file = open(self.directory / "nginx.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             self._process = subprocess.Popen(
                 [self.binary, "-p", str(self.directory), "-e", str(self.directory / "error.log"),
                  "-c", str(path), "-g", "daemon off;"],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                preexec_fn=_die_with_parent, close_fds=True,
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, close_fds=True,
+                # Data plane: it outlives the daemon (no parent-death signal), and a Ctrl-C aimed
+                # at the daemon's terminal does not reach it.
+                start_new_session=True,
             )
         finally:
             log_file.close()
+        self._started = dataplane.started_at(self._process.pid)
         self._pushed = None
         try:
             await self._until_answering()
@@ -704,8 +844,23 @@ class NginxIngress:
             await self._stop(process)
             raise OSError(f"nginx did not start on 127.0.0.1:{self._port}: {self._error_tail() or e}") from e
         self._workers()
+        self._record()
         log.info("nginx ingress (pid %d) on 127.0.0.1:%d, fallback gateway on %d",
                  self._process.pid, self._port, self._fallback.port)
+
+    def _render(self) -> str:
+        return render(
+            listen=self._port, control=self._control, fallback=self._fallback.port, token=self._token,
+            directory=self.directory, modules=self.modules, run_as_root=os.geteuid() == 0,
+            metrics_token=self._metrics_token,
+        )
+
+    def _write_config(self, text: str) -> None:
+        path = self.directory / "nginx.conf"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)  # it holds the control token
+        os.replace(tmp, path)
 
     async def _until_answering(self) -> None:
         """Wait (bounded) until both nginx ports accept connections."""
@@ -726,9 +881,10 @@ class NginxIngress:
 
     def _workers(self) -> set[int]:
         """The master's current worker processes (remembered, to be killed if orphaned)."""
-        if self._process is None:
-            return set()
-        workers = _children(self._process.pid)
+        return self._workers_of(self._process) if self._process is not None else set()
+
+    def _workers_of(self, process: Master) -> set[int]:
+        workers = _children(process.pid)
         self._workers_seen = {pid for pid in self._workers_seen if psutil.pid_exists(pid)} | workers
         return workers
 
@@ -787,7 +943,7 @@ def _kill_orphan(pid: int) -> None:
         pass
 
 
-async def _wait(process: subprocess.Popen[bytes], timeout: float) -> bool:
+async def _wait(process: Master, timeout: float) -> bool:
     """Wait (without blocking the loop) up to ``timeout`` for ``process`` to exit."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -803,10 +959,3 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    # nginx's master then shuts its workers down: nothing outlives a kill -9 of the daemon.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

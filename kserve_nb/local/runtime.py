@@ -15,6 +15,13 @@ ready for :data:`BACKOFF_RESET_SECONDS`) → ``Ready`` again with ``restarts`` i
 
 Everything runs on the daemon's event loop: process exits are noticed through file descriptors
 (``loop.add_reader``), never by polling.
+
+The model servers are the data plane: they outlive the daemon and the zygote. What runs is recorded
+in ``{state_dir}/runtime.json`` (0600; pid and start time, port, spec, restarts), and a restarted
+daemon :meth:`Runtime.adopt` s every recorded server that is still the same process and answers its
+readiness probe: same pid, same port, no restart. It watches an adopted process (not its child, nor
+the new zygote's) through a pidfd; one that is gone or unhealthy is stopped and started afresh by
+the controller.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kserve_nb.errors import LocalClusterError
+from kserve_nb.local import dataplane
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,10 @@ READINESS_FAILURE_THRESHOLD = 3
 STOP_GRACE_SECONDS = 3.0
 #: How long :meth:`Runtime.start` waits for the zygote's imports.
 ZYGOTE_START_TIMEOUT_SECONDS = 60.0
+#: Readiness probes an adoption candidate gets (each bounded by the probe session's 2 s timeout).
+ADOPT_PROBE_ATTEMPTS = 3
+#: The fields of a :class:`RevisionSpec` in the runtime record.
+_SPEC_FIELDS = ("namespace", "model_name", "revision", "storage_uri", "model_format", "protocol_version")
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,8 @@ class _Revision:
     backoff: float = BACKOFF_INITIAL_SECONDS
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
+    proc_started: float | None = None  # start time of the current process (its identity in the record)
+    exit_fd: int | None = None  # pidfd of an adopted process: neither our child nor the zygote's
 
 
 def _now() -> str:
@@ -311,6 +325,7 @@ class Runtime:
         self._http: Any = None  # aiohttp.ClientSession for readiness probes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._record_scheduled = False
 
     # --- public API ---------------------------------------------------------------------
 
@@ -333,6 +348,98 @@ class Runtime:
         warm = self._loop.create_task(self._ensure_zygote())
         # A failure is reported on the first revision that needs the zygote; log it here too.
         warm.add_done_callback(_log_warm_up_failure)
+
+    async def adopt(self) -> list[RevisionState]:
+        """Adopt the model servers a previous runtime on this state dir left running; return them.
+
+        Call after :meth:`start`, before any :meth:`ensure_running`. A recorded server is adopted
+        (Ready, same pid and port, its restart count kept) when it is still the recorded process
+        (start time and command line) and answers its readiness probe; one that is not ready or
+        does not answer is killed (the controller starts a new one); anything else recorded is left
+        alone: a pid that now belongs to another process is never signalled. No ``on_change`` is
+        sent: the caller reads :meth:`states`.
+        """
+        record = dataplane.read(self._state_dir / dataplane.RUNTIME_RECORD) or {}
+        entries = [e for e in record.get("revisions") or [] if isinstance(e, dict)]
+        adopted = await asyncio.gather(*(self._adopt_one(entry) for entry in entries))
+        self._schedule_record()
+        return [state for state in adopted if state is not None]
+
+    async def _adopt_one(self, entry: dict[str, Any]) -> RevisionState | None:
+        try:
+            fields: dict[str, Any] = {k: entry.get(k) for k in _SPEC_FIELDS}
+            spec = RevisionSpec(**fields)
+            pid, started = int(entry["pid"]), float(entry["started"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not all(isinstance(getattr(spec, k), str) for k in _SPEC_FIELDS[:5]):
+            return None
+        key = (spec.namespace, spec.revision)
+        if dataplane.verified(pid, started, marker=dataplane.MODEL_SERVER_MARKER) is None:
+            log.info("revision %s/%s: process %d is gone (or another process has its pid): not adopted", *key, pid)
+            return None
+        try:
+            exit_fd = os.pidfd_open(pid)
+        except (OSError, AttributeError):  # gone meanwhile, or no pidfds (not Linux): nothing to watch it with
+            dataplane.stop([p for p in [dataplane.verified(pid, started)] if p is not None], STOP_GRACE_SECONDS)
+            return None
+        # Verified again through the pidfd's lifetime: the pid cannot have been reused since.
+        problem = None
+        if dataplane.verified(pid, started, marker=dataplane.MODEL_SERVER_MARKER) is None:
+            os.close(exit_fd)
+            return None
+        port = entry.get("port")
+        if entry.get("phase") != "Ready" or not isinstance(port, int):
+            problem = "it had not become ready"
+        else:
+            problem = await self._probe_adoptee(spec, port)
+        if problem is None and key in self._revisions:
+            problem = "the revision runs already"
+        if problem is not None:
+            log.warning("revision %s/%s: not adopting process %d: %s; stopping it", *key, pid, problem)
+            _pidfd_signal(exit_fd, signal.SIGKILL)
+            os.close(exit_fd)
+            return None
+        assert isinstance(port, int)
+        rev = _Revision(
+            spec=spec,
+            state=RevisionState(
+                spec.namespace, spec.revision, "Ready", entry.get("message"), port=port, pid=pid,
+                restarts=int(entry.get("restarts") or 0), started_at=entry.get("started_at"),
+                last_crash_at=entry.get("last_crash_at"), ever_ready=True,
+            ),
+            log_path=self._state_dir / "logs" / spec.namespace / f"{spec.revision}.log",
+            generation=1,
+            process_gone=False,
+            ready_since=time.monotonic(),
+            proc_started=started,
+            exit_fd=exit_fd,
+        )
+        self._revisions[key] = rev
+        self._get_loop().add_reader(exit_fd, self._on_adopted_exit, rev, rev.generation)
+        url = f"http://{rev.state.host}:{port}/v1/models/{spec.model_name}"
+        self._spawn_task(rev, self._keep_probing(rev, rev.generation, url))
+        log.info("revision %s/%s: adopted process %d on port %d", *key, pid, port)
+        return dataclasses.replace(rev.state)
+
+    async def _probe_adoptee(self, spec: RevisionSpec, port: int) -> str | None:
+        """None when the server on ``port`` serves ``spec``'s model, else what is wrong."""
+        url = f"http://127.0.0.1:{port}/v1/models/{spec.model_name}"
+        problem = "no answer"
+        for attempt in range(ADOPT_PROBE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(0.2)
+            try:
+                async with self._http.get(url) as resp:
+                    if resp.status == 200:
+                        return None
+                    problem = f"GET {url} answered {resp.status}"
+            except Exception as e:  # noqa: BLE001 - any failure to answer is a failed probe
+                problem = f"GET {url} failed: {e!r}"
+        return problem
+
+    def _on_adopted_exit(self, rev: _Revision, gen: int) -> None:
+        self._on_gone(rev, gen, "model server process exited (adopted from an earlier daemon: exit code unknown)")
 
     def ensure_running(self, spec: RevisionSpec) -> None:
         """Make sure a process serves ``spec`` (idempotent; a changed spec replaces the process)."""
@@ -362,10 +469,13 @@ class Runtime:
         rev = self._revisions.pop((namespace, revision), None)
         if rev is None:
             return
+        exit_fd = self._take_exit_fd(rev)  # kept open: it tells when an adopted process is gone
         self._release(rev)
         pid = rev.state.pid
         if pid is not None and not rev.process_gone:
-            self._terminate(pid)
+            self._terminate(pid, exit_fd)
+        elif exit_fd is not None:
+            os.close(exit_fd)
         rev.state.phase, rev.state.port, rev.state.pid = "Stopped", None, None
         self._notify_soon(rev)
 
@@ -388,6 +498,7 @@ class Runtime:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        self._write_record()  # nothing runs any more: the record goes
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -409,13 +520,9 @@ class Runtime:
         self._zygote = zygote
 
     def _on_zygote_lost(self) -> None:
-        # Its children die with it (PDEATHSIG); their status pipes report that. Restarts
-        # go through _ensure_zygote, which starts a new zygote.
+        # Its children keep serving (re-parented to init; their status pipes still report their
+        # exit, without a code). The next revision start starts a new zygote.
         log.warning("model-server zygote exited; it is restarted with the next revision start")
-        for fut in self._dying.values():
-            if not fut.done():
-                fut.set_result(None)
-        self._dying.clear()
         self._by_pid.clear()
 
     # --- process lifecycle --------------------------------------------------------------
@@ -458,7 +565,9 @@ class Runtime:
             self._terminate(pid)
             return
         rev.state.pid = pid
+        rev.proc_started = dataplane.started_at(pid)
         self._by_pid[pid] = (rev, gen)
+        self._schedule_record()
         os.set_blocking(status_r, False)
         rev.status_fd = status_r
         rev.status_buf = b""
@@ -523,7 +632,7 @@ class Runtime:
             await asyncio.sleep(0.01)
         if gen == rev.generation and rev.state.pid is not None:
             rev.kill_reason = f"model server did not answer GET {url} within {READY_TIMEOUT_SECONDS:g}s"
-            self._kill(rev.state.pid)
+            self._kill(rev)
 
     async def _keep_probing(self, rev: _Revision, gen: int, url: str) -> None:
         """Re-probe a ready process periodically; restart it once it keeps answering wrong.
@@ -553,7 +662,7 @@ class Runtime:
                     f"readiness probe failed {failures} times in a row (GET {url} {wrong}); "
                     "the model server was restarted"
                 )
-                self._kill(rev.state.pid)
+                self._kill(rev)
                 return
 
     def _ready(self, rev: _Revision) -> None:
@@ -565,7 +674,7 @@ class Runtime:
     def _start_timed_out(self, rev: _Revision, gen: int) -> None:
         if gen == rev.generation and rev.state.pid is not None and not rev.process_gone:
             rev.kill_reason = f"model server did not report a port within {START_TIMEOUT_SECONDS:g}s"
-            self._kill(rev.state.pid)
+            self._kill(rev)
 
     def _on_process_exit(self, pid: int, code: int) -> None:
         """Zygote report (SIGCHLD): finishes stops, and gives crashes their exit code."""
@@ -633,6 +742,16 @@ class Runtime:
             self._get_loop().remove_reader(rev.status_fd)
             os.close(rev.status_fd)
             rev.status_fd = None
+        exit_fd = self._take_exit_fd(rev)
+        if exit_fd is not None:
+            os.close(exit_fd)
+
+    def _take_exit_fd(self, rev: _Revision) -> int | None:
+        """Stop watching an adopted process's pidfd and hand it over (the caller closes it)."""
+        exit_fd, rev.exit_fd = rev.exit_fd, None
+        if exit_fd is not None:
+            self._get_loop().remove_reader(exit_fd)
+        return exit_fd
 
     def _cancel_timer(self, rev: _Revision) -> None:
         if rev.timer is not None:
@@ -644,10 +763,34 @@ class Runtime:
         rev.tasks.add(task)
         task.add_done_callback(rev.tasks.discard)
 
-    def _terminate(self, pid: int) -> None:
-        """SIGTERM now, SIGKILL after the grace period unless the zygote reported the exit."""
+    def _terminate(self, pid: int, exit_fd: int | None = None) -> None:
+        """SIGTERM now, SIGKILL after the grace period unless the process is known to be gone.
+
+        The zygote reports the exit of its children; an adopted process is watched (and
+        signalled) through its pidfd ``exit_fd``, which this closes once the process is gone.
+        """
         loop = self._get_loop()
         self._by_pid.pop(pid, None)
+        if exit_fd is not None:
+            fut = self._dying.setdefault(pid, loop.create_future())
+
+            def gone() -> None:
+                loop.remove_reader(exit_fd)
+                os.close(exit_fd)
+                if self._dying.get(pid) is fut:
+                    del self._dying[pid]
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.add_reader(exit_fd, gone)
+            _pidfd_signal(exit_fd, signal.SIGTERM)
+            def kill_now() -> None:
+                if not fut.done():
+                    _pidfd_signal(exit_fd, signal.SIGKILL)
+
+            kill = loop.call_later(STOP_GRACE_SECONDS, kill_now)
+            fut.add_done_callback(lambda _f: kill.cancel())
+            return
         if self._zygote is None or not self._zygote.alive:
             self._signal(pid, signal.SIGKILL)  # nobody would report its exit: no grace
             return
@@ -656,8 +799,11 @@ class Runtime:
         handle = loop.call_later(STOP_GRACE_SECONDS, self._signal, pid, signal.SIGKILL, fut)
         fut.add_done_callback(lambda _f: handle.cancel())
 
-    def _kill(self, pid: int) -> None:
-        self._signal(pid, signal.SIGKILL)
+    def _kill(self, rev: _Revision) -> None:
+        if rev.exit_fd is not None:
+            _pidfd_signal(rev.exit_fd, signal.SIGKILL)
+        elif rev.state.pid is not None:
+            self._signal(rev.state.pid, signal.SIGKILL)
 
     def _signal(self, pid: int, sig: int, fut: asyncio.Future[Any] | None = None) -> None:
         if fut is not None and fut.done():
@@ -667,7 +813,33 @@ class Runtime:
         except ProcessLookupError:
             pass
 
+    def _schedule_record(self) -> None:
+        """Write the runtime record soon (once per burst of changes)."""
+        if not self._record_scheduled and self._loop is not None:
+            self._record_scheduled = True
+            self._loop.call_soon(self._write_record)
+
+    def _write_record(self) -> None:
+        """Record every running process (see :mod:`kserve_nb.local.dataplane`); none: no record."""
+        self._record_scheduled = False
+        path = self._state_dir / dataplane.RUNTIME_RECORD
+        running = [
+            {
+                **{k: getattr(r.spec, k) for k in _SPEC_FIELDS},
+                "pid": r.state.pid, "started": r.proc_started, "port": r.state.port, "phase": r.state.phase,
+                "restarts": r.state.restarts, "started_at": r.state.started_at,
+                "last_crash_at": r.state.last_crash_at, "message": r.state.message,
+            }
+            for r in self._revisions.values()
+            if r.state.pid is not None and r.proc_started is not None and not r.process_gone
+        ]
+        if self._closed and not running:
+            path.unlink(missing_ok=True)
+            return
+        dataplane.write(path, {"version": 1, "revisions": running})
+
     def _notify(self, rev: _Revision) -> None:
+        self._schedule_record()
         try:
             self._on_change(dataclasses.replace(rev.state))
         except Exception:  # noqa: BLE001 - a listener bug must not break supervision
@@ -676,6 +848,7 @@ class Runtime:
     def _notify_soon(self, rev: _Revision) -> None:
         # Public methods report asynchronously so a caller is never re-entered from its own call.
         snapshot = dataclasses.replace(rev.state)
+        self._schedule_record()
 
         def deliver() -> None:
             try:
@@ -689,6 +862,13 @@ class Runtime:
 def _log_warm_up_failure(task: "asyncio.Task[None]") -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("zygote warm-up failed: %s", task.exception())
+
+
+def _pidfd_signal(pidfd: int, sig: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _key(rev: _Revision) -> tuple[str, str]:

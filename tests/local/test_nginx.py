@@ -156,3 +156,111 @@ def test_the_daemon_uses_nginx_when_installed_and_the_python_gateway_when_told(
             manager.down(state)
         gone, alive = psutil.wait_procs(children, timeout=10)  # the zygote follows its parent
         assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_restarted_daemon_adopts_the_running_nginx_with_its_port_and_table(tmp_path: Path) -> None:
+    """nginx outlives its daemon: the next ingress on the directory adopts it (no new process)."""
+    directory = tmp_path / "ingress"
+
+    async def revision(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A stand-in model server: answers every request with 200 and keeps the connection.
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head else 0
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def abandon(ingress: NginxIngress) -> None:
+        # What kill -9 of the daemon does to an ingress: its Python side is gone, nginx is not.
+        assert ingress._supervisor is not None
+        ingress._supervisor.cancel()
+        await ingress._fallback.close()
+
+    async def go() -> None:
+        upstream = await asyncio.start_server(revision, "127.0.0.1", 0)
+        upstream_port = upstream.sockets[0].getsockname()[1]
+        routes = {"a.ns.example.com": [("ns", "r1", 100)]}
+        endpoints = {("ns", "r1"): ("127.0.0.1", upstream_port)}
+        first = NginxIngress(directory, metrics_token="metrics")
+        port = await first.start()
+        first.update(routes, endpoints)
+        await first.wait_programmed()
+        master = first.pid
+        assert master is not None and stat_mode(directory / "ingress.json") == 0o600
+        await abandon(first)
+        survivors: list[NginxIngress] = []
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                assert (await client.post("/", json={}, headers={"Host": "a.ns.example.com"})).status_code == 200
+                down = await client.get("/", headers={"Host": "nope.example.com"})
+                assert down.status_code == 503 and "kserve-nb local up" in down.json()["error"]
+
+                reported: list[dict] = []
+                second = NginxIngress(directory, metrics_token="metrics", on_programmed=lambda t: reported.append(dict(t)))
+                survivors.append(second)
+                assert await second.start() == port and second.pid == master
+                second.update(routes, endpoints)
+                assert reported == [routes]  # nginx holds this table already: nothing pushed
+                assert (await client.get("/", headers={"Host": "nope.example.com"})).status_code == 404
+
+                # The gateway's port is taken meanwhile: nginx is reloaded (same master, same port)
+                # to send its fallback requests to the new one.
+                await abandon(second)
+                with socket_on(second._fallback.port):
+                    third = NginxIngress(directory, metrics_token="metrics")
+                    survivors.append(third)
+                    assert await third.start() == port and third.pid == master
+                    assert third._fallback.port != second._fallback.port
+                    assert (await client.post("/", json={}, headers={"Host": "a.ns.example.com"})).status_code == 200
+                    # A new connection goes to a new worker, which sends fallback requests to the new gateway.
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as fresh:
+                        assert (await fresh.get("/", headers={"Host": "nope.example.com"})).status_code == 404
+        finally:
+            workers = {w for s in [first, *survivors] for w in s._workers_seen | s._workers()}
+            await survivors[-1].close() if survivors else await first.close()
+            upstream.close()
+        assert not [p for p in [master, *workers] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert not (directory / "ingress.json").exists()
+
+    uvloop.run(go())
+
+
+def test_a_record_naming_another_process_is_not_adopted(tmp_path: Path) -> None:
+    directory = tmp_path / "ingress"
+    directory.mkdir()
+    # This test process under the recorded pid (right start time, but not nginx of this directory).
+    me = psutil.Process()
+    (directory / "ingress.json").write_text(
+        f'{{"pid": {me.pid}, "started": {me.create_time()}, "port": 1, "control": 1, "fallback": 1, "token": "x"}}'
+    )
+
+    async def go() -> None:
+        ingress = NginxIngress(directory)
+        await ingress.start()
+        try:
+            assert ingress.pid not in (None, me.pid)
+        finally:
+            await ingress.close()
+
+    uvloop.run(go())
+
+
+class socket_on:
+    """Hold 127.0.0.1:port (listening) for the duration of a ``with`` block."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(1)
+
+    def __enter__(self) -> "socket_on":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
