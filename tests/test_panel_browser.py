@@ -586,8 +586,9 @@ def store_panel_image(dest: Path = ROOT / "notebooks" / "images" / "panel.png") 
             (work / "root").mkdir()
             write_notebook(work / "root" / "panel.ipynb", cluster.state_dir, "sklearn-iris-panel", "kserve-test")
             with running_lab(work, work / "root") as (base, token), \
-                    chromium_page(work / "profile", 1100, 2400) as page:
+                    chromium_page(work / "profile", 1240, 2000) as page:
                 open_panel(page, f"{base}/lab/tree/panel.ipynb?token={token}", "light")
+                page.evaluate("() => window.jupyterapp.shell.collapseLeft()")  # the panel gets the width
                 page.locator(".kserve-nb-tabs .lm-TabBar-tab", has_text="Test").click()
                 page.locator(".kserve-nb-n input").fill("150")
                 page.locator(".kserve-nb-send").click()

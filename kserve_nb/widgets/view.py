@@ -204,7 +204,7 @@ class Panel(w.VBox):
         self.send_button = _button("Send", "kserve-nb-send", "primary", "send n rows to both sides and compare")
         self.summary_html = _classed(w.HTML(), "kserve-nb-summary")
         self.figures = _classed(
-            w.GridBox([], layout=w.Layout(grid_template_columns="repeat(auto-fit, minmax(340px, 1fr))",
+            w.GridBox([], layout=w.Layout(grid_template_columns="repeat(auto-fit, minmax(420px, 1fr))",
                                           grid_gap="4px", width="100%")),
             "kserve-nb-figures",
         )
@@ -444,8 +444,13 @@ class Panel(w.VBox):
         for name in shown:
             figure = figures[name]
             # Legend under the plot: beside it, long "target · revision" names squeeze the plot.
-            figure.update_layout(height=FIGURE_HEIGHT, margin=dict(l=50, r=10, t=40, b=10), title_font_size=12,
-                                 legend=dict(font_size=10, orientation="h", yanchor="top", y=-0.18, x=0))
+            # Plotly never wraps a title: break the long ones after their first colon, or they are cut off.
+            title = str(figure.layout.title.text or "")
+            if len(title) > 48 and ": " in title:
+                figure.update_layout(title_text=title.replace(": ", "<br>", 1))
+            figure.update_layout(height=FIGURE_HEIGHT, margin=dict(l=50, r=10, t=56, b=10), title_font_size=12,
+                                 legend=dict(font_size=10, orientation="h", yanchor="top", y=-0.18, x=0,
+                                             title_text=""))
             out = _classed(w.Output(layout=w.Layout(min_width="0")), f"kserve-nb-figure-{name}")
             out.outputs = (figure_output(figure),)
             outs.append(out)
