@@ -833,6 +833,7 @@ class NginxIngress:
         finally:
             log_file.close()
         self._started = dataplane.started_at(self._process.pid)
+        self._record()  # at once: a daemon killed from here on leaves an nginx that `down` can find
         self._pushed = None
         try:
             await self._until_answering()
