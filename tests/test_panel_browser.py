@@ -392,8 +392,13 @@ def preview(page: Any, uri: str, percent: str) -> None:
     pytest.fail(f"the plan never showed {uri} with {percent}%: {plan}")
 
 
-def on_screen(page: Any, selector: str) -> bool:
-    return bool(page.evaluate(ON_SCREEN_JS, selector))
+def on_screen(page: Any, selector: str, timeout_ms: int = 10_000) -> bool:
+    """Whether ``selector`` is (or, once the layout settles, becomes) visible on screen."""
+    try:
+        page.wait_for_function(ON_SCREEN_JS, arg=selector, timeout=timeout_ms)
+    except Exception:  # playwright's TimeoutError: the caller's assert says what is missing
+        return False
+    return True
 
 
 def open_panel(page: Any, url: str, theme: str) -> Any:
@@ -512,6 +517,10 @@ def _drive(page: Any, url: str, theme: str, name: str, kubectl: Any, corrupt: st
     assert page.locator(".kserve-nb-figure-split").count() == 0  # paired sides: no split to draw
     wait_for("figures drawn in the theme's colours",
              lambda: (page.evaluate(FIGURE_CONTRAST_JS) or 0) >= MIN_CONTRAST, timeout=20)
+    # The kernel drew them with the theme's plotly template (plotly_dark's font is #f2f5fa).
+    font = page.evaluate("() => document.querySelector('.kserve-nb-panel .js-plotly-plot')"
+                         ".layout.template.layout.font.color")
+    assert font == ("#f2f5fa" if theme == "dark" else "#2a3f5f"), font
     _readable(page, "after test traffic")
     shot("test-traffic")
 

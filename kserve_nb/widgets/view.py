@@ -108,7 +108,8 @@ class Feedback(w.VBox):
         self.add_class(f"kserve-nb-area-{area}")
 
     def show(self, notice: Notice | None) -> None:
-        self.line.value = notice_html(notice) if notice is not None else ""
+        # A question is asked once, in the confirm row beside its buttons, not repeated above them.
+        self.line.value = notice_html(notice) if notice is not None and notice.level != "confirm" else ""
 
     def ask(self, message: str | None) -> None:
         self.confirm_text.value = f"<b>{html.escape(message)}</b>" if message else ""
