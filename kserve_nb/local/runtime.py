@@ -381,14 +381,16 @@ class Runtime:
         try:
             exit_fd = os.pidfd_open(pid)
         except (OSError, AttributeError):  # gone meanwhile, or no pidfds (not Linux): nothing to watch it with
-            dataplane.stop([p for p in [dataplane.verified(pid, started)] if p is not None], STOP_GRACE_SECONDS)
+            found = dataplane.verified(pid, started, marker=dataplane.MODEL_SERVER_MARKER)
+            if found is not None:
+                await self._get_loop().run_in_executor(None, dataplane.stop, [found])
             return None
-        # Verified again through the pidfd's lifetime: the pid cannot have been reused since.
-        problem = None
+        # Verified again while the pidfd is held: it is the recorded process, not a reuse of its pid.
         if dataplane.verified(pid, started, marker=dataplane.MODEL_SERVER_MARKER) is None:
             os.close(exit_fd)
             return None
         port = entry.get("port")
+        problem: str | None
         if entry.get("phase") != "Ready" or not isinstance(port, int):
             problem = "it had not become ready"
         else:
@@ -524,6 +526,18 @@ class Runtime:
         # exit, without a code). The next revision start starts a new zygote.
         log.warning("model-server zygote exited; it is restarted with the next revision start")
         self._by_pid.clear()
+        # Processes being stopped: their exit is no longer reported; watch each through a pidfd.
+        for pid, fut in list(self._dying.items()):
+            try:
+                exit_fd = os.pidfd_open(pid)
+            except (OSError, AttributeError):
+                exit_fd = None
+            if exit_fd is None:
+                del self._dying[pid]
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                self._watch_dying(pid, exit_fd, fut)
 
     # --- process lifecycle --------------------------------------------------------------
 
@@ -766,24 +780,24 @@ class Runtime:
     def _terminate(self, pid: int, exit_fd: int | None = None) -> None:
         """SIGTERM now, SIGKILL after the grace period unless the process is known to be gone.
 
-        The zygote reports the exit of its children; an adopted process is watched (and
-        signalled) through its pidfd ``exit_fd``, which this closes once the process is gone.
+        The zygote reports the exit of its children; an adopted process, or one whose zygote is
+        gone, is watched (and signalled) through a pidfd (``exit_fd``, or one opened here), which
+        is closed once the process is gone.
         """
         loop = self._get_loop()
         self._by_pid.pop(pid, None)
+        if exit_fd is None and (self._zygote is None or not self._zygote.alive):
+            # Its zygote is gone, so nobody would report its exit: watch it through a pidfd.
+            try:
+                exit_fd = os.pidfd_open(pid)
+            except (OSError, AttributeError):
+                self._signal(pid, signal.SIGKILL)  # gone already, or no pidfds: no grace
+                return
         if exit_fd is not None:
             fut = self._dying.setdefault(pid, loop.create_future())
-
-            def gone() -> None:
-                loop.remove_reader(exit_fd)
-                os.close(exit_fd)
-                if self._dying.get(pid) is fut:
-                    del self._dying[pid]
-                if not fut.done():
-                    fut.set_result(None)
-
-            loop.add_reader(exit_fd, gone)
+            self._watch_dying(pid, exit_fd, fut)
             _pidfd_signal(exit_fd, signal.SIGTERM)
+
             def kill_now() -> None:
                 if not fut.done():
                     _pidfd_signal(exit_fd, signal.SIGKILL)
@@ -791,13 +805,24 @@ class Runtime:
             kill = loop.call_later(STOP_GRACE_SECONDS, kill_now)
             fut.add_done_callback(lambda _f: kill.cancel())
             return
-        if self._zygote is None or not self._zygote.alive:
-            self._signal(pid, signal.SIGKILL)  # nobody would report its exit: no grace
-            return
         fut = self._dying.setdefault(pid, loop.create_future())
         self._signal(pid, signal.SIGTERM)
         handle = loop.call_later(STOP_GRACE_SECONDS, self._signal, pid, signal.SIGKILL, fut)
         fut.add_done_callback(lambda _f: handle.cancel())
+
+    def _watch_dying(self, pid: int, exit_fd: int, fut: "asyncio.Future[int | None]") -> None:
+        """Resolve ``fut`` (and close ``exit_fd``) once the process of pidfd ``exit_fd`` is gone."""
+        loop = self._get_loop()
+
+        def gone() -> None:
+            loop.remove_reader(exit_fd)
+            os.close(exit_fd)
+            if self._dying.get(pid) is fut:
+                del self._dying[pid]
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(exit_fd, gone)
 
     def _kill(self, rev: _Revision) -> None:
         if rev.exit_fd is not None:

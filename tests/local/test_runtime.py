@@ -283,25 +283,27 @@ def test_stop_while_starting_leaves_no_process(h: Harness) -> None:
 
 
 def test_a_dead_zygote_leaves_its_revisions_serving_and_is_replaced(h: Harness) -> None:
-    spec = h.spec()
-    first = h.start_ready(spec)
+    kept, stopped = h.spec(), h.spec()
+    first, second = h.start_ready(kept), h.start_ready(stopped)
     zygote = h.runtime._zygote
     assert zygote is not None and zygote.pid is not None
     os.kill(zygote.pid, signal.SIGKILL)  # its children are data plane: they keep serving
     h.run(asyncio.sleep(0.5))
-    assert h.runtime.states()[(NS, spec.revision)].phase == "Ready" and _alive(first.pid)  # type: ignore[arg-type]
-    h.run(_predict_ok(first))
-    # The next start needs a new zygote, which imports kserve and scikit-learn again: seconds.
-    other = h.spec()
-    h.runtime.ensure_running(other)
-    h.run(h.until(other.revision, lambda s: s.phase == "Ready", timeout=60), timeout=60)
-    assert h.runtime._zygote is not None and h.runtime._zygote.pid != zygote.pid
-    # A server the dead zygote forked is still seen to exit (its status pipe), and restarts.
+    for state in (first, second):
+        assert h.runtime.states()[(NS, state.revision)].phase == "Ready" and _alive(state.pid)  # type: ignore[arg-type]
+        h.run(_predict_ok(state))
+    # Stopping one whose zygote is gone: nobody reports its exit, a pidfd does.
+    h.runtime.stop(NS, stopped.revision)
+    h.run(_wait_gone([second.pid]))  # type: ignore[list-item]
+    assert not h.runtime._dying
+    # One that dies is still seen at once (its status pipe) and restarts from a new zygote, which
+    # imports kserve and scikit-learn again: seconds.
     os.kill(first.pid, signal.SIGKILL)  # type: ignore[arg-type]
-    back = h.run(h.until(spec.revision, lambda s: s.phase == "Ready" and s.restarts == 1, timeout=10), timeout=10)
+    h.run(h.until(kept.revision, lambda s: s.phase == "Restarting"))
+    back = h.run(h.until(kept.revision, lambda s: s.phase == "Ready" and s.restarts == 1, timeout=60), timeout=60)
     assert back.pid != first.pid
-    h.runtime.stop(NS, spec.revision)
-    h.runtime.stop(NS, other.revision)
+    assert h.runtime._zygote is not None and h.runtime._zygote.pid != zygote.pid
+    h.runtime.stop(NS, kept.revision)
 
 
 def test_close_stops_every_process_and_the_zygote(h: Harness) -> None:
