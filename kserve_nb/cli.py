@@ -39,7 +39,9 @@ def _local(args: argparse.Namespace) -> int:
         return 0
     # status
     if running is None:
-        print("stopped")
+        left = manager.data_plane_left(args.state_dir)
+        print(f"stopped; its data plane still serves (pids {', '.join(map(str, left))}): `kserve-nb local up` "
+              "adopts it, `kserve-nb local down` stops it" if left else "stopped")
         return 1
     print(f"running (pid {running.pid})  API {running.api}  ingress {running.ingress} ({running.ingress_proxy})  state {running.state_dir}")
     watching = manager.prometheus_status(args.state_dir)

@@ -245,6 +245,17 @@ def down(state_dir: Path | str | None = None, *, timeout: float = DOWN_TIMEOUT) 
     return True
 
 
+def data_plane_left(state_dir: Path | str | None = None) -> list[int]:
+    """The pids of a data plane (nginx, model servers) that a killed daemon left serving."""
+    from kserve_nb.local import dataplane
+
+    sd = _resolve(state_dir)
+    info = _read_endpoint(sd)
+    if info and _pid_alive(int(info["pid"])):
+        return []  # its daemon runs (or starts): not left behind
+    return sorted(p.pid for p in dataplane.recorded_processes(sd))
+
+
 def _pid_from_lock(sd: Path) -> int | None:
     # No endpoint.json (crashed during start-up): find the daemon by its command line.
     try:

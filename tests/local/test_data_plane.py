@@ -22,7 +22,8 @@ import psutil
 import pytest
 
 from kserve_nb.local import dataplane, manager
-from .test_daemon import BASE, M1, M2, ROW, api, manifest, ready, split, wait_for
+from kserve_nb.local.prometheus import find_prometheus
+from .test_daemon import BASE, M1, M2, ROW, api, cli, manifest, ready, split, wait_for
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 NAME = "steady"
@@ -197,9 +198,13 @@ def test_down_without_a_daemon_stops_the_data_plane_and_never_a_foreign_process(
     servers, nginx = _servers(fresh), _nginx(fresh)
     for name in (dataplane.RUNTIME_RECORD, dataplane.INGRESS_RECORD):
         assert (fresh / name).stat().st_mode & 0o777 == 0o600
-    _kill_daemon(cluster)
     mine = [p.pid for p in nginx] + [pid for pid, _, _ in servers.values()]
+    if find_prometheus() is not None:
+        mine.append(manager.ensure_prometheus(fresh).pid)
+    _kill_daemon(cluster)
     assert all(_alive(p) for p in mine)  # still serving
+    status = cli("local", "status", "--state-dir", str(fresh))
+    assert status.returncode == 1 and "data plane still serves" in status.stdout and "local down" in status.stdout
 
     # Two unrelated processes: one under a recorded pid with another start time, one with the
     # recorded start time but another command line. Neither may be signalled, by `up` or `down`.
