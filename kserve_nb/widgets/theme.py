@@ -3,8 +3,9 @@
 Plotly draws figures with literal colours, so the kernel must know the theme to pick a template
 (:func:`kserve_nb.style.plotly_template`). JupyterLab marks its theme on ``<body>``
 (``data-jp-theme-light``); the probe reads it when shown and again whenever the user switches theme,
-and syncs it to :attr:`ThemeProbe.theme`. It needs ``anywidget`` (which plotly's own widgets use);
-without it :func:`theme_probe` returns None and the kernel falls back to JupyterLab's settings file.
+and syncs it to :attr:`ThemeProbe.theme`. It is an ``anywidget`` (a dependency, for plotly's
+FigureWidget too); should it be missing, :func:`theme_probe` returns None and the kernel falls back to
+JupyterLab's settings file (:func:`kserve_nb.style.lab_theme_setting`).
 """
 
 from __future__ import annotations
