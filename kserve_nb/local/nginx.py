@@ -145,6 +145,22 @@ def encode_table(routes: Routes, endpoints: Endpoints) -> str:
     return "\n".join(lines) + "\n"
 
 
+def decode_table(table: str) -> tuple[dict[str, list[tuple[str, str, int]]], dict[tuple[str, str], tuple[str, int]]]:
+    """The routes and endpoints an :func:`encode_table` text holds (what nginx serves)."""
+    routes: dict[str, list[tuple[str, str, int]]] = {}
+    endpoints: dict[tuple[str, str], tuple[str, int]] = {}
+    for line in table.splitlines():
+        if not line.strip():
+            continue
+        host, *fields = line.split()
+        for i in range(0, len(fields) - 3, 4):
+            revision, port, weight, namespace = fields[i:i + 4]
+            if port.isdigit() and weight.isdigit():
+                routes.setdefault(host, []).append((namespace, revision, int(weight)))
+                endpoints[(namespace, revision)] = ("127.0.0.1", int(port))
+    return routes, endpoints
+
+
 # The Lua side: parse the pushed table once per version per worker, pick by weight; count what
 # was forwarded to a revision (the metric labels of each target are built at parse time).
 _LUA_INIT = r"""
@@ -726,6 +742,8 @@ class NginxIngress:
             self._fallback = Gateway("127.0.0.1", 0)
             await self._fallback.start()
         self._table = self._pushed = table.decode()
+        # Until the controller's first update, the gateway serves what nginx serves.
+        self._fallback.update(*decode_table(self._table))
         await self._reconfigure(master)
         self._workers()
         self._record()

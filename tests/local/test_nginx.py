@@ -21,7 +21,7 @@ import pytest
 import uvloop
 
 from kserve_nb.local import manager
-from kserve_nb.local.nginx import INGRESS_ENV, NginxIngress, encode_table, find_nginx, render
+from kserve_nb.local.nginx import INGRESS_ENV, NginxIngress, decode_table, encode_table, find_nginx, render
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (make sysdeps installs it)")
 
@@ -65,6 +65,13 @@ def test_the_table_holds_only_ready_targets_with_traffic() -> None:
         # b: r2 has no traffic and r3 is not ready, so the Python gateway answers it (503, says why)
         f"{LONG_HOST} r1 20001 100 ns",
     ]
+
+
+def test_a_table_decodes_to_the_routes_and_endpoints_it_encodes() -> None:
+    routes = {"a.ns.example.com": [("ns", "r2", 30), ("ns", "r1", 70)], "prev-a.ns.example.com": [("ns", "r1", 100)]}
+    endpoints = {("ns", "r1"): ("127.0.0.1", 4001), ("ns", "r2"): ("127.0.0.1", 4002)}
+    assert decode_table(encode_table(routes, endpoints)) == (routes, endpoints)
+    assert decode_table("\n") == ({}, {})
 
 
 def test_names_that_are_not_dns_names_never_reach_the_table() -> None:
@@ -202,6 +209,10 @@ def test_a_restarted_daemon_adopts_the_running_nginx_with_its_port_and_table(tmp
                 second = NginxIngress(directory, metrics_token="metrics", on_programmed=lambda t: reported.append(dict(t)))
                 survivors.append(second)
                 assert await second.start() == port and second.pid == master
+                # Before any update the gateway behind nginx serves nginx's table (a body nginx
+                # hands to it: not JSON).
+                slow = await client.post("/", content=b"x", headers={"Host": "a.ns.example.com", "Content-Type": "text/plain"})
+                assert slow.status_code == 200 and slow.headers["x-kserve-revision"] == "r1"
                 second.update(routes, endpoints)
                 assert reported == [routes]  # nginx holds this table already: nothing pushed
                 assert (await client.get("/", headers={"Host": "nope.example.com"})).status_code == 404
