@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from kserve_nb.local import dataplane, manager
+from kserve_nb.local.nginx import INGRESS_ENV
 from kserve_nb.local.prometheus import find_prometheus
 from .test_daemon import BASE, M1, M2, ROW, api, cli, manifest, ready, split, wait_for
 
@@ -277,3 +278,30 @@ def test_a_data_plane_whose_state_dir_is_deleted_stops_itself(tmp_path: Path) ->
     subprocess.run(["rm", "-rf", str(state)], check=True)
     # Each checks every 2 s; the model servers then let in-flight requests finish (2 s at most).
     assert _wait_gone(mine, timeout=15) == []
+
+
+def test_without_nginx_the_model_servers_are_adopted_and_the_ingress_returns_on_its_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Python gateway alone lives in the daemon, so the ingress is down until `up`; the model
+    # servers are not, and are adopted all the same.
+    monkeypatch.setenv(INGRESS_ENV, "python")
+    state = tmp_path / "python"
+    cluster = manager.up(state)
+    pids: list[int] = []
+    try:
+        assert cluster.ingress_proxy == "python"
+        _canary(cluster)
+        servers = _servers(state)
+        pids = [pid for pid, _, _ in servers.values()]
+        _kill_daemon(cluster)
+        assert all(_alive(p) for p in pids)
+        restarted = manager.up(state)
+        assert restarted.ingress_port == cluster.ingress_port and _servers(state) == servers
+        with httpx.Client(base_url=restarted.ingress, timeout=10) as gw:
+            answers = [gw.post(f"/v1/models/{NAME}:predict", json=ROW, headers={"Host": HOST}) for _ in range(40)]
+        assert {r.status_code for r in answers} == {200}
+        assert {r.headers["x-kserve-revision"] for r in answers} == {R1, R2}
+    finally:
+        manager.down(state)
+    assert _wait_gone(pids) == []
