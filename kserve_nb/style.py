@@ -87,7 +87,9 @@ PANEL_CSS = """
 .kserve-nb-panel .kserve-nb-feedback { min-height: 20px; line-height: 20px; overflow-wrap: anywhere; }
 .kserve-nb-panel .kserve-nb-feedback .kserve-nb-toast { display: inline-block; padding: 1px 6px;
   border-radius: 3px; border-left: 3px solid currentColor; background: var(--jp-layout-color1, transparent); }
-.kserve-nb-panel .widget-html-content { overflow-wrap: anywhere; }
+/* ipywidgets gives HTML the height of an input row (28 px) per line: wrapped text would sprawl. */
+.kserve-nb-panel .widget-html-content { overflow-wrap: anywhere; line-height: 1.45; }
+.kserve-nb-panel .kserve-nb-feedback .widget-html-content { padding: 2px 0; }
 .kserve-nb-panel .kserve-nb-row { gap: 4px 8px; }
 .kserve-nb-panel .kserve-nb-nowrap, .kserve-nb-panel th { white-space: nowrap; }
 .kserve-nb-panel .kserve-nb-header code { word-break: normal; }
