@@ -12,6 +12,7 @@ Each script measures its comparisons side by side within its own run, on loopbac
 - bench_live.py      the live chart's refresh cost
 - bench_rollout.py   the autopilot on the local cluster: time and requests to roll back a bad candidate
 - bench_hostile.py   what a hostile YAML body costs the API server's loop, ours vs plain PyYAML
+- bench_restart.py   requests answered while the daemon is killed and restarted (the data plane stays up)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = [
     "bench_gateway.py", "bench_send.py", "bench_cluster.py", "bench_load_ext.py", "bench_canary_judge.py",
     "bench_load.py", "bench_metrics.py", "bench_live.py", "bench_rollout.py", "bench_hostile.py",
+    "bench_restart.py",
 ]
 
 
