@@ -19,9 +19,11 @@ def shell(local_cluster: Any) -> Iterator[InteractiveShell]:
     sh = InteractiveShell.instance(config=default_config())
     sh.run_line_magic("load_ext", "kserve_nb")
     for cell in (
+        # The shell is IPython's singleton, shared with other test modules: the namespace goes on
+        # the session (gone at unload), never into %config (which would outlive this module).
         f"%kserve connect local --state-dir {local_cluster.state_dir}",
         f"%kserve namespace create {NS}",
-        f'%config KServeNb.namespace = "{NS}"',
+        f"%kserve connect local --state-dir {local_cluster.state_dir} -n {NS}",
         f"%kserve deploy ro-magic --storage-uri {M1}",
     ):
         assert sh.run_cell(cell).success, cell
