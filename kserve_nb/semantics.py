@@ -31,6 +31,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
+from kserve_nb import conditions
 from kserve_nb import resources as r
 from kserve_nb.servingruntimes import RuntimeFailure, select_runtime
 
@@ -324,26 +325,11 @@ def _route_not_ready(ks: KsvcState, reason: str, message: str) -> None:
 # --------------------------------------------------------------------------- status
 
 
-def _cond(
-    ctype: str, status: str, reason: str | None = None, message: str | None = None
-) -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": ctype, "status": status}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    if ctype in INFO_CONDITIONS:
-        cond["severity"] = "Info"
-    return cond
+def _cond(ctype: str, status: str, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
+    return conditions.make(ctype, status, reason, message, INFO_CONDITIONS)
 
 
-def _combine(*conds: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
-    # Knative's living condition set: False beats Unknown beats True.
-    for wanted in ("False", "Unknown"):
-        for cond in conds:
-            if cond["status"] == wanted:
-                return wanted, cond.get("reason"), cond.get("message")
-    return "True", None, None
+_combine = conditions.combine
 
 
 def ksvc_conditions(ks: KsvcState, isvc_name: str) -> dict[str, dict[str, Any]]:
@@ -467,20 +453,7 @@ def model_status(ks: KsvcState) -> dict[str, Any]:
     }
 
 
-def _merge_conditions(
-    old: Sequence[Mapping[str, Any]], new: list[dict[str, Any]], now: str
-) -> list[dict[str, Any]]:
-    # lastTransitionTime moves only when a condition's status changes; Knative keeps them sorted.
-    previous = {c.get("type"): c for c in old or []}
-    merged = []
-    for cond in new:
-        before = previous.get(cond["type"])
-        if before is not None and before.get("status") == cond["status"] and before.get("lastTransitionTime"):
-            cond["lastTransitionTime"] = before["lastTransitionTime"]
-        else:
-            cond["lastTransitionTime"] = now
-        merged.append(cond)
-    return sorted(merged, key=lambda c: c["type"])
+_merge_conditions = conditions.merge
 
 
 # --------------------------------------------------------------------------- the pass

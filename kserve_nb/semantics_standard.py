@@ -33,7 +33,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
-from kserve_nb import errors
+from kserve_nb import conditions, errors
 from kserve_nb import resources as r
 from kserve_nb.semantics import storage_uri_of
 
@@ -635,40 +635,11 @@ class StandardState:
 
 
 def _condition(ctype: str, status: str, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": ctype, "status": status}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    if ctype in INFO_CONDITIONS:
-        cond["severity"] = "Info"
-    return cond
+    return conditions.make(ctype, status, reason, message, INFO_CONDITIONS)
 
 
-def _combine(*conds: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
-    # knative's living condition set: False beats Unknown beats True; the first unhappy one explains.
-    for wanted in ("False", "Unknown"):
-        for cond in conds:
-            if cond["status"] == wanted:
-                return wanted, cond.get("reason"), cond.get("message")
-    return "True", None, None
-
-
-def _merge_conditions(
-    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], now: str
-) -> list[dict[str, Any]]:
-    # lastTransitionTime moves only when a condition's status changes; knative keeps them sorted.
-    previous = {c.get("type"): c for c in old}
-    merged = []
-    for cond in new:
-        out = dict(cond)
-        before = previous.get(out["type"])
-        if before is not None and before.get("status") == out["status"] and before.get("lastTransitionTime"):
-            out["lastTransitionTime"] = before["lastTransitionTime"]
-        else:
-            out["lastTransitionTime"] = now
-        merged.append(out)
-    return sorted(merged, key=lambda c: str(c["type"]))
+_combine = conditions.combine
+_merge_conditions = conditions.merge
 
 
 def predictor_ready_condition(rec: DeploymentRecord | None) -> dict[str, Any]:
