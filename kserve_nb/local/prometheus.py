@@ -44,6 +44,7 @@ from typing import Any, Mapping
 import yaml
 
 from kserve_nb.errors import LocalClusterError
+from kserve_nb.local.daemon import write_private
 
 DIRECTORY = "prometheus"
 USER = "kserve-nb"
@@ -86,22 +87,13 @@ def _dir(state_dir: Path) -> Path:
     return path
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def write_targets(state_dir: Path, exporters: Mapping[str, int]) -> None:
     """Write the exporters' addresses (name → loopback port) for Prometheus' file discovery."""
     groups = [
         {"targets": [f"127.0.0.1:{int(port)}"], "labels": {"exporter": name}}
         for name, port in sorted(exporters.items())
     ]
-    _write_private(_dir(state_dir) / "targets.json", json.dumps(groups, indent=2) + "\n")
+    write_private(_dir(state_dir) / "targets.json", json.dumps(groups, indent=2) + "\n")
 
 
 def render_config(state_dir: Path) -> str:
@@ -148,13 +140,13 @@ def _credentials(directory: Path) -> tuple[str, bool]:
     password = path.read_text().strip() if path.exists() else ""
     if not password:
         password = secrets.token_urlsafe(32)
-        _write_private(path, password + "\n")
+        write_private(path, password + "\n")
     web = directory / "web.yml"
     if not web.exists():
         hashed = _bcrypt(password)
         if hashed is None:
             return password, False
-        _write_private(web, yaml.safe_dump({"basic_auth_users": {USER: hashed}}))
+        write_private(web, yaml.safe_dump({"basic_auth_users": {USER: hashed}}))
     return password, True
 
 
@@ -222,7 +214,7 @@ def ensure(state_dir: Path | str, *, timeout: float = START_TIMEOUT) -> LocalPro
 def _start(binary: str, state_dir: Path, directory: Path, timeout: float) -> LocalPrometheus:
     if not (directory / "targets.json").exists():
         write_targets(state_dir, {})
-    _write_private(directory / "prometheus.yml", render_config(state_dir))
+    write_private(directory / "prometheus.yml", render_config(state_dir))
     password, protected = _credentials(directory)
     (directory / "data").mkdir(exist_ok=True, mode=0o700)
     port = _free_port()
@@ -254,7 +246,7 @@ def _start(binary: str, state_dir: Path, directory: Path, timeout: float) -> Loc
                 f"Prometheus exited during start-up (code {proc.returncode}); see {directory / 'prometheus.log'}"
             )
         if _ready(url, running.auth) and _scraped_all(running, directory):
-            _write_private(directory / "running.json", json.dumps({"pid": proc.pid, "url": url, "auth": protected}))
+            write_private(directory / "running.json", json.dumps({"pid": proc.pid, "url": url, "auth": protected}))
             return running
         time.sleep(0.1)
     _terminate(proc.pid)
