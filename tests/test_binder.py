@@ -106,5 +106,5 @@ def test_binder_environment_runs_the_walkthrough_notebook(tmp_path: Path) -> Non
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     texts = "\n".join(str(o.get("data", {}).get("text/plain", o.get("text", ""))) for o in outputs)
-    assert "predictions=[1, 1]" in texts
+    assert "PredictionResult latest → sklearn-iris-predictor-00002: [1, 1]" in texts
     assert "0% sklearn-iris-predictor-00002 [latest] + 100% sklearn-iris-predictor-00001 [prev]" in texts
