@@ -28,6 +28,21 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.
         manager.down(state_dir)
 
 
+@pytest.fixture(scope="module")
+def session(request: pytest.FixtureRequest, local_cluster: manager.LocalCluster) -> Iterator[Any]:
+    """A Session on the test cluster in the test module's own namespace (its ``NS``), created if
+    missing, closed after the module."""
+    from kserve_nb.session import connect
+
+    namespace = request.module.NS
+    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=namespace)
+    s.create_namespace(namespace)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 class Kubectl:
     """The real kubectl against one kubeconfig. Arguments are a list: no shell strings."""
 

@@ -10,14 +10,12 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from kserve_nb import connect
 from kserve_nb.history import PENDING, History, HistoryWarning, configmap_name, new_entry
 from kserve_nb.local import manager
 from kserve_nb.session import Session
@@ -26,15 +24,6 @@ NS = "history-test"
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Iterator[Session]:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _writer(session: Session, service: str, who: str, count: int, failures: list[BaseException]) -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from kserve_nb.metrics import RevisionSample
 from kserve_nb.metrics.client import UNATTRIBUTED, ClientSource
 from kserve_nb.predict import PredictionClient, Target
 from kserve_nb.predict.load import LOAD_COLUMNS, LoadRun, generate_load, matches
-from kserve_nb.session import Session, connect
+from kserve_nb.session import Session
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
@@ -40,15 +39,6 @@ R1, R2 = "load-iris-predictor-00001", "load-iris-predictor-00002"
 X, Y = load_iris(return_X_y=True)
 FRAME = pd.DataFrame(X, columns=["sepal_length", "sepal_width", "petal_length", "petal_width"])
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Iterator[Session]:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture(scope="module")

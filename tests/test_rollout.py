@@ -10,7 +10,6 @@ mid-rollout leaves the service held at its step with the state visible, and a re
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,13 +17,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from kserve_nb import errors
 from kserve_nb.local import manager
-from kserve_nb.session import Session, connect
+from kserve_nb.session import Session
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
@@ -33,15 +32,6 @@ SLOW = "gs://kserve-nb-faults/sklearn/iris-slow"
 NS = "rollout-test"
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Iterator[Session]:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture(scope="module")

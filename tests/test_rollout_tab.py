@@ -4,12 +4,10 @@ clicked, the cluster is read back through the façade."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import pytest
 
-from kserve_nb.local import manager
-from kserve_nb.session import Session, connect
+from kserve_nb.session import Session
 from kserve_nb.widgets.rollout_tab import RolloutTab
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
@@ -17,15 +15,6 @@ M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
 ERRORS = "gs://kserve-nb-faults/sklearn/iris-errors"
 NS = "rollout-tab"
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Iterator[Session]:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def until(check: Callable[[], Any], timeout: float = 90.0) -> Any:

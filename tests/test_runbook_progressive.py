@@ -12,13 +12,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kserve_nb import runbook
 from kserve_nb.local import manager
-from kserve_nb.session import Session, connect
+from kserve_nb.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "notebooks" / "03b-progressive-runbook.ipynb"
@@ -26,13 +25,6 @@ NS = "runbook-progressive"
 MODEL = "gs://kfserving-examples/models/sklearn/1.0/model"
 ERRORS = "gs://kserve-nb-faults/sklearn/iris-errors"
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Any:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    yield s
-    s.close()
 
 
 @pytest.mark.timeout(300)

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -22,15 +21,6 @@ M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
 IRIS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
 NS = "session-test"
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Iterator[Session]:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _fresh(session: Session, name: str, uri: str = M1) -> kserve_nb.Service:

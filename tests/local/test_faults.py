@@ -7,7 +7,6 @@ real HTTP through the ingress; the behaviour asserted is the one its name promis
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -19,10 +18,9 @@ from sklearn.svm import SVC
 
 import kserve_nb
 from kserve_nb.errors import PredictionError
-from kserve_nb.local import manager
 from kserve_nb.local.faults import FaultyModel, InjectedFault
 from kserve_nb.local.storage import FAULT_MODELS, SEED_MODELS, find_model_file, mirror_root, resolve_storage_uri, seed_mirror
-from kserve_nb.session import Session, connect
+from kserve_nb.session import Session
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 NS = "faults-test"
@@ -104,15 +102,6 @@ def test_seeded_mirror_holds_every_fault_model(tmp_path: Path) -> None:
 
 # -- served by the local cluster ----------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Iterator[Session]:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _serve(session: Session, name: str, uri: str) -> kserve_nb.Service:

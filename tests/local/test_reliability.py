@@ -10,27 +10,17 @@ split of that moment could send it to.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from kserve_nb.analysis.frames import ok_mask
-from kserve_nb.local import manager
-from kserve_nb.session import Session, connect
+from kserve_nb.session import Session
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
 NS = "reliability"
 
-
-@pytest.fixture(scope="module")
-def session(local_cluster: manager.LocalCluster) -> Iterator[Session]:
-    s = connect(local=True, state_dir=local_cluster.state_dir, namespace=NS)
-    s.create_namespace(NS)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.mark.timeout(240)
