@@ -84,6 +84,9 @@ def test_a_good_candidate_is_promoted_through_every_step(session: Session, iris:
     assert result.state.source.startswith("prometheus") and "labels from client" in result.state.source
     accuracy = next(g for g in record["gates"] if g["metric"] == "accuracy")
     assert accuracy["n_candidate"] > 0
+    # The resolved PromQL behind the counts is part of the record and of what the notebook shows.
+    assert "revision_app_request_count" in record["queries"]["ro-good-predictor-00002"]["requests"]
+    assert "queries behind these numbers" in result._repr_html_()
     history = svc.history()
     assert (history["action"] == "rollout").any()
 

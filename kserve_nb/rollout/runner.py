@@ -114,6 +114,8 @@ class RolloutResult:
             "timeline": [dict(e) for e in self.state.timeline],
             "gates": [_evidence_dict(e) for e in self.evidence],
             "samples": {k: describe(v) for k, v in (self.samples or {}).items()},
+            # What was asked to get those numbers (the resolved PromQL), beside the numbers.
+            "queries": {k: dict(v.queries) for k, v in (self.samples or {}).items() if v.queries},
         }
 
     def summary(self) -> str:
@@ -168,6 +170,10 @@ def rollout_html(plan: RolloutPlan, state: RolloutState | None, evidence: Sequen
     if samples:
         frame = pd.DataFrame([describe(s) for s in samples.values()])
         parts.append(frame.to_html(index=False, border=0, classes="kserve-nb-table"))
+        queries = {q: text for s in samples.values() for q, text in s.queries.items()}
+        if queries:  # the numbers' own questions, one click away
+            rows = "".join(f"<li>{html.escape(q)}: <code>{html.escape(t)}</code></li>" for q, t in queries.items())
+            parts.append(f"<details><summary>queries behind these numbers</summary><ul>{rows}</ul></details>")
     if state is not None and state.timeline:
         rows = "".join(
             f"<tr><td>{html.escape(time.strftime('%H:%M:%S', time.gmtime(float(e['time']))))}</td>"
