@@ -116,7 +116,7 @@ class Plan:
         return (
             f"<div><b>{html.escape(self.summary())}</b>"
             f"<div>patch: <code>{html.escape(json.dumps(self.patch, sort_keys=True))}</code></div>"
-            f"{self.changes.to_html(index=False)}{self.traffic.to_html(index=False)}</div>"
+            f"{self.changes.to_html(index=False, border=0)}{self.traffic.to_html(index=False, border=0)}</div>"
         )
 
 

@@ -246,6 +246,6 @@ class ServiceStatus:
             f'<div style="color:#cf222e">{html.escape(self.failure)}</div>' if self.failure else ""
         )
         return (
-            f"{bar}{failure}{self.table.to_html(index=False, na_rep='')}"
-            f"{self.traffic_table.to_html(index=False) if self.traffic else ''}"
+            f"{bar}{failure}{self.table.to_html(index=False, border=0, na_rep='')}"
+            f"{self.traffic_table.to_html(index=False, border=0) if self.traffic else ''}"
         )

@@ -397,7 +397,7 @@ class Comparison:
         if len(self.summary):
             parts.append("<b>Per target and revision</b> (latency over successful requests)")
             pct = {c: _pct_fmt for c in self.summary.columns if c == "error_rate" or str(c).startswith("share ")}
-            parts.append(self.summary.to_html(index=False, float_format=_fmt, formatters=pct, na_rep="–"))
+            parts.append(self.summary.to_html(index=False, border=0, float_format=_fmt, formatters=pct, na_rep="–"))
         ag = self.agreement
         if ag.rate is not None:
             line = f"{html.escape(ag.candidate)} agrees with {html.escape(ag.baseline)} on {ag.rate:.1%} of {ag.n_pairs:,} paired inputs"
@@ -408,10 +408,10 @@ class Comparison:
             parts.append(f"<p><b>Agreement:</b> no paired {html.escape(ag.candidate)}/{html.escape(ag.baseline)} answers.</p>")
         if len(self.tests):
             parts.append("<b>Tests</b>")
-            parts.append(self.tests.to_html(index=False, float_format=_fmt, na_rep="–"))
+            parts.append(self.tests.to_html(index=False, border=0, float_format=_fmt, na_rep="–"))
         if len(self.split):
             parts.append("<b>Observed vs configured split</b> (weighted route)")
-            parts.append(self.split.to_html(index=False, float_format=_fmt, na_rep="–"))
+            parts.append(self.split.to_html(index=False, border=0, float_format=_fmt, na_rep="–"))
         parts.append("</div>")
         return "".join(parts)
 

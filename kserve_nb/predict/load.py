@@ -318,7 +318,7 @@ class LoadRun:
 
     def _repr_html_(self) -> str:
         head = html.escape(f"LoadRun {self.state} → {self.target.name} ({self.target.host})")
-        body = self.summary().to_html(float_format=lambda x: f"{x:.3g}", na_rep="—")
+        body = self.summary().to_html(border=0, float_format=lambda x: f"{x:.3g}", na_rep="—")
         return f"<div><b>{head}</b><br>{html.escape(self._status_text())}{body}</div>"
 
     # -- the run, on the client's loop ---------------------------------------------------------
