@@ -587,10 +587,7 @@ def header_html(c: PanelController) -> str:
     if created is not None and created.name not in shown and not created.failed:
         rows.append(_info_row("starting", created, "not ready yet: no traffic"))
         shown.add(created.name)
-    for info in c.failed_revisions[:3]:
-        if info.name not in shown:
-            reason = ": ".join(x for x in (info.reason, info.message) if x) or "failed"
-            rows.append(_info_row("failed", info, reason))
+    failed = "".join(_failed_line(info) for info in c.failed_revisions[:3] if info.name not in shown)
     table = (
         '<table class="kserve-nb-serving"><thead><tr><th>side</th><th>revision</th><th>model (storageUri)</th>'
         f"<th>traffic</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -598,7 +595,21 @@ def header_html(c: PanelController) -> str:
     return (
         f"{head}<div><span class=\"kserve-nb-ready\" style=\"color:{color};font-weight:bold\">READY {ready}</span> "
         f'<code class="kserve-nb-url">{html.escape(st.url or "")}</code></div>'
-        f"{table}{style.split_bar_html(st.traffic, latest_percent=st.latest_percent)}{problem}"
+        f"{table}{failed}{style.split_bar_html(st.traffic, latest_percent=st.latest_percent)}{problem}"
+    )
+
+
+def _failed_line(info: RevisionInfo) -> str:
+    # One line each (the reason's words, the model and message one click away): a failure that
+    # grew the header by a paragraph pushed the Deploy box's own feedback off a 900 px screen.
+    color = style.ERROR
+    detail = html.escape(info.message or "")
+    return (
+        f'<details class="kserve-nb-side kserve-nb-failed"><summary><b style="color:{color}">failed</b> '
+        f"<code>{html.escape(info.name)}</code> — "
+        f'<span class="kserve-nb-failed-reason" style="color:{color}">{html.escape(info.reason or "failed")}</span>'
+        f'</summary><div><code class="kserve-nb-model">{html.escape(info.storage_uri)}</code></div>'
+        f'<div style="color:{color}">{detail}</div></details>'
     )
 
 
@@ -618,8 +629,9 @@ def _side_row(c: PanelController, role: str, revision: str, percent: int | None)
 
 
 def _info_row(role: str, info: RevisionInfo, detail: str) -> str:
-    color = style.ERROR if role == "failed" else style.WARN
-    # The reason gets a row of its own across the table, so a long message never squeezes the columns.
+    # A revision still starting: its model, and why it has no traffic yet, on a row of its own
+    # across the table so a long message never squeezes the columns.
+    color = style.WARN
     return (
         f'<tr class="kserve-nb-side kserve-nb-{role}"><td class="kserve-nb-nowrap"><b style="color:{color}">{role}</b></td>'
         f"<td><code>{html.escape(info.name)}</code></td>"
