@@ -445,6 +445,11 @@ class Runtime:
 
     def ensure_running(self, spec: RevisionSpec) -> None:
         """Make sure a process serves ``spec`` (idempotent; a changed spec replaces the process)."""
+        if self._closed:
+            # Shutting down: close() stopping a revision notifies the controller, whose reconcile
+            # would otherwise start it again — a server nobody stops, now that model servers
+            # outlive the daemon.
+            return
         key = (spec.namespace, spec.revision)
         rev = self._revisions.get(key)
         if rev is not None and rev.spec == spec:
@@ -542,6 +547,8 @@ class Runtime:
     # --- process lifecycle --------------------------------------------------------------
 
     def _launch(self, rev: _Revision) -> None:
+        if self._closed:
+            return  # nothing starts once close() began (it waits only for forks already in flight)
         rev.generation += 1
         rev.exit_code = None
         rev.kill_reason = None

@@ -305,3 +305,41 @@ def test_without_nginx_the_model_servers_are_adopted_and_the_ingress_returns_on_
     finally:
         manager.down(state)
     assert _wait_gone(pids) == []
+
+
+def test_local_down_of_a_busy_cluster_leaves_no_model_server(tmp_path: Path) -> None:
+    # Stopping a revision during shutdown notifies the controller; its reconcile must not start the
+    # revision again (model servers outlive the daemon, so a restarted one would be left running).
+    from kserve_nb.session import connect
+
+    home = tmp_path / "busy"
+    manager.up(home)
+    try:
+        s = connect(local=True, state_dir=home, namespace="busy")
+        s.create_namespace("busy")
+        for i in range(6):
+            svc = s.service(f"busy-{i}")
+            svc.deploy("gs://kfserving-examples/models/sklearn/1.0/model")
+            svc.canary("gs://kfserving-examples/models/sklearn/1.0/model-2", 10)
+        s.close()
+    finally:
+        manager.down(home)
+    deadline = time.monotonic() + 10
+    left: list[int] = []
+    while time.monotonic() < deadline:
+        left = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.cwd() == str(home) and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(p.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        if not left:
+            break
+        time.sleep(0.2)
+    for pid in left:  # never leave them to the next test, even when failing
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"processes of the stopped cluster still running: {left}"
