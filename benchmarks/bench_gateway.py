@@ -38,14 +38,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import uvloop
 from paired_latency import BODY  # this directory is on sys.path when a benchmark runs
-
 
 from kserve_nb.local.gateway import Gateway
 from kserve_nb.local.nginx import NginxIngress, find_nginx

@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 MODEL_1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 MODEL_2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"

@@ -154,7 +154,7 @@ http {{
 """
 
 
-def wrk(port: int, connections: int, duration: float, script: Path, cpu: "Nginx") -> tuple[float, float, int]:
+def wrk(port: int, connections: int, duration: float, script: Path, cpu: Nginx) -> tuple[float, float, int]:
     """req/s, nginx worker CPU µs per request, errors."""
     before = cpu.cpu()
     out = subprocess.run(

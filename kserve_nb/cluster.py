@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kserve_nb import errors
 from kserve_nb import resources as r
@@ -110,7 +111,7 @@ class Cluster:
         context: str | None = None,
         namespace: str | None = None,
         kind: str = "kubeconfig",
-    ) -> "Cluster":
+    ) -> Cluster:
         """Build from a kubeconfig file (default: ``$KUBECONFIG`` or ``~/.kube/config``)."""
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
@@ -142,7 +143,7 @@ class Cluster:
         return cls(client.ApiClient(configuration), target)
 
     @classmethod
-    def in_cluster(cls, namespace: str | None = None) -> "Cluster":
+    def in_cluster(cls, namespace: str | None = None) -> Cluster:
         """Build from the pod's service account (notebook servers running in Kubernetes)."""
         from kubernetes import client, config
 

@@ -4,7 +4,8 @@ rules."""
 
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 
 def make(

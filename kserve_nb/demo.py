@@ -14,8 +14,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "notebooks" / "03-release-runbook.ipynb"

@@ -13,8 +13,9 @@ import json
 import random
 import socket
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -55,7 +56,7 @@ def actor() -> str:
 def new_entry(action: str, context: str | None, **fields: Any) -> dict[str, Any]:
     """A history entry stamped with time, actor and kube context."""
     entry = {
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "action": action,
         "actor": actor(),
         "context": context or "",

@@ -5,7 +5,8 @@ Pure functions on plain JSON values, shared by the client (apply, dry runs) and 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 

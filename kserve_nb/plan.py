@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 

@@ -6,8 +6,9 @@ Names, URLs and the ``kubectl get isvc`` printer columns exactly as KServe and K
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -221,7 +222,7 @@ def parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def age(timestamp: Any, now: datetime | None = None) -> str:
@@ -229,4 +230,4 @@ def age(timestamp: Any, now: datetime | None = None) -> str:
     when = parse_time(timestamp)
     if when is None:
         return ""
-    return human_duration(((now or datetime.now(timezone.utc)) - when).total_seconds())
+    return human_duration(((now or datetime.now(UTC)) - when).total_seconds())

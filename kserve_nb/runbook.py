@@ -15,10 +15,11 @@ import html
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kserve_nb import __version__, errors
 from kserve_nb.history import actor
@@ -39,7 +40,7 @@ PROMOTE, ROLLBACK, NONE = "promote", "rollback", "none"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _plain(value: Any) -> Any:
@@ -304,7 +305,7 @@ def decide(
 
 
 def decide_rollout(
-    result: "RolloutResult | None", *, failure: str | None = None, blockers: Sequence[str] = ()
+    result: RolloutResult | None, *, failure: str | None = None, blockers: Sequence[str] = ()
 ) -> Decision:
     """The decision a progressive rollout reached (the autopilot already acted on it).
 
@@ -322,7 +323,7 @@ def decide_rollout(
     return Decision(ROLLBACK, (reason, *gates), "rollout")
 
 
-def finish_rollout(svc: Service, result: "RolloutResult | None", *, baseline_uri: str) -> str:
+def finish_rollout(svc: Service, result: RolloutResult | None, *, baseline_uri: str) -> str:
     """What is left to do after a rollout, in one line.
 
     The autopilot promotes and rolls back by itself; only a candidate that never became ready
@@ -425,7 +426,7 @@ class Evidence:
     runbook: str = "03-release-runbook"
 
     @classmethod
-    def start(cls, session: Session, parameters: Mapping[str, Any]) -> "Evidence":
+    def start(cls, session: Session, parameters: Mapping[str, Any]) -> Evidence:
         """A new record for a run with ``parameters`` on ``session``'s cluster."""
         target = session.cluster.target
         return cls(
@@ -510,7 +511,7 @@ class RunbookVerdict:
     record_path: str | None = None
 
     @classmethod
-    def from_evidence(cls, evidence: Evidence, decision: Decision, record_path: Path | None) -> "RunbookVerdict":
+    def from_evidence(cls, evidence: Evidence, decision: Decision, record_path: Path | None) -> RunbookVerdict:
         outcome = evidence.outcome or {}
         p = evidence.parameters
         return cls(

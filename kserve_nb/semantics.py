@@ -28,8 +28,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kserve_nb import conditions
 from kserve_nb import resources as r
@@ -99,7 +100,7 @@ class KsvcState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "KsvcState":
+    def from_json(cls, data: Mapping[str, Any]) -> KsvcState:
         data = dict(data)
         revisions = [Revision(**rev) for rev in data.pop("revisions", [])]
         return cls(revisions=revisions, **data)

@@ -30,8 +30,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kserve_nb import conditions, errors
 from kserve_nb import resources as r
@@ -577,7 +578,7 @@ class StandardState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "StandardState":
+    def from_json(cls, data: Mapping[str, Any]) -> StandardState:
         """The inverse of :meth:`to_json`."""
         data = dict(data)
         deployments = {k: DeploymentRecord(**v) for k, v in (data.pop("deployments", None) or {}).items()}

@@ -11,8 +11,9 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -122,7 +123,7 @@ class _Step:
 class Service:
     """An InferenceService reached through a :class:`~kserve_nb.session.Session`."""
 
-    def __init__(self, session: "Session", name: str, namespace: str) -> None:
+    def __init__(self, session: Session, name: str, namespace: str) -> None:
         self.session = session
         self.name = name
         self.namespace = namespace
@@ -468,7 +469,7 @@ class Service:
         max_requests: int | None = None,
         protocol: str = "v1",
         progress: bool | None = None,
-    ) -> "LoadRun":
+    ) -> LoadRun:
         """Send ``rows`` to the service in the background at ``rate`` requests per second for
         ``duration`` seconds; returns the live :class:`~kserve_nb.predict.load.LoadRun` at once.
 

@@ -11,8 +11,9 @@ protocol (``v1`` unless set), the highest ``priority`` first. A failure carries 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: (format name, version or None, autoSelect, priority or None)
 Format = tuple[str, "str | None", bool, "int | None"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -310,7 +311,7 @@ class Session:
             self._metrics = None
         self.cluster.close()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: Any) -> None:

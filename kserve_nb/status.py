@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -24,7 +25,7 @@ class TrafficEntry:
     url: str | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrafficEntry":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrafficEntry:
         return cls(
             revision=str(d.get("revisionName") or ""),
             percent=int(d.get("percent") or 0),
@@ -84,7 +85,7 @@ class ServiceStatus:
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
-    def from_isvc(cls, isvc: Mapping[str, Any]) -> "ServiceStatus":
+    def from_isvc(cls, isvc: Mapping[str, Any]) -> ServiceStatus:
         """Parse an InferenceService dict."""
         meta = isvc.get("metadata") or {}
         status = isvc.get("status") or {}

@@ -13,9 +13,10 @@ import html
 import json
 import os
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 Theme = Literal["light", "dark"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -225,7 +226,6 @@ def test_max_duration_ends_the_refreshes_and_stop_is_bounded(canary: Service) ->
 
 def test_unreachable_prometheus_is_one_line_and_weights_still_chart(canary: Service) -> None:
     from kserve_nb.metrics.prometheus import PrometheusSource
-
     from tests.test_panel_browser import free_port
 
     chart = LiveMetrics(canary, source=PrometheusSource(f"http://127.0.0.1:{free_port()}"), autostart=False)

@@ -14,8 +14,9 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nbformat
 import pytest
@@ -24,7 +25,14 @@ from kserve_nb.errors import NotFound
 from kserve_nb.session import Session, connect
 from kserve_nb.widgets.samples import iris_rows
 from tests.test_panel_browser import (  # noqa: F401  (page is a fixture)
-    PANEL_TIMEOUT_MS, SERVER_START_TIMEOUT, _answers, _stop_lab, expect_text, free_port, page, wait_for,
+    PANEL_TIMEOUT_MS,
+    SERVER_START_TIMEOUT,
+    _answers,
+    _stop_lab,
+    expect_text,
+    free_port,
+    page,
+    wait_for,
     write_settings,
 )
 

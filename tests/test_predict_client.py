@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from kserve_nb.analysis import RESULT_COLUMNS, compare
-from kserve_nb.errors import ConnectionFailed, IngressUnreachable, PredictionError, ValidationError
+from kserve_nb.errors import IngressUnreachable, PredictionError, ValidationError
 from kserve_nb.predict import PredictionClient, Target
 
 pytest.importorskip("kserve")

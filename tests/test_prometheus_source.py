@@ -9,7 +9,14 @@ import pytest
 
 from kserve_nb import errors
 from kserve_nb.local.exporter import LE_LABELS, RequestMetrics, series_labels
-from kserve_nb.metrics.prometheus import KNATIVE, KSERVE_MODEL_SERVER, PromQueries, PrometheusSource, _alternation, _histogram
+from kserve_nb.metrics.prometheus import (
+    KNATIVE,
+    KSERVE_MODEL_SERVER,
+    PrometheusSource,
+    PromQueries,
+    _alternation,
+    _histogram,
+)
 from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS, Histogram
 
 

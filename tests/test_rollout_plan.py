@@ -8,9 +8,9 @@ import time
 import pytest
 
 from kserve_nb import errors
+from kserve_nb.durations import parse_duration
 from kserve_nb.metrics.sample import Histogram, RevisionSample
 from kserve_nb.rollout.gates import Gate, parse_gates
-from kserve_nb.durations import parse_duration
 from kserve_nb.rollout.plan import PAUSE, RolloutPlan, parse_steps, plan_picture
 from kserve_nb.rollout.state import RolloutState, sample_from_dict, sample_to_dict
 

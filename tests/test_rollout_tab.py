@@ -4,8 +4,8 @@ clicked, the cluster is read back through the façade."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 from kserve_nb.session import Session
 from kserve_nb.widgets.rollout_tab import RolloutTab

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kserve_nb.style import SIDE_COLORS, plotly_template  # one palette and theme for figures, bars and tables
 from kserve_nb.analysis.frames import group_label, ok_mask
+from kserve_nb.style import SIDE_COLORS, plotly_template  # one palette and theme for figures, bars and tables
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

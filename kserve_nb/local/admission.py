@@ -17,8 +17,9 @@ KServe deliberately does *not* range-check ``canaryTrafficPercent`` and does not
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from kserve_nb.local.patching import clone
 from kserve_nb.resources import DEPLOYMENT_MODE_ANNOTATION

@@ -20,7 +20,8 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from kserve_nb import resources as r
 from kserve_nb.local import store as st

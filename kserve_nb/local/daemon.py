@@ -136,9 +136,9 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     from kserve_nb.local.controller import Controller
     from kserve_nb.local.exporter import TOKEN_FILE, MetricsServer
     from kserve_nb.local.nginx import NginxIngress
-    from kserve_nb.semantics import Settings
     from kserve_nb.local.runtime import Runtime
     from kserve_nb.local.store import Store
+    from kserve_nb.semantics import Settings
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

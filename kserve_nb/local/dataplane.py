@@ -22,8 +22,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import psutil
 

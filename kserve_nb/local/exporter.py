@@ -25,7 +25,7 @@ import bisect
 import hmac
 import logging
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS
 
@@ -158,7 +158,7 @@ class MetricsServer:
                 + body
             )
             await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
             writer.close()

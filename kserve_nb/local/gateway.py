@@ -36,9 +36,9 @@ import random
 import re
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Mapping, Sequence
 from urllib.parse import unquote
 
 import httptools

@@ -195,7 +195,7 @@ def _wait_healthy(
     )
 
 
-def ensure_prometheus(state_dir: Path | str | None = None) -> "LocalPrometheus":
+def ensure_prometheus(state_dir: Path | str | None = None) -> LocalPrometheus:
     """The local cluster's Prometheus (its URL and API credentials), started now if not running.
 
     Needs the local cluster running on ``state_dir``; raises :class:`LocalClusterError` otherwise, or
@@ -209,7 +209,7 @@ def ensure_prometheus(state_dir: Path | str | None = None) -> "LocalPrometheus":
     return prometheus.ensure(sd)
 
 
-def prometheus_status(state_dir: Path | str | None = None) -> "LocalPrometheus | None":
+def prometheus_status(state_dir: Path | str | None = None) -> LocalPrometheus | None:
     """The local cluster's Prometheus if it runs (never starts it)."""
     from kserve_nb.local import prometheus
 

@@ -55,17 +55,28 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, Union
+from typing import Union
 
 import psutil
 
 from kserve_nb.local import dataplane
 from kserve_nb.local.exporter import (
-    CONTENT_TYPE, HEADER_COUNT, HEADER_LATENCIES, LE_LABELS, REQUEST_COUNT, REQUEST_LATENCIES, RequestMetrics,
+    CONTENT_TYPE,
+    HEADER_COUNT,
+    HEADER_LATENCIES,
+    LE_LABELS,
+    REQUEST_COUNT,
+    REQUEST_LATENCIES,
+    RequestMetrics,
 )
 from kserve_nb.local.gateway import (
-    CLIENT_IDLE_SECONDS, MAX_BODY_BYTES, MODEL_REPOSITORY_REFUSAL, UPSTREAM_TIMEOUT_SECONDS, Gateway,
+    CLIENT_IDLE_SECONDS,
+    MAX_BODY_BYTES,
+    MODEL_REPOSITORY_REFUSAL,
+    UPSTREAM_TIMEOUT_SECONDS,
+    Gateway,
 )
 from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS
 

@@ -25,20 +25,25 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from kserve_nb.local.admission import FieldError, invalid, not_supported, required
 from kserve_nb.local.store import (
     CONFIGMAPS,
+    DEPLOYMENTS,
     EVENTS,
+    HTTPROUTES,
     INFERENCESERVICES,
     KSERVICES,
     NAMESPACES,
     PODS,
     RESOURCE_TYPES,
     REVISIONS,
+    SERVICES,
     ResourceType,
+    is_builtin,
 )
 
 Schema = dict[str, Any]
@@ -251,6 +256,166 @@ EVENT = _obj(
     "Event is a report of an event somewhere in the cluster.",
 )
 
+_CONDITION_TIME = _s(format="date-time")
+DEPLOYMENT = _obj(
+    {
+        "apiVersion": _s(),
+        "kind": _s(),
+        "metadata": _ref(META + "ObjectMeta"),
+        "spec": _obj(
+            {
+                "replicas": _i("int32", "Number of desired pods. Defaults to 1."),
+                "selector": _obj(
+                    {"matchLabels": STRING_MAP, "matchExpressions": _arr(_loose())},
+                    description="Label selector for pods. It must match the pod template's labels.",
+                ),
+                "template": _loose("Template describes the pods that will be created."),
+                "strategy": _obj(
+                    {"type": _s("Type of deployment. Can be \"Recreate\" or \"RollingUpdate\"."),
+                     "rollingUpdate": _obj({"maxSurge": _int_or_string(), "maxUnavailable": _int_or_string()})},
+                    description="The deployment strategy to use to replace existing pods with new ones.",
+                ),
+                "minReadySeconds": _i("int32"),
+                "revisionHistoryLimit": _i("int32"),
+                "paused": _b(),
+                "progressDeadlineSeconds": _i("int32"),
+            },
+            ("selector", "template"),
+            "DeploymentSpec is the specification of the desired behavior of the Deployment.",
+        ),
+        "status": _obj(
+            {
+                "observedGeneration": _i("int64", "The generation observed by the deployment controller."),
+                "replicas": _i("int32", "Total number of non-terminating pods targeted by this deployment."),
+                "updatedReplicas": _i("int32", "Total number of non-terminating pods targeted by this "
+                                      "deployment that have the desired template spec."),
+                "readyReplicas": _i("int32", "Total number of non-terminating pods targeted by this "
+                                    "Deployment with a Ready Condition."),
+                "availableReplicas": _i("int32", "Total number of available non-terminating pods (ready for "
+                                        "at least minReadySeconds) targeted by this deployment."),
+                "unavailableReplicas": _i("int32"),
+                "terminatingReplicas": _i("int32"),
+                "collisionCount": _i("int32"),
+                "conditions": _arr(
+                    _obj(
+                        {"type": _s(), "status": _s(), "reason": _s(), "message": _s(),
+                         "lastUpdateTime": _CONDITION_TIME, "lastTransitionTime": _CONDITION_TIME},
+                        ("type", "status"),
+                    ),
+                    **{"x-kubernetes-patch-merge-key": "type", "x-kubernetes-patch-strategy": "merge"},
+                ),
+            },
+            description="Most recently observed status of the Deployment.",
+        ),
+    },
+    description="Deployment enables declarative updates for Pods and ReplicaSets.",
+)
+SERVICE = _obj(
+    {
+        "apiVersion": _s(),
+        "kind": _s(),
+        "metadata": _ref(META + "ObjectMeta"),
+        "spec": _obj(
+            {
+                "ports": _arr(
+                    _obj(
+                        {"name": _s(), "protocol": _s(), "appProtocol": _s(),
+                         "port": _i("int32", "The port that will be exposed by this service."),
+                         "targetPort": _int_or_string(), "nodePort": _i("int32")},
+                        ("port",),
+                    ),
+                    **{"x-kubernetes-list-map-keys": ["port", "protocol"], "x-kubernetes-list-type": "map"},
+                ),
+                "selector": STRING_MAP,
+                "clusterIP": _s("clusterIP is the IP address of the service."),
+                "clusterIPs": _arr(_s()),
+                "type": _s("type determines how the Service is exposed. Defaults to ClusterIP."),
+                "externalIPs": _arr(_s()),
+                "sessionAffinity": _s(),
+                "loadBalancerIP": _s(),
+                "loadBalancerSourceRanges": _arr(_s()),
+                "externalName": _s(),
+                "externalTrafficPolicy": _s(),
+                "healthCheckNodePort": _i("int32"),
+                "publishNotReadyAddresses": _b(),
+                "sessionAffinityConfig": _loose(),
+                "ipFamilies": _arr(_s()),
+                "ipFamilyPolicy": _s(),
+                "allocateLoadBalancerNodePorts": _b(),
+                "loadBalancerClass": _s(),
+                "internalTrafficPolicy": _s(),
+                "trafficDistribution": _s(),
+            },
+            description="ServiceSpec describes the attributes that a user creates on a service.",
+        ),
+        "status": _obj(
+            {"loadBalancer": _loose("LoadBalancer contains the current status of the load-balancer, if one is present."),
+             "conditions": _arr(_loose())},
+            description="Most recently observed status of the service.",
+        ),
+    },
+    description="Service is a named abstraction of software service (for example, mysql) consisting of "
+                "local port (for example 3306) that the proxy listens on, and the selector that "
+                "determines which pods will answer requests sent through the proxy.",
+)
+_PARENT_REF = _obj(
+    {"group": _s(), "kind": _s(), "namespace": _s(), "name": _s(), "sectionName": _s(), "port": _i("int32")},
+    ("name",),
+    "ParentReference identifies an API object (usually a Gateway) that can be considered a parent of this resource.",
+)
+HTTPROUTE = _obj(
+    {
+        "apiVersion": _s(),
+        "kind": _s(),
+        "metadata": _ref(META + "ObjectMeta"),
+        "spec": _obj(
+            {
+                "hostnames": _arr(_s(), description="Hostnames defines a set of hostnames that should match "
+                                  "against the HTTP Host header to select a HTTPRoute used to process the request."),
+                "parentRefs": _arr(_PARENT_REF, description="ParentRefs references the resources (usually "
+                                   "Gateways) that a Route wants to be attached to."),
+                "rules": _arr(
+                    _obj(
+                        {
+                            "name": _s(),
+                            "matches": _arr(_loose()),
+                            "filters": _arr(_loose()),
+                            "backendRefs": _arr(
+                                _obj(
+                                    {"group": _s(), "kind": _s(), "name": _s(), "namespace": _s(),
+                                     "port": _i("int32"), "weight": _i("int32"), "filters": _arr(_loose())},
+                                    ("name",),
+                                ),
+                                description="BackendRefs defines the backend(s) where matching requests should be sent.",
+                            ),
+                            "timeouts": _obj({"request": _s(), "backendRequest": _s()}),
+                            "retry": _loose(),
+                            "sessionPersistence": _loose(),
+                        }
+                    ),
+                    description="Rules are a list of HTTP matchers, filters and actions.",
+                ),
+            },
+            description="Spec defines the desired state of HTTPRoute.",
+        ),
+        "status": _obj(
+            {
+                "parents": _arr(
+                    _obj(
+                        {"parentRef": _PARENT_REF, "controllerName": _s(), "conditions": _arr(_loose())},
+                        ("controllerName", "parentRef"),
+                    ),
+                    description="Parents is a list of parent resources (usually Gateways) that are associated "
+                                "with the route, and the status of the route with respect to each parent.",
+                ),
+            },
+            ("parents",),
+            "Status defines the current state of HTTPRoute.",
+        ),
+    },
+    description="HTTPRoute provides a way to route HTTP requests.",
+)
+
 # ------------------------------------------------------------- InferenceService schema
 
 ENV_VAR = _obj({"name": _s(), "value": _s(), "valueFrom": _loose()}, ("name",))
@@ -439,8 +604,8 @@ class TypeInfo:
 
 
 def _schema_prefix(rt: ResourceType) -> str:
-    if rt.group == "":
-        return "io.k8s.api.core.v1."
+    if is_builtin(rt):
+        return f"io.k8s.api.{rt.group or 'core'}.{rt.version}."
     # CRD naming: the group reversed (serving.kserve.io -> io.kserve.serving), then the version.
     return ".".join(reversed(rt.group.split("."))) + f".{rt.version}."
 
@@ -451,10 +616,13 @@ TYPES: dict[str, TypeInfo] = {
         (NAMESPACES, NAMESPACE),
         (CONFIGMAPS, CONFIGMAP),
         (PODS, POD),
+        (SERVICES, SERVICE),
         (EVENTS, EVENT),
+        (DEPLOYMENTS, DEPLOYMENT),
         (INFERENCESERVICES, INFERENCESERVICE),
         (REVISIONS, REVISION),
         (KSERVICES, KSERVICE),
+        (HTTPROUTES, HTTPROUTE),
     )
 }
 
@@ -663,7 +831,7 @@ def _path_param(name: str, description: str) -> Schema:
 def patch_content_types(rt: ResourceType) -> list[str]:
     """PATCH media types the server accepts for ``rt`` (custom resources: no strategic merge)."""
     types = ["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json"]
-    if rt.group == "":
+    if is_builtin(rt):
         types.append("application/strategic-merge-patch+json")
     return types
 
@@ -717,6 +885,8 @@ def _operation(rt: ResourceType, action: str, description: str, op_id: str, para
 def _tag(rt: ResourceType) -> str:
     if not rt.group:
         return "core_v1"
+    if is_builtin(rt):
+        return f"{rt.group}_{rt.version}"
     return "".join(p if i == 0 else p.capitalize() for i, p in enumerate(rt.group.split("."))) + "_" + rt.version
 
 
@@ -852,10 +1022,11 @@ def v3_document(gv: str) -> Schema | None:
     for name in sorted(refs):
         if name not in schemas:
             schemas[name] = copy.deepcopy(REGISTRY[name])
-    title = "Kubernetes" if gv == "api/v1" else "Kubernetes CRD Swagger"
+    builtin = is_builtin(infos[0].rt)
+    title = "Kubernetes" if builtin else "Kubernetes CRD Swagger"
     return {
         "openapi": "3.0.0",
-        "info": {"title": title, "version": "v1.32.0" if gv == "api/v1" else "v0.1.0"},
+        "info": {"title": title, "version": "v1.32.0" if builtin else "v0.1.0"},
         "paths": paths,
         "components": {"schemas": schemas},
     }

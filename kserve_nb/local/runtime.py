@@ -36,10 +36,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kserve_nb.errors import LocalClusterError
 from kserve_nb.local import dataplane
@@ -126,7 +127,7 @@ class _Revision:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _describe_exit(code: int | None) -> str:
@@ -191,7 +192,7 @@ class _Zygote:
         loop.add_reader(parent.fileno(), self._on_readable)
         try:
             self.pid = await asyncio.wait_for(asyncio.shield(self._ready), ZYGOTE_START_TIMEOUT_SECONDS)
-        except (asyncio.TimeoutError, LocalClusterError) as e:
+        except (TimeoutError, LocalClusterError) as e:
             await self.close()
             raise LocalClusterError(
                 f"the model-server zygote did not start: {e or 'timed out'}; see {self._log_path}"
@@ -309,7 +310,7 @@ class Runtime:
         self,
         state_dir: Path,
         on_change: Callable[[RevisionState], None],
-        prerequisite: "asyncio.Future[Any] | None" = None,
+        prerequisite: asyncio.Future[Any] | None = None,
     ) -> None:
         # ``prerequisite``: something every launch waits for first (the daemon seeds the storage
         # mirror in the background while the API already answers).
@@ -673,7 +674,7 @@ class Runtime:
             try:
                 async with self._http.get(url) as resp:
                     wrong = None if resp.status == 200 else f"answered {resp.status}"
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue  # slow is not broken: a busy server must not lose the requests it serves
             except aiohttp.ClientError as e:
                 wrong = f"failed: {e}"
@@ -817,7 +818,7 @@ class Runtime:
         handle = loop.call_later(STOP_GRACE_SECONDS, self._signal, pid, signal.SIGKILL, fut)
         fut.add_done_callback(lambda _f: handle.cancel())
 
-    def _watch_dying(self, pid: int, exit_fd: int, fut: "asyncio.Future[int | None]") -> None:
+    def _watch_dying(self, pid: int, exit_fd: int, fut: asyncio.Future[int | None]) -> None:
         """Resolve ``fut`` (and close ``exit_fd``) once the process of pidfd ``exit_fd`` is gone."""
         loop = self._get_loop()
 
@@ -891,7 +892,7 @@ class Runtime:
         self._get_loop().call_soon(deliver)
 
 
-def _log_warm_up_failure(task: "asyncio.Task[None]") -> None:
+def _log_warm_up_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("zygote warm-up failed: %s", task.exception())
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from kserve_nb import resources
-from kserve_nb.resources import human_duration, parse_time
 from kserve_nb.local.store import (
     CONFIGMAPS,
     EVENTS,
@@ -30,6 +30,7 @@ from kserve_nb.local.store import (
     REVISIONS,
     ResourceType,
 )
+from kserve_nb.resources import human_duration, parse_time
 
 TABLE_API_VERSIONS = ("meta.k8s.io/v1", "meta.k8s.io/v1beta1")
 
@@ -508,7 +509,7 @@ def to_table(
     or ``Object``. ``headers=False`` leaves ``columnDefinitions`` null, as a watch does after its
     first event.
     """
-    when = now or datetime.now(timezone.utc)
+    when = now or datetime.now(UTC)
     rows = []
     for obj in objects:
         out = row(rt, obj, when)

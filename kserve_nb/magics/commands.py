@@ -8,8 +8,9 @@ its ``_repr_html_``. Nothing here decides anything about a release: that is the 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kserve_nb.errors import ValidationError
 from kserve_nb.magics.display import Banner, Note, load_json

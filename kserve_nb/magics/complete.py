@@ -14,7 +14,8 @@ import logging
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.magics.core import KServeMagics

@@ -7,7 +7,8 @@ TLS settings, so it needs no port-forward and no extra address — only RBAC for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from kserve_nb import errors
 
@@ -30,7 +31,7 @@ HOW_TO = (
 )
 
 
-def local_source(state_dir: Any) -> "PrometheusSource":
+def local_source(state_dir: Any) -> PrometheusSource:
     """The local cluster's Prometheus (started now if it is not running)."""
     from kserve_nb.local import manager
     from kserve_nb.metrics.prometheus import PrometheusSource
@@ -41,7 +42,7 @@ def local_source(state_dir: Any) -> "PrometheusSource":
     return source
 
 
-def cluster_source(cluster: "Cluster") -> "PrometheusSource":
+def cluster_source(cluster: Cluster) -> PrometheusSource:
     """A well-known Prometheus Service of ``cluster``, through its API server's service proxy.
 
     Raises :class:`~kserve_nb.errors.ConfigError` (saying how to configure one) when none is found.
@@ -66,7 +67,7 @@ def cluster_source(cluster: "Cluster") -> "PrometheusSource":
     return source
 
 
-def _find_service(cluster: "Cluster", namespaces: Iterable[str], names: Iterable[str]) -> tuple[str, str, str] | None:
+def _find_service(cluster: Cluster, namespaces: Iterable[str], names: Iterable[str]) -> tuple[str, str, str] | None:
     """``(namespace, name, "scheme:name:port")`` of the first well-known Service found."""
     from kubernetes.client.exceptions import ApiException
 
@@ -107,7 +108,7 @@ class _KubeAuth:
     def __repr__(self) -> str:  # never shows the token
         return "_KubeAuth()"
 
-    def __call__(self, request: "httpx.Request") -> "httpx.Request":
+    def __call__(self, request: httpx.Request) -> httpx.Request:
         c = self._configuration
         value = c.get_api_key_with_prefix("authorization") or c.get_api_key_with_prefix("BearerToken")
         if value:

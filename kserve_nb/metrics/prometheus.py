@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kserve_nb import errors
 from kserve_nb.metrics.sample import Histogram, RevisionSample
@@ -184,7 +185,7 @@ class PrometheusSource:
     def __repr__(self) -> str:  # never shows headers or credentials
         return f"<PrometheusSource {_display(self.url)} queries={self.queries.name}>"
 
-    def with_queries(self, queries: PromQueries) -> "PrometheusSource":
+    def with_queries(self, queries: PromQueries) -> PrometheusSource:
         """The same Prometheus, read with other query templates."""
         other = PrometheusSource(
             self.url, queries=queries, headers=self._headers, auth=self._auth, verify=self._verify,
@@ -213,7 +214,7 @@ class PrometheusSource:
         params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{max(step, 0.001):g}"}
         return self._get("/api/v1/query_range", params, promql)
 
-    def _http(self) -> "httpx.Client":
+    def _http(self) -> httpx.Client:
         if self._client is None:
             import httpx
 
@@ -312,7 +313,7 @@ class PrometheusSource:
         step: float,
         *,
         revisions: Sequence[str] | None = None,
-    ) -> "pd.DataFrame":
+    ) -> pd.DataFrame:
         """Per-revision rates between ``start`` and ``end`` (Unix seconds), one row per ``step``.
 
         Columns ``time`` (UTC timestamps), ``revision``, ``rps``, ``error_rate``, ``p50_ms``,
@@ -370,7 +371,7 @@ class PrometheusSource:
                 out[rev] = out.get(rev, 0.0) + _float((row.get("value") or [0, "NaN"])[1])
         return Reading(quantity, promql, out)
 
-    def explain(self, namespace: str, service: str, revisions: Sequence[str]) -> "pd.DataFrame":
+    def explain(self, namespace: str, service: str, revisions: Sequence[str]) -> pd.DataFrame:
         """Every number this source gives for ``revisions`` with the PromQL that produced it.
 
         Rows ``quantity, revision, value, query``: the cumulative requests and the rates, p50 and

@@ -14,8 +14,9 @@ real cluster is simply sparser.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 #: Upper bounds (ms) of the latency histogram buckets, ascending; ``+Inf`` is implied last.
 #: Knative's queue-proxy bounds (5, 10, 20, 40, 60, 80, 100, 150, 200, 250, 300, 350, 400, 450,
@@ -44,13 +45,13 @@ class Histogram:
             raise ValueError("a histogram's last bound must be +Inf")
 
     @classmethod
-    def empty(cls, bounds: Sequence[float] = LATENCY_BUCKETS_MS) -> "Histogram":
+    def empty(cls, bounds: Sequence[float] = LATENCY_BUCKETS_MS) -> Histogram:
         """A histogram with no observations over ``bounds`` (+Inf appended)."""
         full = tuple(float(b) for b in bounds) + ((math.inf,) if not bounds or bounds[-1] != math.inf else ())
         return cls(full, (0,) * len(full))
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float], bounds: Sequence[float] = LATENCY_BUCKETS_MS) -> "Histogram":
+    def from_samples(cls, samples_ms: Sequence[float], bounds: Sequence[float] = LATENCY_BUCKETS_MS) -> Histogram:
         """Bucket raw latencies (ms) as Prometheus would."""
         import bisect
 
@@ -89,17 +90,17 @@ class Histogram:
             lower_bound, lower_count = bound, count
         return lower_bound
 
-    def _aligned(self, other: "Histogram") -> None:
+    def _aligned(self, other: Histogram) -> None:
         if self.bounds != other.bounds:
             raise ValueError("histograms over different buckets cannot be combined")
 
-    def __add__(self, other: "Histogram") -> "Histogram":
+    def __add__(self, other: Histogram) -> Histogram:
         if not other.total or not self.total:  # nothing to add: the buckets need not match
             return self if not other.total else other
         self._aligned(other)
         return Histogram(self.bounds, tuple(a + b for a, b in zip(self.counts, other.counts)))
 
-    def __sub__(self, other: "Histogram") -> "Histogram":
+    def __sub__(self, other: Histogram) -> Histogram:
         # Counters only grow; a reset (the exporter restarted) shows as a negative delta, which
         # counts as "everything since the reset" rather than as negative observations.
         if not other.total:  # a snapshot before any observation, whatever its buckets
@@ -155,7 +156,7 @@ class RevisionSample:
         """Share of labelled requests predicted right (NaN without labels)."""
         return self.correct / self.labelled if self.labelled else math.nan
 
-    def __sub__(self, earlier: "RevisionSample") -> "RevisionSample":
+    def __sub__(self, earlier: RevisionSample) -> RevisionSample:
         """Counts between an ``earlier`` snapshot and this one (a counter reset counts from zero)."""
         reset = self.requests < earlier.requests
         if reset:

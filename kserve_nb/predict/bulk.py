@@ -276,7 +276,7 @@ class AiohttpSender:
                 content = await resp.read()
                 status = resp.status
                 revision = resp.headers.get(REVISION_HEADER)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Outcome(None, None, None, _ms(t0), f"timed out after {self._timeout:g} s")
         except aiohttp.ClientConnectorError as exc:
             return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
@@ -381,7 +381,7 @@ class _Conn(asyncio.Protocol):
 
     def _on_timeout(self) -> None:
         self._timer = None
-        self._fail(asyncio.TimeoutError())
+        self._fail(TimeoutError())
         self._close()
 
     # -- parsing -------------------------------------------------------------------------------
@@ -637,7 +637,7 @@ class RawSender:
             except asyncio.CancelledError:
                 conn.abort()  # the answer would arrive out of step on a reused connection
                 raise
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return Outcome(None, None, None, _ms(t0), f"timed out after {timeout:g} s"), conn
             except WireError as exc:
                 if exc.retryable and attempt == 1:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import html
 import json
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kserve_nb import errors
-from kserve_nb.metrics.sample import MetricSource, RevisionSample
 from kserve_nb.durations import parse_duration
+from kserve_nb.metrics.sample import MetricSource, RevisionSample
 from kserve_nb.rollout.plan import DEFAULT_GATES, DEFAULT_STEPS, RolloutPlan
 from kserve_nb.rollout.runner import RolloutResult, Supervisor
 
@@ -28,7 +29,7 @@ class RolloutPreview:
     """A dry run: the plan as a picture, the first step's exact patch, and the resolved queries."""
 
     plan: RolloutPlan
-    first_step: "Plan"
+    first_step: Plan
     source: str
     queries: Mapping[str, str]
 
@@ -76,7 +77,7 @@ class WithLabels:
         return out
 
 
-def resolve_source(service: "Service", metrics: Any, load_run: Any = None, labelled: bool = False) -> MetricSource:
+def resolve_source(service: Service, metrics: Any, load_run: Any = None, labelled: bool = False) -> MetricSource:
     """The metric source for ``metrics``: a MetricSource as it is, ``"prometheus"`` (the session's;
     on the local cluster started on demand), ``"client"`` (the rollout's own test traffic), or
     None: Prometheus when there is one, else the test traffic. With ``labelled`` test traffic,
@@ -112,7 +113,7 @@ def check_gates_have_data(plan: RolloutPlan, labelled: bool) -> None:
         )
 
 
-def _has_prometheus(service: "Service") -> bool:
+def _has_prometheus(service: Service) -> bool:
     try:
         service.session.metrics()
         return True
@@ -121,7 +122,7 @@ def _has_prometheus(service: "Service") -> bool:
 
 
 def rollout(
-    service: "Service",
+    service: Service,
     storage_uri: str,
     *,
     steps: Any = DEFAULT_STEPS,
@@ -172,7 +173,7 @@ def rollout(
             load_run.stop()
 
 
-def _preview(service: "Service", plan: RolloutPlan, metrics: Any, load: Any) -> RolloutPreview:
+def _preview(service: Service, plan: RolloutPlan, metrics: Any, load: Any) -> RolloutPreview:
     first = plan.steps[0]
     step = service.canary(plan.storage_uri, int(first), tag_routing=plan.tag_routing, dry_run=True)
     st = service.status()

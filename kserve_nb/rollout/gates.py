@@ -47,7 +47,7 @@ class Gate:
         return self.factor != 0.0
 
     @classmethod
-    def parse(cls, text: str) -> "Gate":
+    def parse(cls, text: str) -> Gate:
         """Parse ``text``; a ValidationError names what is wrong and shows examples."""
         if not isinstance(text, str) or not text.strip():
             raise errors.ValidationError(f"a gate must be text, {_EXAMPLES}")

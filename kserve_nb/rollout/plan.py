@@ -8,8 +8,9 @@ the traffic to the candidate, then 10 %, … and promotes at 100; a ``pause`` en
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kserve_nb import errors
 from kserve_nb.durations import parse_duration
@@ -103,7 +104,7 @@ class RolloutPlan:
         on_inconclusive: str = "rollback",
         require_pass: bool = False,
         tag_routing: bool | None = None,
-    ) -> "RolloutPlan":
+    ) -> RolloutPlan:
         """Validate every argument and build the plan (one-line errors naming the bad one)."""
         if not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
             raise errors.ValidationError(f"alpha must be between 0 and 0.5 (e.g. 0.05), got {alpha!r}")
@@ -145,7 +146,7 @@ class RolloutPlan:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RolloutPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> RolloutPlan:
         """The plan saved by :meth:`to_dict`."""
         return cls.build(
             str(d["storageUri"]),
@@ -160,7 +161,7 @@ class RolloutPlan:
             tag_routing=d.get("tagRouting"),
         )
 
-    def same_release(self, other: "RolloutPlan") -> bool:
+    def same_release(self, other: RolloutPlan) -> bool:
         """Whether ``other`` describes the same release (so a rerun resumes rather than conflicts)."""
         return self.storage_uri == other.storage_uri and self.steps == other.steps
 

@@ -23,8 +23,9 @@ import html
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -217,7 +218,7 @@ class Supervisor:
 
     def __init__(
         self,
-        service: "Service",
+        service: Service,
         plan: RolloutPlan,
         source: MetricSource,
         *,
@@ -392,7 +393,7 @@ class Supervisor:
                 self._sleep()
         return state
 
-    def _maybe_advance(self, state: RolloutState, st: "ServiceStatus", step_requests: int) -> RolloutState:
+    def _maybe_advance(self, state: RolloutState, st: ServiceStatus, step_requests: int) -> RolloutState:
         step = state.current_step
         if step == PAUSE:
             if state.step in state.approved:
@@ -510,7 +511,7 @@ class Supervisor:
 # ---------------------------------------------------------------------- person-side operations
 
 
-def approve(service: "Service") -> RolloutState:
+def approve(service: Service) -> RolloutState:
     """Approve the pause step the rollout waits at (its supervisor goes on at its next check)."""
     store = StateStore(service.session.cluster, service.name, service.namespace)
     state = store.load()
@@ -524,7 +525,7 @@ def approve(service: "Service") -> RolloutState:
     return store.load() or state
 
 
-def abort(service: "Service", wait: float = 30.0) -> RolloutState:
+def abort(service: Service, wait: float = 30.0) -> RolloutState:
     """Stop the rollout and send all traffic back to the baseline.
 
     A live supervisor is asked to do it (so it stops moving traffic first); a held rollout (its

@@ -26,8 +26,9 @@ import json
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from kserve_nb import errors
 from kserve_nb import resources as r
@@ -139,7 +140,7 @@ class RolloutState:
 
         return rollout_html(self.plan, self)
 
-    def event(self, kind: str, message: str, **fields: Any) -> "RolloutState":
+    def event(self, kind: str, message: str, **fields: Any) -> RolloutState:
         """This state with one more timeline entry."""
         entry = {"time": time.time(), "step": self.step, "percent": self.percent, "event": kind, "message": message}
         entry.update({k: v for k, v in fields.items() if v is not None})
@@ -161,7 +162,7 @@ class RolloutState:
         }
 
     @classmethod
-    def from_configmap(cls, cm: Mapping[str, Any]) -> "RolloutState":
+    def from_configmap(cls, cm: Mapping[str, Any]) -> RolloutState:
         """Read the state (and the person-written keys) from the ConfigMap."""
         data = cm.get("data") or {}
         try:

@@ -24,9 +24,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from kserve_nb import resources as r
 from kserve_nb.errors import KServeNbError, NotFound, ValidationError
@@ -126,7 +127,7 @@ class Basis:
     generation: int
 
     @classmethod
-    def of(cls, st: ServiceStatus) -> "Basis":
+    def of(cls, st: ServiceStatus) -> Basis:
         return cls(tuple(sorted(st.split().items())), st.generation)
 
     @property

@@ -15,7 +15,8 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
@@ -39,7 +40,7 @@ class RolloutRunner:
     one-line notice; ``html`` the rollout's picture (or "" to keep the last).
     """
 
-    def __init__(self, service: "Service", listener: Callable[[str, str, str], None]) -> None:
+    def __init__(self, service: Service, listener: Callable[[str, str, str], None]) -> None:
         self.service = service
         self.listener = listener
         self.cancel = threading.Event()
@@ -74,7 +75,7 @@ class RolloutRunner:
     def _run(self, uri: str, options: dict[str, Any]) -> None:
         from kserve_nb.rollout.runner import rollout_html
 
-        def update(state: "RolloutState", evidence: Sequence[Any]) -> None:
+        def update(state: RolloutState, evidence: Sequence[Any]) -> None:
             self.listener("busy", state.summary(), rollout_html(state.plan, state, evidence))
 
         try:
@@ -117,7 +118,7 @@ class RolloutRunner:
 class RolloutTab(w.VBox):
     """The "Rollout" tab of one service's panel."""
 
-    def __init__(self, service: "Service") -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
         self.uri = w.Text(placeholder="candidate storageUri, e.g. gs://…/model-2", description="model",
                           layout=w.Layout(width="100%"))

@@ -11,7 +11,8 @@ JupyterLab's settings file (:func:`kserve_nb.style.lab_theme_setting`).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 

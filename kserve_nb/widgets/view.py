@@ -22,7 +22,8 @@ import html
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
@@ -33,7 +34,6 @@ from kserve_nb.widgets.theme import theme_probe
 if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.config import KServeNb
     from kserve_nb.service import Service
-    from kserve_nb.status import ServiceStatus
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ import os
 import secrets
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import yaml

@@ -10,8 +10,9 @@ import json
 import random
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -24,9 +25,9 @@ except ImportError:  # pragma: no cover - depends on how pytest put this directo
     from conftest_api import LocalApi, canary_status, isvc_manifest, pod_manifest  # type: ignore[no-redef]
 
 from kserve_nb.local import admission, openapi, patching, tables
-from kserve_nb.resources import human_duration
 from kserve_nb.local.apiserver import negotiate, parse_label_selector, parse_target
 from kserve_nb.local.store import CONFIGMAPS, INFERENCESERVICES, NAMESPACES, PODS, REVISIONS
+from kserve_nb.resources import human_duration
 
 NS = "kserve-test"
 ISVC_PATH = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
@@ -822,7 +823,7 @@ def test_revision_table_uses_knative_columns(api: LocalApi, http: httpx.Client) 
 
 
 def _ago(seconds: int) -> str:
-    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ================================================================================ watch
@@ -959,9 +960,8 @@ def test_watch_ends_on_server_shutdown(tmp_path: Any) -> None:
 
 
 def test_disconnected_watchers_are_released(api: LocalApi) -> None:
-    with api.client() as client:
-        with client.stream("GET", "/api/v1/namespaces", params={"watch": "1"}) as response:
-            next(response.iter_lines())
+    with api.client() as client, client.stream("GET", "/api/v1/namespaces", params={"watch": "1"}) as response:
+        next(response.iter_lines())
     deadline = time.monotonic() + 5
     while api.call(lambda: len(api.store._subscribers)) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -1125,7 +1125,7 @@ def test_jsonpath_subset(path: str, expected: list[Any]) -> None:
 
 
 def test_isvc_first_match_only_and_date_cells() -> None:
-    now = datetime(2024, 1, 1, 1, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, 1, 0, 0, tzinfo=UTC)
     obj: dict[str, Any] = {"metadata": {"name": "x", "creationTimestamp": "2024-01-01T00:49:00Z"},
                            "status": {"components": {"predictor": {"traffic": [
                {"latestRevision": True, "percent": 30, "revisionName": "r3"},
@@ -1161,7 +1161,7 @@ def test_isvc_first_match_only_and_date_cells() -> None:
     ],
 )
 def test_pod_cells_follow_the_kubectl_printer(status: dict[str, Any], meta: dict[str, Any], expected: list[str]) -> None:
-    now = datetime(2024, 1, 1, 1, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, 1, 0, 0, tzinfo=UTC)
     init = [{"name": "storage-initializer"}] if "initContainerStatuses" in status else []
     pod = {"metadata": {"name": "p", "creationTimestamp": "2024-01-01T00:00:00Z", **meta},
            "spec": {"containers": [{"name": "c"}], "initContainers": init}, "status": status}

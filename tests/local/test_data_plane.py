@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import psutil
@@ -24,6 +25,7 @@ import pytest
 from kserve_nb.local import dataplane, manager
 from kserve_nb.local.nginx import INGRESS_ENV
 from kserve_nb.local.prometheus import find_prometheus
+
 from .test_daemon import BASE, M1, M2, ROW, api, cli, manifest, ready, split, wait_for
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -41,7 +43,7 @@ class Load:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self._thread.start()
         return self
 

@@ -19,7 +19,14 @@ from sklearn.svm import SVC
 import kserve_nb
 from kserve_nb.errors import PredictionError
 from kserve_nb.local.faults import FaultyModel, InjectedFault
-from kserve_nb.local.storage import FAULT_MODELS, SEED_MODELS, find_model_file, mirror_root, resolve_storage_uri, seed_mirror
+from kserve_nb.local.storage import (
+    FAULT_MODELS,
+    SEED_MODELS,
+    find_model_file,
+    mirror_root,
+    resolve_storage_uri,
+    seed_mirror,
+)
 from kserve_nb.session import Session
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"

@@ -270,7 +270,7 @@ class socket_on:
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(1)
 
-    def __enter__(self) -> "socket_on":
+    def __enter__(self) -> socket_on:
         return self
 
     def __exit__(self, *exc: object) -> None:

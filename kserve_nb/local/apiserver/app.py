@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from kserve_nb.local.apiserver.codec import status_response
 from kserve_nb.local.apiserver.server import (
-    ApiServer,
     MAX_BODY_BYTES,
     NAMESPACE_NAME_LABEL,
     PROTECTED_NAMESPACES,
+    ApiServer,
 )
-from kserve_nb.local.apiserver.status import ApiError, UNAUTHORIZED
+from kserve_nb.local.apiserver.status import UNAUTHORIZED, ApiError
 from kserve_nb.local.store import NAMESPACES, Store
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import yaml
@@ -16,7 +17,6 @@ from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
 from kserve_nb.local.apiserver.status import ApiError, bad_request, unsupported_media_type
-
 
 JSON = "application/json"
 DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -346,7 +346,7 @@ def _pb_message(data: bytes, schema: Mapping[int, tuple[str, Any]]) -> dict[str,
         elif kind == "time":
             seconds = _pb_signed(dict(_pb_fields(raw)).get(1, 0))
             if seconds > 0:
-                out[name] = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                out[name] = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         elif isinstance(kind, tuple):
             out.setdefault(name, []).append(_pb_message(raw, kind[1]))
         else:

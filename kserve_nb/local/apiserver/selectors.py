@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from kserve_nb.local.apiserver.status import bad_request
 from kserve_nb.local.store import EVENTS, NAMESPACES, PODS, ResourceType

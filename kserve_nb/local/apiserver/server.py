@@ -27,25 +27,23 @@ from kserve_nb.local.apiserver.codec import (
     MERGE_PATCH,
     STRATEGIC_PATCH,
     check_json,
-    wants_discovery_v2,
     decode_body,
     json_response,
     negotiate,
     negotiate_openapi_v2,
+    wants_discovery_v2,
 )
 from kserve_nb.local.apiserver.requests import (
     Target,
     WriteOptions,
     generate_name,
+    parse_target,
     query_flag,
     strip_server_fields,
-    parse_target,
 )
 from kserve_nb.local.apiserver.selectors import Selection, parse_field_selector, parse_label_selector
 from kserve_nb.local.apiserver.status import (
     ApiError,
-    status_details,
-    status_for,
     already_exists,
     bad_request,
     conflict,
@@ -53,6 +51,8 @@ from kserve_nb.local.apiserver.status import (
     method_not_allowed,
     not_found,
     path_not_found,
+    status_details,
+    status_for,
     unsupported_media_type,
 )
 from kserve_nb.local.apiserver.watch import WatchStream
@@ -83,7 +83,6 @@ from kserve_nb.local.store import (
     now_rfc3339,
     updated_object,
 )
-
 
 KUBERNETES_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0"}
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's request size limit

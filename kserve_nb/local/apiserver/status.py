@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from kserve_nb.local.admission import FieldError
 from kserve_nb.local.store import ResourceType, StoreAlreadyExists, StoreConflict, StoreNotFound

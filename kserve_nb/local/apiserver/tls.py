@@ -6,6 +6,7 @@ import base64
 import ssl
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,14 @@ class TlsMaterial:
 def self_signed_tls(hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 3650) -> TlsMaterial:
     """Generate a CA and a server certificate for ``hosts`` (IP addresses or DNS names)."""
     import ipaddress
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.now(timezone.utc) - timedelta(minutes=5)
+    now = datetime.now(UTC) - timedelta(minutes=5)
     until = now + timedelta(days=days)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kserve-nb-local-ca")])

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from kserve_nb.local import tables
 from kserve_nb.local.apiserver.codec import JSON, negotiate
-from kserve_nb.local.apiserver.requests import Target, query_flag, parse_go_duration
+from kserve_nb.local.apiserver.requests import Target, parse_go_duration, query_flag
 from kserve_nb.local.apiserver.status import ApiError, bad_request, too_large_resource_version
 from kserve_nb.local.store import StoreGone, WatchEvent
 
@@ -128,7 +128,7 @@ class WatchStream:
                 return
             try:
                 event: WatchEvent | None = await asyncio.wait_for(sub.queue.get(), min(remaining, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if transport is None or transport.is_closing():
                     return  # the client went away
                 if self.bookmarks and loop.time() >= next_bookmark:
