@@ -44,12 +44,12 @@ from scipy.stats import lognorm, norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kserve_nb.analysis.sequential import (  # noqa: E402
+from kserve_nb.analysis.sequential import (
     quantile_gate_decisions,
     rate_cs_bounds,
     rate_gate_decisions,
 )
-from kserve_nb.metrics.sample import Histogram  # noqa: E402
+from kserve_nb.metrics.sample import Histogram
 
 ALPHA = 0.05
 INTERVAL_S = 5

@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kserve_nb.local import manager  # noqa: E402
+from kserve_nb.local import manager
 
 M = ["gs://kfserving-examples/models/sklearn/1.0/model", "gs://kfserving-examples/models/sklearn/1.0/model-2"]
 NS = "default"

@@ -213,7 +213,7 @@ async def main(
             for _, plane in planes:
                 await plane.close()
             await runtime.close()
-    for (label, plane), table in zip(planes, tables):
+    for (label, _plane), table in zip(planes, tables):
         print_table(table, duration, rounds, load, label)
     if baseline:
         print_comparison(paired)

@@ -63,7 +63,7 @@ def measure(endpoints: list[tuple[str, int, str]], rounds: int) -> dict[str, dic
         conns.append((label, sock, _request(host)))
     times: dict[str, list[int]] = {label: [] for label, _, _ in conns}
     for _ in range(20):  # warm every path
-        for label, sock, request in conns:
+        for _label, sock, request in conns:
             _exchange(sock, request)
     for i in range(rounds):
         for label, sock, request in conns if i % 2 == 0 else conns[::-1]:

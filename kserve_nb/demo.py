@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as err:
         print(f"demo failed: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # one line, never a traceback, for a make target
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback, for a make target
         from kserve_nb.errors import KServeNbError
 
         kind = "" if isinstance(err, KServeNbError) else f"{type(err).__name__}: "

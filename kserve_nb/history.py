@@ -48,7 +48,7 @@ def actor() -> str:
     """``user@host`` of whoever runs this kernel."""
     try:
         user = getpass.getuser()
-    except Exception:  # pragma: no cover - no passwd entry in some containers
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers  # pragma: no cover
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
 

@@ -163,7 +163,7 @@ def storage_uri_of(predictor: Mapping[str, Any]) -> str | None:
     model = predictor.get("model")
     if isinstance(model, Mapping) and model.get("storageUri"):
         return str(model["storageUri"])
-    for key, value in predictor.items():
+    for value in predictor.values():
         if isinstance(value, Mapping) and value.get("storageUri"):
             return str(value["storageUri"])
     return None

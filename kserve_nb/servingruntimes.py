@@ -114,7 +114,8 @@ def _go_format(fmt: Mapping[str, Any]) -> str:
     # How Go's %v prints a ModelFormat{Name string; Version *string}: a nil version is <nil>; a set
     # one prints as a pointer address there, shown here as the version itself (an address says nothing).
     version = fmt.get("version")
-    return "{%s %s}" % (fmt.get("name", ""), "<nil>" if version is None else version)
+    shown = "<nil>" if version is None else version
+    return f"{{{fmt.get('name', '')} {shown}}}"
 
 
 def select_runtime(model: Mapping[str, Any], multi_node: bool = False) -> RuntimeChoice | RuntimeFailure:

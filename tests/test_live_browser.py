@@ -130,14 +130,14 @@ def lab(tmp_path: Path, local_cluster: Any) -> Iterator[str]:
         log.close()
 
 
-def test_live_chart_updates_in_jupyterlab(service: Session, lab: str, page: Any, artifacts: Path) -> None:
+def test_live_chart_updates_in_jupyterlab(service: Session, lab: str, page: Any, artifacts: Path) -> None:  # noqa: F811 - fixture
     try:
         _drive(page, lab, service, artifacts)
     finally:
         page.screenshot(path=str(artifacts / "live.png"), full_page=True)
 
 
-def _drive(page: Any, url: str, session: Session, artifacts: Path) -> None:
+def _drive(page: Any, url: str, session: Session, artifacts: Path) -> None:  # noqa: F811 - the page fixture's value
     svc = session.service(NAME)
     revisions = sorted(e.revision for e in svc.status().traffic)
     assert len(revisions) == 2

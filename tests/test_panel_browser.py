@@ -330,7 +330,7 @@ UNREADABLE_JS = "() => {" + _JS_COLOUR + """
   }
   if (box.right > window.innerWidth + 1) out.push(`the panel ends at ${box.right|0} px in a ${window.innerWidth} px window`);
   return out;
-}""" % {"min": MIN_CONTRAST}
+}""" % {"min": MIN_CONTRAST}  # noqa: UP031 - JavaScript is all braces: % keeps them literal
 
 #: Contrast of plotly's title and axis text with the panel's background.
 FIGURE_CONTRAST_JS = "() => {" + _JS_COLOUR + """
@@ -397,7 +397,7 @@ def on_screen(page: Any, selector: str, timeout_ms: int = 10_000) -> bool:
     """Whether ``selector`` is (or, once the layout settles, becomes) visible on screen."""
     try:
         page.wait_for_function(ON_SCREEN_JS, arg=selector, timeout=timeout_ms)
-    except Exception:  # playwright's TimeoutError: the caller's assert says what is missing
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError: the caller's assert says what is missing
         return False
     return True
 

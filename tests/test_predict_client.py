@@ -97,7 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     script = tmp_path_factory.mktemp("server") / "iris_server.py"
     script.write_text(SERVER)
     port = free_port()
-    log = open(script.with_suffix(".log"), "w+b")
+    log = open(script.with_suffix(".log"), "w+b")  # noqa: SIM115 - the server writes to it until the fixture ends
     proc = subprocess.Popen(
         [sys.executable, str(script), str(port), MODEL], stdout=log, stderr=subprocess.STDOUT, cwd=script.parent
     )
@@ -191,9 +191,8 @@ def test_predict_v1_payload_on_v2_is_refused_before_sending(client: PredictionCl
 
 
 def test_connection_refused_asks_whether_the_cluster_is_up() -> None:
-    with PredictionClient(f"http://127.0.0.1:{free_port()}", model=MODEL) as c:
-        with pytest.raises(IngressUnreachable) as err:
-            c.predict(LATEST, ROWS)
+    with PredictionClient(f"http://127.0.0.1:{free_port()}", model=MODEL) as c, pytest.raises(IngressUnreachable) as err:
+        c.predict(LATEST, ROWS)
     assert "is the cluster up?" in str(err.value)
     assert isinstance(err.value.__cause__, httpx.ConnectError)
 
@@ -343,7 +342,7 @@ class WireServer:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:] if l)}
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 served += 1
                 mode = headers.get("host", "").split(".")[0]

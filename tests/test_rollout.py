@@ -194,7 +194,7 @@ def test_a_pause_step_waits_for_approval_and_abort_rolls_back(session: Session, 
         try:
             outcome[uri] = svc.rollout(uri, steps="10,pause,100", interval="1s", min_requests=5,
                                        load=rows, y=labels, rate=60, display=False)
-        except Exception as err:  # surfaced by the asserts below
+        except Exception as err:  # noqa: BLE001 - surfaced by the asserts below
             outcome[uri] = err
 
     def wait_paused() -> None:

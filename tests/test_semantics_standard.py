@@ -460,7 +460,7 @@ def test_e2e_canary_promote() -> None:
 
 def test_e2e_canary_rollback() -> None:
     s = e2e_create("isvc-canary-rollback")
-    stable, cdep = "isvc-canary-rollback-predictor", "isvc-canary-rollback-v2-predictor"
+    stable = "isvc-canary-rollback-predictor"
     rolled_back = {"spec": {"predictor": predictor(E2E_STABLE, min_replicas=2), "canary": []}}
     s.apply_patch(rolled_back)
     assert set(s.deployments()) == {stable}

@@ -147,7 +147,7 @@ class FaultyModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _random(self) -> random.Random:
         if self._rng is None:
-            self._rng = random.Random(self.seed)
+            self._rng = random.Random(self.seed)  # noqa: S311 - reproducible fault injection, not security
         return self._rng
 
     def _check_params(self) -> None:

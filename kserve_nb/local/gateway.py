@@ -136,7 +136,7 @@ class _Route:
             return None
         if len(live) == 1:
             return live[0]
-        x = random.random() * total
+        x = random.random() * total  # noqa: S311 - a weighted traffic split, not security
         for target in live:
             x -= target.weight
             if x < 0:

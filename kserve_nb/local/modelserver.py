@@ -143,7 +143,7 @@ def serve_revision(request: dict[str, Any], status_fd: int, zygote_pid: int | No
     try:
         model = SKLearnModel(request["model_name"], resolve_storage_uri(uri, Path(request["state_dir"])))
         model.load()
-    except Exception as e:  # any load failure is deterministic: report it, don't crash-loop
+    except Exception as e:  # noqa: BLE001 - any load failure is deterministic: report it, don't crash-loop
         message = f"Failed to load model from {uri}: {_describe(e)}"
         _log_line(message)
         _report(status_fd, {"event": "failed", "message": message})
@@ -381,15 +381,15 @@ def _preload() -> None:
     """Import what a revision process needs, so a fork of the zygote is ready in ~0.1 s."""
     import fastapi  # noqa: F401
     import kserve.model_server  # noqa: F401  (builds kserve's FastAPI app object)
-    import sklearn.ensemble  # noqa: F401  (common estimators: unpickling imports their modules)
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.neighbors  # noqa: F401
-    import sklearn.pipeline  # noqa: F401
-    import sklearn.preprocessing  # noqa: F401
-    import sklearn.svm  # noqa: F401
+    import sklearn.ensemble  # common estimators: unpickling imports their modules
+    import sklearn.linear_model
+    import sklearn.neighbors
+    import sklearn.pipeline
+    import sklearn.preprocessing
+    import sklearn.svm
     import sklearn.tree  # noqa: F401
-    import uvicorn.lifespan.on  # noqa: F401
-    import uvicorn.loops.uvloop  # noqa: F401
+    import uvicorn.lifespan.on
+    import uvicorn.loops.uvloop
     import uvicorn.protocols.http.httptools_impl  # noqa: F401
     from fastapi.exceptions import FastAPIDeprecationWarning  # noqa: F401
 

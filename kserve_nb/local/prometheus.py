@@ -131,7 +131,8 @@ def _bcrypt(password: str) -> str | None:
             import crypt  # the C library's bcrypt ($2b$), as Python 3.11 exposes it
     except ImportError:  # pragma: no cover - Python 3.13 removed it
         return None
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    # bcrypt (METHOD_BLOWFISH) is what Prometheus' web config requires; S324 takes it for a weak hash
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # noqa: S324
     return hashed if hashed and hashed.startswith("$2") else None
 
 

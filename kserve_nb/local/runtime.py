@@ -649,7 +649,7 @@ class Runtime:
                     if resp.status == 200:
                         await self._keep_probing(rev, gen, url)
                         return
-            except Exception:  # noqa: BLE001 - not answering yet; the deadline bounds this loop
+            except Exception:  # noqa: BLE001, S110 - not answering yet; the deadline bounds this loop
                 pass
             await asyncio.sleep(0.01)
         if gen == rev.generation and rev.state.pid is not None:
@@ -875,7 +875,7 @@ class Runtime:
         self._schedule_record()
         try:
             self._on_change(dataclasses.replace(rev.state))
-        except Exception:  # noqa: BLE001 - a listener bug must not break supervision
+        except Exception:  # a listener bug must not break supervision
             log.exception("on_change failed for %s/%s", *_key(rev))
 
     def _notify_soon(self, rev: _Revision) -> None:
@@ -886,7 +886,7 @@ class Runtime:
         def deliver() -> None:
             try:
                 self._on_change(snapshot)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("on_change failed for %s/%s", snapshot.namespace, snapshot.revision)
 
         self._get_loop().call_soon(deliver)

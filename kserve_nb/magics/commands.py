@@ -69,7 +69,7 @@ def _lookup(m: KServeMagics, expr: str, what: str) -> Any:
         return ns[expr]
     try:
         return m.evaluate(expr)
-    except Exception as err:  # the user's expression: any error is theirs to fix, in one line
+    except Exception as err:  # noqa: BLE001 - the user's expression: any error is theirs to fix, in one line
         raise ValidationError(
             f"{what} {expr!r} is not a variable of this notebook ({type(err).__name__}: {err}); "
             "pass the name of a list of rows, numpy array or DataFrame"

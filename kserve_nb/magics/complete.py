@@ -64,7 +64,7 @@ class ServiceNames:
     def _fetch(self, session: Any, namespace: str) -> None:
         try:
             names = sorted(str(i["metadata"]["name"]) for i in session.cluster.list_isvc(namespace))
-        except Exception as err:  # completion must never raise: no names is the answer
+        except Exception as err:  # noqa: BLE001 - completion must never raise: no names is the answer
             log.debug("listing services for completion failed: %s", err)
             names = []
         with self._lock:
@@ -145,7 +145,7 @@ def make_matcher(magics: KServeMagics) -> Callable[[Any], Any]:
             return {"completions": [], "suppress": False}
         try:
             words = candidates(magics.parser, found["rest"], names.get, variables)
-        except Exception as err:  # a completion bug must never surface as an error in the notebook
+        except Exception as err:  # noqa: BLE001 - a completion bug must never surface as an error in the notebook
             log.debug("%%kserve completion failed: %s", err)
             words = None
         rest = found["rest"]

@@ -77,7 +77,7 @@ def _find_service(cluster: Cluster, namespaces: Iterable[str], names: Iterable[s
             items = cluster.core.list_namespaced_service(namespace, _request_timeout=5).items
         except ApiException:  # no such namespace, or not ours to list
             continue
-        except Exception as exc:  # noqa: BLE001 - the API server itself is unreachable
+        except Exception as exc:  # the API server itself is unreachable
             raise errors.ConnectionFailed(f"cannot look for Prometheus on the cluster: {exc}") from exc
         by_name = {svc.metadata.name: svc for svc in items}
         for name in wanted:

@@ -178,7 +178,7 @@ class LoopThread:
         if thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(finish(), loop).result(timeout)
-            except Exception:  # noqa: BLE001 - closing must not raise
+            except Exception:  # closing must not raise
                 log.debug("cleanup on the prediction loop failed", exc_info=True)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)

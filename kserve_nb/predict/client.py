@@ -589,9 +589,7 @@ class _Plan:
     warmup: list[Job] = field(default_factory=list)  # sent first, never recorded
 
     def frame(self, outcomes: Sequence[Outcome]) -> pd.DataFrame:
-        from kserve_nb.analysis.frames import results_frame  # lazy: pandas
-
-        from kserve_nb.analysis.frames import RESULT_COLUMNS
+        from kserve_nb.analysis.frames import RESULT_COLUMNS, results_frame  # lazy: pandas
 
         if len(outcomes) != len(self.jobs):
             raise PredictionError(f"internal error: {len(outcomes)} answers for {len(self.jobs)} requests")

@@ -382,7 +382,7 @@ class LoadRun:
             self._progress_shown = True
         try:
             progress.done(self)
-        except Exception:  # noqa: BLE001 - a display problem must not hide the run's end
+        except Exception:  # a display problem must not hide the run's end
             log.debug("load progress display failed", exc_info=True)
 
     async def _one(self, index: int, sent_s: float) -> None:
@@ -413,7 +413,7 @@ class LoadRun:
             if self._progress is not None:
                 try:
                     self._progress.update(self)
-                except Exception:  # noqa: BLE001 - a display problem must not stop the traffic
+                except Exception:  # a display problem must not stop the traffic
                     log.debug("load progress update failed", exc_info=True)
             await asyncio.sleep(_TICK)
 

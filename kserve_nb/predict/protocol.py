@@ -325,7 +325,7 @@ def parse_v1_response(body: Any) -> list[Any]:
     PredictionError
         If the body is an error body or has no ``predictions`` list.
     """
-    if isinstance(body, dict) or isinstance(body, Mapping):  # dict first: the abc check is slower
+    if isinstance(body, dict) or isinstance(body, Mapping):  # noqa: SIM101 - dict first: the abc check is slower
         if "predictions" in body:
             preds = body["predictions"]
             return preds if isinstance(preds, list) else [preds]

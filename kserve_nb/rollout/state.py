@@ -247,5 +247,5 @@ class StateStore:
                     raise errors.Conflict(
                         f"could not save the rollout state of {self.service}: its ConfigMap kept changing"
                     ) from None
-                time.sleep(delay * (0.5 + random.random()))
+                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - retry jitter, not security
                 delay = min(delay * 2, 1.0)

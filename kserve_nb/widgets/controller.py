@@ -233,7 +233,7 @@ class PanelController:
         self._cancel.clear()
         try:
             return fn()
-        except Exception as err:  # lands in the error field: in a worker thread it would be lost
+        except Exception as err:  # noqa: BLE001 - lands in the error field: in a worker thread it would be lost
             self._fail(action, err)
             return None
         finally:
@@ -249,7 +249,7 @@ class PanelController:
         """
         try:
             return self._read()
-        except Exception as err:  # polled from a thread: report, never raise
+        except Exception as err:  # noqa: BLE001 - polled from a thread: report, never raise
             text = f"refresh failed: {err}"
             if self.error != text:
                 self._set("error", text)
@@ -675,7 +675,7 @@ class PanelController:
             action = method if isinstance(method, str) else getattr(method, "__name__", "action")
             try:
                 future.set_result((getattr(self, method) if isinstance(method, str) else method)(*args))
-            except Exception as err:  # an action that escaped _run: still reported, never lost
+            except Exception as err:  # noqa: BLE001 - an action that escaped _run: still reported, never lost
                 self._fail(action, err)
                 future.set_result(None)
 
@@ -718,7 +718,7 @@ class PanelController:
         while not self._stop.wait(every):
             try:
                 self.refresh()
-            except Exception as err:  # keep polling: a blip of the API must not end the live view
+            except Exception as err:  # noqa: BLE001 - keep polling: a blip of the API must not end the live view
                 self._set("error", f"refresh failed: {err}")
 
     @property
@@ -763,7 +763,7 @@ def _one_line(comparison: Any) -> str:
         parts.append(f"agreement {rate:.1%}")
     try:
         parts.append(f"recommendation {comparison.verdict().recommendation}")
-    except Exception:  # the log line is only a summary; the full comparison is on the panel
+    except Exception:  # noqa: BLE001, S110 - the log line is only a summary; the full comparison is on the panel
         pass
     return "; ".join(parts) or "compared"
 

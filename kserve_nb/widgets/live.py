@@ -317,7 +317,7 @@ class LiveMetrics(w.VBox):
         try:
             self.source = self.service.session.metrics()
             self._source_error = None
-        except Exception as err:  # shown on the status line, retried at the next refresh
+        except Exception as err:  # noqa: BLE001 - shown on the status line, retried at the next refresh
             self._source_error = f"no Prometheus: {one_line(err)}"
         return self.source
 
@@ -335,7 +335,7 @@ class LiveMetrics(w.VBox):
             status = None
             try:
                 status = self.service.status()
-            except Exception as err:  # the API blinked or the service is gone: say so, keep going
+            except Exception as err:  # noqa: BLE001 - the API blinked or the service is gone: say so, keep going
                 problems.append(f"status: {one_line(err)}")
             frame = None
             source = self._resolve_source()
@@ -346,7 +346,7 @@ class LiveMetrics(w.VBox):
                     frame = source.range_frame(
                         self.service.namespace, self.service.name, now - self.window, now, self.step
                     )
-                except Exception as err:  # Prometheus down or a bad query: one line, next refresh retries
+                except Exception as err:  # noqa: BLE001 - Prometheus down or a bad query: one line, next refresh retries
                     problems.append(f"Prometheus query failed: {one_line(err)}")
             with self._figure_lock:
                 if self.closed:  # closed while reading

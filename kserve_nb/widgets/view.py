@@ -694,7 +694,7 @@ def comparison_html(comparison: Any, basis: str | None) -> str:
     try:
         verdict = comparison.verdict()
         verdict_line = f"<div><b>Verdict:</b> {html.escape(str(verdict.recommendation))}</div>"
-    except Exception:  # a verdict needs both sides; the rest of the comparison still stands
+    except Exception:  # noqa: BLE001 - a verdict needs both sides; the rest of the comparison still stands
         verdict_line = ""
     details = ""
     if hasattr(comparison, "_repr_html_"):

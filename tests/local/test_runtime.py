@@ -385,9 +385,11 @@ def test_kill_9_of_the_daemon_leaves_revisions_serving_for_the_next_runtime_to_a
 
 
 async def _predict_ok(state: RevisionState) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"http://127.0.0.1:{state.port}/v1/models/{ISVC}:predict", json=IRIS) as resp:
-            assert resp.status == 200
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{state.port}/v1/models/{ISVC}:predict", json=IRIS) as resp,
+    ):
+        assert resp.status == 200
 
 
 def _alive(pid: int) -> bool:

@@ -50,7 +50,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         # aiohttp's own refusals (e.g. a body over the size limit) become Status objects too.
         return status_response(ApiError(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason))
-    except Exception:  # noqa: BLE001 - never leak a traceback for bad input
+    except Exception:  # never leak a traceback for bad input
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return status_response(ApiError(500, "InternalError",
                                         "Internal error occurred: unexpected server error",

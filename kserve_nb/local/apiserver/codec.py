@@ -78,9 +78,13 @@ def negotiate(accept: str | None) -> Negotiated:
 
 def wants_discovery_v2(accept: str | None) -> str | None:
     for media, params in _media_ranges(accept or ""):
-        if media == JSON and params.get("g") == "apidiscovery.k8s.io" and params.get("as") == "APIGroupDiscoveryList":
-            if params.get("v") in ("v2", "v2beta1"):
-                return params["v"]
+        if (
+            media == JSON
+            and params.get("g") == "apidiscovery.k8s.io"
+            and params.get("as") == "APIGroupDiscoveryList"
+            and params.get("v") in ("v2", "v2beta1")
+        ):
+            return params["v"]
     return None
 
 

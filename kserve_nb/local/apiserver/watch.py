@@ -82,7 +82,7 @@ class WatchStream:
             return await self._finish(response)
         except (ConnectionError, asyncio.CancelledError):
             raise
-        except Exception as exc:  # noqa: BLE001 - the status line is sent: end with an ERROR event
+        except Exception as exc:  # the status line is sent: end with an ERROR event
             if response is None or not response.prepared:
                 raise
             if not isinstance(exc, ApiError):
