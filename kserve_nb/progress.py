@@ -22,7 +22,7 @@ _OUTCOMES: dict[bool | None, tuple[str, str]] = {
 def in_kernel() -> bool:
     """True inside a Jupyter kernel (not a plain IPython terminal or a script)."""
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:  # pragma: no cover
         return False
     shell = get_ipython()

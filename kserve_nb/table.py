@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 
-class Table(pd.DataFrame):
+class Table(pd.DataFrame):  # type: ignore[misc]  # pandas ships no type information
     """A ``pandas.DataFrame`` whose repr and HTML never truncate a cell.
 
     Everything else is a DataFrame's (frames derived from it, e.g. ``.tail(4)[cols]``, are Tables
@@ -21,8 +21,10 @@ class Table(pd.DataFrame):
 
     def _repr_html_(self) -> str | None:
         with pd.option_context("display.max_colwidth", None):
-            return super()._repr_html_()
+            html: str | None = super()._repr_html_()
+            return html
 
     def __repr__(self) -> str:
         with pd.option_context("display.max_colwidth", None):
-            return super().__repr__()
+            text: str = super().__repr__()
+            return text

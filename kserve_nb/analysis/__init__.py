@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kserve_nb.analysis.compare import Agreement, Check, Comparison, Verdict, compare
 from kserve_nb.analysis.frames import RESULT_COLUMNS, results_frame
-from kserve_nb.analysis.plots import SIDE_COLORS
+from kserve_nb.style import SIDE_COLORS
 
 __all__ = [
     "RESULT_COLUMNS",

@@ -98,7 +98,8 @@ def _bind(port: int) -> socket.socket:
 
 def _previous_ports(state_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((state_dir / "ports.json").read_text())
+        ports: dict[str, Any] = json.loads((state_dir / "ports.json").read_text())
+        return ports
     except (OSError, ValueError):
         return {}
 

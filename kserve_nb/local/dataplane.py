@@ -41,7 +41,8 @@ STOP_GRACE_SECONDS = 3.0
 def started_at(pid: int) -> float | None:
     """The start time of process ``pid`` (psutil's ``create_time``), or None when it is gone."""
     try:
-        return psutil.Process(pid).create_time()
+        created: float = psutil.Process(pid).create_time()
+        return created
     except psutil.Error:
         return None
 
@@ -70,7 +71,7 @@ def verified(pid: Any, started: Any, marker: str | None = None, name: str | None
 def alive(proc: psutil.Process) -> bool:
     """Whether ``proc`` still runs (a zombie does not: it only waits to be reaped)."""
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

@@ -107,7 +107,7 @@ class FaultyModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _has_proba(self) -> bool:
         return hasattr(self.base, "predict_proba")
 
-    @available_if(_has_proba)
+    @available_if(_has_proba)  # type: ignore[untyped-decorator]  # scikit-learn ships no type information
     def predict_proba(self, X: Any) -> Any:
         """``base.predict_proba(X)``; a flipped row swaps its top class with another class."""
         self._before_answer()

@@ -95,7 +95,8 @@ def _pid_alive(pid: int) -> bool:
 
 def _read_endpoint(state_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((state_dir / "endpoint.json").read_text())
+        endpoint: dict[str, Any] = json.loads((state_dir / "endpoint.json").read_text())
+        return endpoint
     except (OSError, ValueError):
         return None
 

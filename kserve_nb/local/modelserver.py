@@ -82,7 +82,7 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 
 
-class SKLearnModel(kserve.Model):
+class SKLearnModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type information
     """KServe's sklearn runtime (``sklearnserver.SKLearnModel``) reading from a local path.
 
     Parameters
@@ -107,7 +107,7 @@ class SKLearnModel(kserve.Model):
         self.ready = True
         return self.ready
 
-    def predict(  # type: ignore[override]
+    def predict(
         self, payload: Any, headers: dict[str, str] | None = None
     ) -> Any:
         """V1 ``instances``/``inputs`` or a V2 ``InferRequest`` → ``predict`` (or ``predict_proba``)."""

@@ -103,7 +103,7 @@ def _read(path: str) -> str:
 def _state_dir(m: KServeMagics, args: argparse.Namespace) -> Any:
     if args.state_dir:
         return args.state_dir
-    if m.has_session and m.session.is_local:
+    if m.has_session and m.session.local is not None:
         return m.session.local.state_dir
     return m.settings.local_state_dir or None
 

@@ -138,7 +138,6 @@ def make_matcher(magics: KServeMagics) -> Callable[[Any], Any]:
     def variables() -> list[str]:
         return sorted(k for k in magics.user_ns if not k.startswith("_") and k.isidentifier())
 
-    @context_matcher()  # type: ignore[misc]
     def kserve_matcher(context: Any) -> dict[str, Any]:
         found = _MAGIC.search(context.text_until_cursor)
         if found is None:
@@ -155,4 +154,5 @@ def make_matcher(magics: KServeMagics) -> Callable[[Any], Any]:
             return {"completions": [], "suppress": False}
         return {"completions": [SimpleCompletion(w, type="kserve") for w in words], "suppress": True}
 
-    return kserve_matcher
+    matcher: Callable[[Any], Any] = context_matcher()(kserve_matcher)
+    return matcher

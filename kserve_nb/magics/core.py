@@ -7,12 +7,15 @@ and every heavy module is imported by the subcommand that needs it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from kserve_nb.config import KServeNb
 from kserve_nb.errors import ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kserve_nb.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +25,10 @@ class KServeMagics(Magics):
     """Owns the extension's state: the configurable, the lazily created Session and open panels."""
 
     def __init__(self, shell: Any) -> None:
-        super().__init__(shell)
+        super().__init__(shell)  # type: ignore[no-untyped-call]  # IPython's Magics is untyped
         # parent=shell: settings from ipython_config.py (c.KServeNb.…) apply too.
         self.settings = KServeNb(parent=shell)
-        self._session: Any = None
+        self._session: Session | None = None
         self._parser: Any = None
         self._panels: list[Any] = []
         #: The Tab completer registered with the shell (see :mod:`kserve_nb.magics.complete`).
@@ -38,7 +41,7 @@ class KServeMagics(Magics):
         return self._session is not None
 
     @property
-    def session(self) -> Any:
+    def session(self) -> Session:
         """The Session, created on first use from ``connect()`` defaults and ``%config KServeNb``."""
         if self._session is None:
             from kserve_nb.session import connect
@@ -46,7 +49,7 @@ class KServeMagics(Magics):
             self._session = connect(config=self.settings)
         return self._session
 
-    def connect(self, **kwargs: Any) -> Any:
+    def connect(self, **kwargs: Any) -> Session:
         """Replace the Session (closing the old one's clients) and return the new one."""
         from kserve_nb.session import connect
 
@@ -64,7 +67,8 @@ class KServeMagics(Magics):
     def user_ns(self) -> dict[str, Any]:
         """The notebook's namespace (where INPUTS and VARIABLE names are looked up)."""
         assert self.shell is not None  # registered magics always have their shell
-        return self.shell.user_ns
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
 
     def evaluate(self, expr: str) -> Any:
         """Evaluate ``expr`` in the notebook's namespace, as a cell would."""
@@ -96,7 +100,7 @@ class KServeMagics(Magics):
             self._parser = build_parser()
         return self._parser
 
-    @line_cell_magic
+    @line_cell_magic  # type: ignore[untyped-decorator]  # IPython's decorators are untyped
     def kserve(self, line: str, cell: str | None = None) -> Any:
         """Canary releases of KServe InferenceServices: %kserve --help lists the subcommands."""
         from kserve_nb.magics.args import CELL_COMMANDS, HelpShown, parse
@@ -124,7 +128,7 @@ def _magic_doc() -> str:
     return overview(build_parser())
 
 
-KServeMagics.kserve.getdoc = _magic_doc  # type: ignore[attr-defined]
+KServeMagics.kserve.getdoc = _magic_doc
 
 
 def load(ipython: Any) -> None:

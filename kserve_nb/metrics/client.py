@@ -134,7 +134,7 @@ class ClientSource:
         """Count more traffic: another run, results frame, or a list of them."""
         from kserve_nb.predict.load import LoadRun
 
-        items = [observed] if isinstance(observed, LoadRun) or _is_frame(observed) else list(observed)  # type: ignore[arg-type]
+        items = [observed] if isinstance(observed, LoadRun) or _is_frame(observed) else list(observed)
         for item in items:
             if not (isinstance(item, LoadRun) or _is_frame(item)):
                 raise ValidationError(

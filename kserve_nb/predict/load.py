@@ -584,7 +584,7 @@ def _plain_terminal() -> bool:
     # A live \r line only where nothing else reads the prompt line: a script on a terminal, not
     # IPython's interactive prompt (a background write there would garble the input line).
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
 
         if get_ipython() is not None:
             return False

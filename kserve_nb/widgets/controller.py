@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kserve_nb import resources as r
 from kserve_nb.errors import KServeNbError, NotFound, ValidationError
@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.status import ServiceStatus
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Outcome = Literal["applied", "needs_confirmation", "refused", "unchanged", "failed"]
 Level = Literal["busy", "ok", "error", "refused", "confirm", "info"]
@@ -221,7 +222,7 @@ class PanelController:
         self._set("error", f"{action} failed: {message}")
         self._say(action, "error", f"{action} failed: {message}")
 
-    def _run(self, action: str, fn: Callable[[], Any], what: str = "") -> Any:
+    def _run(self, action: str, fn: Callable[[], T], what: str = "") -> T | None:
         """Run one façade call with busy/notice/log/error bookkeeping; never raises.
 
         ``what`` names the arguments in the busy notice ("deploying URI with 30%…"), so the user

@@ -206,7 +206,7 @@ def _figure(window: float) -> go.FigureWidget:
     return fig
 
 
-class LiveMetrics(w.VBox):
+class LiveMetrics(w.VBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """Live per-revision request rate, error rate, p50/p95 latency and traffic weights of a service.
 
     Parameters

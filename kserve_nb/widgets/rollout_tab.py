@@ -115,7 +115,7 @@ class RolloutRunner:
             self._thread.join(timeout)
 
 
-class RolloutTab(w.VBox):
+class RolloutTab(w.VBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """The "Rollout" tab of one service's panel."""
 
     def __init__(self, service: Service) -> None:

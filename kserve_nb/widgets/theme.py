@@ -46,7 +46,7 @@ def theme_probe(on_change: Callable[[str], None]) -> Any:
         log.debug("anywidget is not installed: figures follow JupyterLab's theme setting only")
         return None
 
-    class ThemeProbe(anywidget.AnyWidget):  # type: ignore[misc]
+    class ThemeProbe(anywidget.AnyWidget):
         """Reports ``document.body.dataset.jpThemeLight`` as ``theme`` ("light", "dark" or "")."""
 
         _esm = _ESM

@@ -84,14 +84,14 @@ def _row(*children: Any, css: str = "") -> w.HBox:
 
 def _user_ns() -> Mapping[str, Any]:
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:  # pragma: no cover
         return {}
     shell = get_ipython()
     return shell.user_ns if shell is not None else {}
 
 
-class Feedback(w.VBox):
+class Feedback(w.VBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """The feedback of one area of the panel: its latest notice and, when asked, Confirm/Cancel."""
 
     def __init__(self, area: str) -> None:
@@ -116,7 +116,7 @@ class Feedback(w.VBox):
         self.confirm_row.layout.display = "flex" if message else "none"
 
 
-class Panel(w.VBox):
+class Panel(w.VBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """Interactive canary release of one InferenceService.
 
     Parameters

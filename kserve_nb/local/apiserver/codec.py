@@ -131,7 +131,7 @@ if yaml.__with_libyaml__:
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
 else:  # pragma: no cover - PyYAML without libyaml
-    _SafeEvents = yaml.SafeLoader  # type: ignore[misc,assignment]
+    _SafeEvents = yaml.SafeLoader  # type: ignore[misc]
 
 
 class _JsonSafeLoader(_SafeEvents):

@@ -55,16 +55,14 @@ from kserve_nb.local.apiserver.status import (
     status_for,
     unsupported_media_type,
 )
-from kserve_nb.local.apiserver.watch import WatchStream
+from kserve_nb.local.apiserver.watch import OpenWatches, WatchStream
 from kserve_nb.local.patching import (
     PatchError,
     applied_fields,
     apply_merge,
-    clone,
     fields_v1,
     get_path,
     json_patch,
-    merge_patch,
     parse_fields_v1,
     remove_path,
     strategic_merge_patch,
@@ -83,6 +81,7 @@ from kserve_nb.local.store import (
     now_rfc3339,
     updated_object,
 )
+from kserve_nb.patches import clone, merge_patch
 
 KUBERNETES_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0"}
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's request size limit
@@ -97,8 +96,7 @@ class ApiServer:
         self.store = store
         self._token = ("Bearer " + token).encode()
         self._documents = openapi.build_documents()
-        self._watchers: dict[int, Any] = {}  # id(subscriber) -> subscriber of each open watch
-        self._closing = False
+        self._watches = OpenWatches()
 
     # ------------------------------------------------------------------ middleware
 
@@ -109,9 +107,7 @@ class ApiServer:
 
     async def on_shutdown(self, _app: web.Application) -> None:
         """End every open watch so the server can stop without waiting for clients."""
-        self._closing = True
-        for sub in list(self._watchers.values()):
-            sub.queue.put_nowait(None)
+        self._watches.close()
 
     # -------------------------------------------------------------------- dispatch
 
@@ -673,7 +669,7 @@ class ApiServer:
     # ------------------------------------------------------------------------ watch
 
     async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
-        return await WatchStream(self, request, target).run()
+        return await WatchStream(self.store, self._watches, request, target, self._selection(request, target)).run()
 
 
 # DeleteOptions fields and the Go types their JSON must decode into.
