@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 from aiohttp import web
@@ -13,12 +13,9 @@ from aiohttp import web
 from kserve_nb.local import tables
 from kserve_nb.local.apiserver.codec import JSON, negotiate
 from kserve_nb.local.apiserver.requests import Target, parse_go_duration, query_flag
+from kserve_nb.local.apiserver.selectors import Selection
 from kserve_nb.local.apiserver.status import ApiError, bad_request, too_large_resource_version
-from kserve_nb.local.store import StoreGone, WatchEvent
-
-if TYPE_CHECKING:  # only in annotations: server imports this module
-    from kserve_nb.local.apiserver.server import ApiServer
-
+from kserve_nb.local.store import Store, StoreGone, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +24,57 @@ _UINT64_MAX = 2**64 - 1
 BOOKMARK_INTERVAL = 60.0
 
 
-class WatchStream:
-    """One watch request: initial state or resumption, then live events until timeout/disconnect."""
+class Subscription(Protocol):
+    """A store subscription (``Store.subscribe``): its queue receives every matching event."""
 
-    def __init__(self, server: ApiServer, request: web.Request, target: Target) -> None:
-        self.server = server
-        self.store = server.store
+    @property
+    def queue(self) -> asyncio.Queue[WatchEvent]: ...
+
+
+class OpenWatches:
+    """The watches an API server has open, so that stopping it ends them without waiting for clients."""
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[int, Subscription] = {}
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    def add(self, sub: Subscription) -> None:
+        """Register the subscription of a watch that started."""
+        self._subscriptions[id(sub)] = sub
+
+    def discard(self, sub: Subscription) -> None:
+        """Forget the subscription of a watch that ended."""
+        self._subscriptions.pop(id(sub), None)
+
+    def close(self) -> None:
+        """End every open watch now; a watch that starts later ends after its initial events."""
+        self.closing = True
+        for sub in list(self._subscriptions.values()):
+            # None is the end-of-stream sentinel each stream's queue reader understands.
+            cast("asyncio.Queue[WatchEvent | None]", sub.queue).put_nowait(None)
+
+
+class WatchStream:
+    """One watch request: initial state or resumption, then live events until timeout/disconnect.
+
+    ``selection`` is the request's label and field selector; ``watches`` the server's register of
+    open watches, which ends this one when the server stops.
+    """
+
+    def __init__(
+        self, store: Store, watches: OpenWatches, request: web.Request, target: Target, selection: Selection
+    ) -> None:
+        self.store = store
+        self.watches = watches
         self.request = request
         self.target = target
         self.rt = target.rt
         self.namespace = target.namespace if target.rt.namespaced else None
         params = request.query
-        self.selection = server._selection(request, target)
+        self.selection = selection
         self.form = negotiate(request.headers.get("Accept"))
         self.include = params.get("includeObject") or "Metadata"
         self.bookmarks = query_flag(params, "allowWatchBookmarks")
@@ -61,7 +97,7 @@ class WatchStream:
         else:
             start_rv = None
         sub = self.store.subscribe(self.rt, self.namespace)
-        self.server._watchers[id(sub)] = sub
+        self.watches.add(sub)
         response: web.StreamResponse | None = None
         try:
             # No await between subscribing and reading the backlog: nothing can slip in between.
@@ -95,7 +131,7 @@ class WatchStream:
             return await self._finish(response)
         finally:
             self.store.unsubscribe(sub)
-            self.server._watchers.pop(id(sub), None)
+            self.watches.discard(sub)
 
     async def _finish(self, response: web.StreamResponse) -> web.StreamResponse:
         try:
@@ -110,19 +146,18 @@ class WatchStream:
             self.last_rv = rv
             return [("ADDED", o) for o in items if self.selection.matches(o)], None
         try:
-            # (cast: Store.list shadows the builtin in store.py's annotations, which confuses mypy)
-            events = cast("list[WatchEvent]", self.store.events_since(start_rv, self.rt, self.namespace))
+            events = self.store.events_since(start_rv, self.rt, self.namespace)
         except StoreGone as exc:
             return [], ApiError(410, "Expired", str(exc))
         self.last_rv = max([start_rv] + [e.rv for e in events])
         return [(e.type, e.obj) for e in events], None
 
-    async def _follow(self, response: web.StreamResponse, sub: Any) -> None:
+    async def _follow(self, response: web.StreamResponse, sub: Subscription) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         next_bookmark = loop.time() + BOOKMARK_INTERVAL
         transport = self.request.transport
-        while not self.server._closing:
+        while not self.watches.closing:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -175,8 +210,8 @@ class WatchStream:
         meta: dict[str, Any] = {"resourceVersion": str(max(self.last_rv, 0))}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        await self._send(response, {"type": "BOOKMARK",
-                                    "object": {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": meta}})
+        bookmark = {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": meta}
+        await self._send(response, {"type": "BOOKMARK", "object": bookmark})
 
     async def _send(self, response: web.StreamResponse, event: dict[str, Any]) -> None:
         await response.write(orjson.dumps(event) + b"\n")
