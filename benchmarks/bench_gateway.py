@@ -21,7 +21,7 @@ change) as a second gateway on the same revision; every round then runs direct, 
 back to back, and a second table shows the baseline, so a before/after comparison on a busy machine
 compares runs seconds apart rather than minutes apart.
 
-Targets (from the issue): >= 0.9x direct throughput at concurrency >= 8, <= 0.3 ms added p50 at
+Targets: >= 0.9x direct throughput at concurrency >= 8, <= 0.3 ms added p50 at
 concurrency 1.
 """
 

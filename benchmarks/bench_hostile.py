@@ -4,8 +4,8 @@ Run: ``.venv/bin/python benchmarks/bench_hostile.py [--repeat 5]``
 
 The API server, the controller and the gateway share one event loop, so decoding a body is time
 every other request waits. For each body this times ``decode_body`` (the API server's decoder:
-libyaml events, a composer that bounds depth and alias expansion) next to what it replaced,
-PyYAML's pure-Python ``SafeLoader`` plus the JSON conversion, and prints medians and the ratio:
+libyaml events, a composer that bounds depth and alias expansion) next to plain PyYAML:
+its pure-Python ``SafeLoader`` plus the JSON conversion, and prints medians and the ratio:
 
 - an ordinary InferenceService manifest (both decode it; ours should not be slower);
 - a small alias bomb (7 levels of 9 aliases, ~240 bytes): PyYAML expands 4.8 million strings,

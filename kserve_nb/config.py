@@ -24,7 +24,7 @@ class KServeNb(Configurable):
         None, allow_none=True, help="State dir of the embedded local cluster (default: $KSERVE_NB_HOME or the user data dir)."
     ).tag(config=True)
     wait_timeout = Float(300.0, help="Seconds a release step waits for its intended state.").tag(config=True)
-    poll_interval = Float(0.0, help="Seconds between status polls while waiting (0: 0.1 locally, 1.0 on real clusters).").tag(
+    poll_interval = Float(0.0, help="Seconds between status polls while waiting (0: 0.05 locally, 1.0 on real clusters).").tag(
         config=True
     )
     protocol = Enum(["v1", "v2"], "v1", help="Default inference protocol.").tag(config=True)

@@ -1,7 +1,7 @@
 """Table-driven tests of the pure KServe/Knative reconcile core.
 
-The tables are the transition table of ``kserve-canary-semantics.md`` and every step of the seed
-walkthrough. A tiny simulator stands in for the model-server processes: it marks the latest created
+The tables are KServe's canary transitions (the rules and their KServe sources are listed in
+:mod:`kserve_nb.semantics`) and every step of KServe's canary walkthrough. A tiny simulator stands in for the model-server processes: it marks the latest created
 revision ready (or failed) between passes, exactly as the controller does when the runtime reports.
 """
 

@@ -14,16 +14,17 @@ sklearnserver`` only where the local cluster needs it to:
 - it reports its port, or why the model could not load, to the runtime over a pipe (one JSON line).
 
 **The zygote** (:func:`zygote_main`): one long-lived process that has already imported kserve,
-FastAPI, uvicorn, scikit-learn and joblib (~1.6 s cold) *and built kserve's FastAPI app and uvicorn
-config* (:class:`_ServerTemplate`, ~0.1 s), and forks a revision server on request: a revision
-answers its readiness probe 30–40 ms after it is asked for, with ~12–15 MiB of private memory.
+FastAPI, uvicorn, scikit-learn and joblib *and built kserve's FastAPI app and uvicorn config*
+(:class:`_ServerTemplate`), and forks a revision server on request: a revision pays neither the
+imports nor the app build, so it answers its readiness probe almost at once, and shares the
+zygote's memory pages.
 
-A ``multiprocessing`` forkserver was the first choice. Reading CPython 3.11's ``forkserver.py``
-showed three misfits: ``Process.start()`` blocks the caller (the daemon's event loop) until the fork
-happened; every child re-imports the parent's ``__main__``; and every child inherits the
-forkserver's "alive" pipe, which the forkserver waits on to notice its parent's death, so after
-``kill -9`` of the daemon the forkserver would wait for its children and they for it. The zygote
-protocol is small (the client side is ``runtime._Zygote``):
+Why not a ``multiprocessing`` forkserver: CPython 3.11's ``forkserver.py`` has three misfits:
+``Process.start()`` blocks the caller (the daemon's event loop) until the fork happened; every
+child re-imports the parent's ``__main__``; and every child inherits the forkserver's "alive" pipe,
+which the forkserver waits on to notice its parent's death, so after ``kill -9`` of the daemon the
+forkserver would wait for its children and they for it. The zygote protocol is small (the client
+side is ``runtime._Zygote``):
 
 - the parent talks over a ``SOCK_SEQPACKET`` socket (one JSON message each way);
 - a spawn request carries the write end of a status pipe (``SCM_RIGHTS``); only the child keeps it,
@@ -194,7 +195,7 @@ class _ServerTemplate:
     """kserve's ``ModelServer`` + ``RESTServer`` + FastAPI app, built before any model exists.
 
     Building the app (18 FastAPI routes with pydantic adapters) and loading the uvicorn config
-    costs ~0.1 s; the zygote does it once and every revision process inherits the result, then only
+    is slow next to a fork; the zygote does it once and every revision process inherits the result, then only
     registers its model (:meth:`attach`). This is ``ModelServer.start()`` for one model, one worker,
     REST only, without kserve's own signal handlers (uvicorn's SIGTERM handling is what we want).
     """
@@ -378,7 +379,7 @@ def _report(fd: int, message: dict[str, Any]) -> None:
 
 
 def _preload() -> None:
-    """Import what a revision process needs, so a fork of the zygote is ready in ~0.1 s."""
+    """Import what a revision process needs, so a fork of the zygote is ready without importing."""
     import fastapi  # noqa: F401
     import kserve.model_server  # noqa: F401  (builds kserve's FastAPI app object)
     import sklearn.ensemble  # common estimators: unpickling imports their modules

@@ -1,16 +1,16 @@
 """nginx as the local cluster's ingress data plane, with the Python :class:`Gateway` behind it.
 
-Why: every proxied request costs the Python gateway ~0.25 ms of CPU on a 2-vCPU machine (two
-wake-ups of an interpreter whose caches the model server has just evicted), which shows as ~0.36 ms
-added latency at concurrency 1; nginx adds ~0.13 ms (measured paired, request by request, in
-``benchmarks/bench_gateway.py``). So when nginx and its Lua module are installed (Debian's ``nginx``
-and ``libnginx-mod-http-lua``; ``KSERVE_NB_INGRESS=python`` opts out), the ingress port belongs to an
-nginx master process that this module configures and supervises.
+Why: every request the Python gateway proxies costs it CPU (two wake-ups of an interpreter whose
+caches the model server has just evicted), which shows as added latency even at concurrency 1;
+nginx adds much less (``benchmarks/bench_gateway.py`` measures both, paired, request by request).
+So when nginx and its Lua module are installed (Debian's ``nginx`` and ``libnginx-mod-http-lua``;
+``KSERVE_NB_INGRESS=python`` opts out), the ingress port belongs to an nginx master process that this
+module configures and supervises.
 
 The config is static; routes change without a reload, as in Kubernetes' ingress-nginx: the daemon
 POSTs the whole table to a control endpoint (loopback, its own random token), which stores it in a
-shared dictionary; each worker re-parses it when its version changes. A reload would have closed
-every idle keep-alive client connection on each routing change (and taken 100+ ms). Per request:
+shared dictionary; each worker re-parses it when its version changes. A reload would close every
+idle keep-alive client connection on each routing change. Per request:
 
 - Lua looks the ``Host`` up and picks a ready revision at random by weight (what Istio's weighted
   clusters do); nginx keeps pooled keep-alive connections to the revisions;
@@ -355,7 +355,7 @@ _LUA_INIT = r"""
     end
 """
 
-# One Lua hook per try (an access-phase hook as well measured ~20 µs more per request): the first
+# One Lua hook per try (an access-phase hook as well would cost more on every request): the first
 # try routes (slow requests and unknown or unready hosts go to the Python gateway); a retry after a
 # connection error picks another target, or the Python gateway when there is none.
 _LUA_BALANCER = r"""

@@ -331,7 +331,7 @@ class Runtime:
     # --- public API ---------------------------------------------------------------------
 
     async def start(self, wait: bool = True) -> None:
-        """Start the warm zygote (it imports kserve and scikit-learn, ~1.6 s on a quiet machine).
+        """Start the warm zygote (it imports kserve and scikit-learn, which takes a while).
 
         With ``wait=False`` the zygote warms up in the background: the cluster answers at once and
         the first revision start waits for the zygote instead.
@@ -448,7 +448,7 @@ class Runtime:
         """Make sure a process serves ``spec`` (idempotent; a changed spec replaces the process)."""
         if self._closed:
             # Shutting down: close() stopping a revision notifies the controller, whose reconcile
-            # would otherwise start it again — a server nobody stops, now that model servers
+            # would otherwise start it again — a server nobody stops, since model servers
             # outlive the daemon.
             return
         key = (spec.namespace, spec.revision)

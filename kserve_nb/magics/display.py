@@ -25,7 +25,7 @@ class Note(str):
 class Banner:
     """Where a mutating magic is about to act: cluster, context, namespace and service.
 
-    Shown before every change so that a re-run runbook makes its target obvious (peers §d.15).
+    Shown before every change so that a re-run runbook makes its target obvious.
     """
 
     def __init__(self, session: Any, namespace: str, name: str | None) -> None:

@@ -1,6 +1,6 @@
 """Pure KServe V1/V2 REST payloads: build requests, parse responses, explain failures.
 
-Nothing here does I/O. The shapes follow KServe's model server (``kserve-canary-semantics.md`` §7):
+Nothing here does I/O. The shapes follow KServe's model server:
 
 - V1 ``POST /v1/models/{model}:predict`` with ``{"instances": [...]}`` answers ``{"predictions": [...]}``.
 - V2 ``POST /v2/models/{model}/infer`` with ``{"inputs": [{"name", "shape", "datatype", "data"}]}``
@@ -21,7 +21,7 @@ from kserve_nb.errors import PredictionError, ValidationError
 PROTOCOLS = ("v1", "v2")
 
 _orjson: Any
-try:  # orjson is ~5x faster than json on the bulk path; kserve itself depends on it.
+try:  # orjson: the bulk path's encoder and decoder, much faster than json; kserve itself depends on it.
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised only where orjson is absent
     _orjson = None

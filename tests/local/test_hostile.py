@@ -66,7 +66,7 @@ def _deep_yaml_manifest(depth: int) -> str:
 
 
 # Billion laughs, small: seven levels of nine aliases, 9**7 (4.8 million) strings once expanded,
-# from ~290 bytes. Expanding it used to hold the daemon's event loop for seconds.
+# from ~290 bytes. Expanding it would hold the daemon's event loop for seconds.
 ALIAS_BOMB = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\n" + "".join(
     f"{n}: &{n} [{','.join(['*' + p] * 9) if p else ','.join(['x'] * 9)}]\n"
     for p, n in zip([""] + list("abcdef"), "abcdefg")
@@ -458,7 +458,7 @@ def test_a_symlink_in_the_mirror_cannot_lead_out_of_it(tmp_path: Path) -> None:
 def test_the_cluster_refuses_an_escaping_uri_and_the_client_pre_flight_agrees(
     local_cluster: manager.LocalCluster, api: httpx.Client, tmp_path: Path
 ) -> None:
-    # A real model outside the mirror: before the fix, the revision served it.
+    # A real model outside the mirror: no revision may serve it.
     outside = tmp_path / "stolen"
     outside.mkdir()
     shutil.copy(mirror_root(local_cluster.state_dir) / "gs/kfserving-examples/models/sklearn/1.0/model/model.joblib",

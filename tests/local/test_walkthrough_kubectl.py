@@ -1,4 +1,4 @@
-"""The seed walkthrough, verbatim, with the real kubectl and curl against the local cluster.
+"""KServe's canary walkthrough, verbatim, with the real kubectl and curl against the local cluster.
 
 Each step is the documented shell text run by bash with ``KUBECONFIG``, ``INGRESS_HOST`` and
 ``INGRESS_PORT`` from ``kserve-nb local env``; the ``kubectl get isvc`` columns and the ``-oyaml``
