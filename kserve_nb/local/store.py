@@ -106,6 +106,15 @@ class ResourceType:
 
 
 READ_ONLY_VERBS = ("get", "list", "watch")
+# API groups compiled into kube-apiserver (the rest are CRDs): they differ in OpenAPI naming and
+# accept strategic merge patches.
+BUILTIN_GROUPS = frozenset({"", "apps"})
+
+
+def is_builtin(rt: ResourceType) -> bool:
+    """Whether ``rt`` is a built-in Kubernetes kind (not a custom resource)."""
+    return rt.group in BUILTIN_GROUPS
+
 
 NAMESPACES = ResourceType(
     "", "v1", "namespaces", "Namespace", "namespace", namespaced=False, short_names=("ns",),
@@ -137,14 +146,32 @@ EVENTS = ResourceType(
     user_writable=False, verbs=READ_ONLY_VERBS,
 )
 
+# Standard (RawDeployment) mode: the predictor Deployments and Services and the Gateway API
+# HTTPRoutes KServe creates per isvc (read-only here: the controller writes them).
+DEPLOYMENTS = ResourceType(
+    "apps", "v1", "deployments", "Deployment", "deployment", short_names=("deploy",), categories=("all",),
+    user_writable=False, verbs=READ_ONLY_VERBS,
+)
+SERVICES = ResourceType(
+    "", "v1", "services", "Service", "service", short_names=("svc",), categories=("all",),
+    user_writable=False, verbs=READ_ONLY_VERBS,
+)
+HTTPROUTES = ResourceType(
+    "gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", "httproute", categories=("gateway-api",),
+    user_writable=False, verbs=READ_ONLY_VERBS,
+)
+
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     NAMESPACES,
     CONFIGMAPS,
     PODS,
+    SERVICES,
     EVENTS,
+    DEPLOYMENTS,
     INFERENCESERVICES,
     REVISIONS,
     KSERVICES,
+    HTTPROUTES,
 )
 
 

@@ -5,7 +5,9 @@ Columns and cell rules copy what a real API server prints:
 - InferenceService and Revision use their CRDs' ``additionalPrinterColumns`` through the CRD table
   converter's rules (first JSONPath match only; a missing value is a ``null`` cell, which kubectl
   prints empty; ``date`` columns become a human duration).
-- Pod, Namespace and ConfigMap use the built-in printers of ``pkg/printers/internalversion``.
+- Pod, Namespace, ConfigMap, Deployment and Service use the built-in printers of
+  ``pkg/printers/internalversion`` (the API server always prints wide: ``-o wide`` only shows the
+  priority-1 columns); HTTPRoute uses the Gateway API CRD's printer columns.
 
 :func:`human_duration` follows apimachinery's ``duration.HumanDuration`` rules exactly.
 Everything here is pure; ``now`` is injectable for tests.
@@ -22,12 +24,15 @@ from typing import Any
 from kserve_nb import resources
 from kserve_nb.local.store import (
     CONFIGMAPS,
+    DEPLOYMENTS,
     EVENTS,
+    HTTPROUTES,
     INFERENCESERVICES,
     KSERVICES,
     NAMESPACES,
     PODS,
     REVISIONS,
+    SERVICES,
     ResourceType,
 )
 from kserve_nb.resources import human_duration, parse_time
@@ -225,9 +230,16 @@ KSERVICE_COLUMNS = (
 )
 """Knative Serving's ``additionalPrinterColumns`` for Service (no Age column, as in Knative)."""
 
+HTTPROUTE_COLUMNS = (
+    ("Hostnames", "string", ".spec.hostnames"),
+    ("Age", "date", ".metadata.creationTimestamp"),
+)
+"""The Gateway API CRD's ``additionalPrinterColumns`` for HTTPRoute (hostnames print as a JSON list)."""
+
 _ISVC = CrdColumns(resources.ISVC_COLUMNS)
 _REVISION = CrdColumns(REVISION_COLUMNS)
 _KSERVICE = CrdColumns(KSERVICE_COLUMNS)
+_HTTPROUTE = CrdColumns(HTTPROUTE_COLUMNS)
 
 # ------------------------------------------------------------------- built-in printers
 
@@ -268,6 +280,33 @@ _CONFIGMAP_DEFINITIONS = [
     column("Name", fmt="name", description=NAME_DESCRIPTION),
     column("Data", description="Data contains the configuration data."),
     column("Age", description=AGE_DESCRIPTION),
+]
+_DEPLOYMENT_DEFINITIONS = [
+    column("Name", fmt="name", description=NAME_DESCRIPTION),
+    column("Ready", description="Number of the pod with ready state"),
+    column("Up-to-date", "integer", description="Total number of non-terminating pods targeted by this "
+           "deployment that have the desired template spec."),
+    column("Available", "integer", description="Total number of available non-terminating pods (ready for "
+           "at least minReadySeconds) targeted by this deployment."),
+    column("Age", description=AGE_DESCRIPTION),
+    column("Containers", priority=1, description="Names of each container in the template."),
+    column("Images", priority=1, description="Images referenced by each container in the template."),
+    column("Selector", priority=1, description="Label selector for pods. Existing ReplicaSets whose pods "
+           "are selected by this will be the ones affected by this deployment. It must match the pod "
+           "template's labels."),
+]
+_SERVICE_DEFINITIONS = [
+    column("Name", fmt="name", description=NAME_DESCRIPTION),
+    column("Type", description="type determines how the Service is exposed. Defaults to ClusterIP. Valid "
+           "options are ExternalName, ClusterIP, NodePort, and LoadBalancer."),
+    column("Cluster-IP", description="clusterIP is the IP address of the service and is usually assigned "
+           "randomly."),
+    column("External-IP", description="externalIPs is a list of IP addresses for which nodes in the cluster "
+           "will also accept traffic for this service."),
+    column("Port(s)", description="The list of ports that are exposed by this service."),
+    column("Age", description=AGE_DESCRIPTION),
+    column("Selector", priority=1, description="Route service traffic to pods with label keys and values "
+           "matching this selector."),
 ]
 
 
@@ -433,6 +472,84 @@ def _namespace_cells(ns: Mapping[str, Any], now: datetime) -> list[Any]:
             timestamp_since(meta.get("creationTimestamp"), now)]
 
 
+def _format_labels(labels: Mapping[str, Any] | None) -> str:
+    """``labels.FormatLabels``: sorted ``k=v`` pairs joined by commas, ``<none>`` when empty."""
+    if not labels:
+        return "<none>"
+    return ",".join(f"{key}={labels[key]}" for key in sorted(labels))
+
+
+def _selector_string(selector: Mapping[str, Any] | None) -> str:
+    """``LabelSelectorAsSelector(...).String()``: requirements sorted by key; empty for no selector."""
+    if not selector:
+        return ""
+    terms: list[tuple[str, str]] = [(k, f"{k}={v}") for k, v in (selector.get("matchLabels") or {}).items()]
+    for expr in selector.get("matchExpressions") or []:
+        key, op = str(expr.get("key", "")), str(expr.get("operator", ""))
+        values = ",".join(sorted(str(v) for v in expr.get("values") or []))
+        text = {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                "Exists": key, "DoesNotExist": f"!{key}"}.get(op, "<invalid>")
+        terms.append((key, text))
+    return ",".join(text for _key, text in sorted(terms, key=lambda t: t[0]))
+
+
+def deployment_cells(deploy: Mapping[str, Any], now: datetime) -> list[Any]:
+    """Cells of a Deployment, following the server-side ``printDeployment`` (always wide)."""
+    meta = deploy.get("metadata") or {}
+    spec = deploy.get("spec") or {}
+    status = deploy.get("status") or {}
+    desired = spec.get("replicas")
+    desired = 1 if desired is None else int(desired)  # the API server defaults replicas to 1
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return [
+        meta.get("name", ""),
+        f"{int(status.get('readyReplicas') or 0)}/{desired}",
+        int(status.get("updatedReplicas") or 0),
+        int(status.get("availableReplicas") or 0),
+        timestamp_since(meta.get("creationTimestamp"), now),
+        ",".join(str(c.get("name", "")) for c in containers),
+        ",".join(str(c.get("image", "")) for c in containers),
+        _selector_string(spec.get("selector")),
+    ]
+
+
+def _service_external_ip(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    kind = spec.get("type") or "ClusterIP"
+    external = [str(ip) for ip in spec.get("externalIPs") or []]
+    if kind in ("ClusterIP", "NodePort"):
+        return ",".join(external) if external else "<none>"
+    if kind == "ExternalName":
+        return str(spec.get("externalName") or "")
+    # LoadBalancer: the ingress points, then the external IPs; <pending> until one is assigned
+    ingress = ((status.get("loadBalancer") or {}).get("ingress")) or []
+    points = [str(i.get("ip") or i.get("hostname") or "") for i in ingress] + external
+    points = [p for p in points if p]
+    return ",".join(points) if points else "<pending>"
+
+
+def service_cells(svc: Mapping[str, Any], now: datetime) -> list[Any]:
+    """Cells of a Service, following the server-side ``printService`` (always wide)."""
+    meta = svc.get("metadata") or {}
+    spec = svc.get("spec") or {}
+    cluster_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    ports = []
+    for port in spec.get("ports") or []:
+        protocol = port.get("protocol") or "TCP"
+        if int(port.get("nodePort") or 0) > 0:
+            ports.append(f"{port.get('port')}:{port['nodePort']}/{protocol}")
+        else:
+            ports.append(f"{port.get('port')}/{protocol}")
+    return [
+        meta.get("name", ""),
+        spec.get("type") or "ClusterIP",
+        cluster_ips[0] if cluster_ips else "<none>",
+        _service_external_ip(spec, svc.get("status") or {}),
+        ",".join(ports) or "<none>",
+        timestamp_since(meta.get("creationTimestamp"), now),
+        _format_labels(spec.get("selector")),
+    ]
+
+
 def _configmap_cells(cm: Mapping[str, Any], now: datetime) -> list[Any]:
     meta = cm.get("metadata") or {}
     count = len(cm.get("data") or {}) + len(cm.get("binaryData") or {})
@@ -458,6 +575,12 @@ def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:
         return list(_NAMESPACE_DEFINITIONS)
     if rt.key == CONFIGMAPS.key:
         return list(_CONFIGMAP_DEFINITIONS)
+    if rt.key == DEPLOYMENTS.key:
+        return list(_DEPLOYMENT_DEFINITIONS)
+    if rt.key == SERVICES.key:
+        return list(_SERVICE_DEFINITIONS)
+    if rt.key == HTTPROUTES.key:
+        return list(_HTTPROUTE.definitions)
     # Any other type: the CRD default of Name and Age.
     return [column("Name", fmt="name", description=NAME_DESCRIPTION), column("Age", "date", description=AGE_DESCRIPTION)]
 
@@ -479,6 +602,12 @@ def row(rt: ResourceType, obj: Mapping[str, Any], now: datetime) -> dict[str, An
         cells = _namespace_cells(obj, now)
     elif rt.key == CONFIGMAPS.key:
         cells = _configmap_cells(obj, now)
+    elif rt.key == DEPLOYMENTS.key:
+        cells = deployment_cells(obj, now)
+    elif rt.key == SERVICES.key:
+        cells = service_cells(obj, now)
+    elif rt.key == HTTPROUTES.key:
+        cells = _HTTPROUTE.cells(obj, now)
     else:
         meta = obj.get("metadata") or {}
         cells = [meta.get("name", ""), timestamp_since(meta.get("creationTimestamp"), now)]

@@ -138,7 +138,7 @@ def test_aggregated_discovery_v2_is_served_with_its_content_type(api: LocalApi) 
         assert resource["subresources"][0]["subresource"] == "status"
         core = client.get("/api", headers={"Accept": accept}).json()["items"][0]
         assert {r["resource"] for r in core["versions"][0]["resources"]} == {"namespaces", "configmaps", "pods",
-                                                                        "events"}
+                                                                        "services", "events"}
 
 
 def test_openapi_v3_advertises_field_validation_and_no_strategic_merge_for_crds(api: LocalApi) -> None:
