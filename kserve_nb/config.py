@@ -13,7 +13,9 @@ class KServeNb(Configurable):
     context = Unicode(None, allow_none=True, help="kubeconfig context to use.").tag(config=True)
     kubeconfig = Unicode(None, allow_none=True, help="Path of the kubeconfig file.").tag(config=True)
     ingress = Unicode(
-        None, allow_none=True, help="Base URL of the ingress gateway, e.g. http://10.0.0.5:80 (default: $INGRESS_HOST:$INGRESS_PORT)."
+        None,
+        allow_none=True,
+        help="Base URL of the ingress gateway, e.g. http://10.0.0.5:80 (default: $INGRESS_HOST:$INGRESS_PORT).",
     ).tag(config=True)
     prometheus = Unicode(
         None, allow_none=True,
@@ -21,10 +23,14 @@ class KServeNb(Configurable):
         "$PROMETHEUS_URL; else the local cluster's own, or a well-known Prometheus Service through the API server).",
     ).tag(config=True)
     local_state_dir = Unicode(
-        None, allow_none=True, help="State dir of the embedded local cluster (default: $KSERVE_NB_HOME or the user data dir)."
+        None,
+        allow_none=True,
+        help="State dir of the embedded local cluster (default: $KSERVE_NB_HOME or the user data dir).",
     ).tag(config=True)
     wait_timeout = Float(300.0, help="Seconds a release step waits for its intended state.").tag(config=True)
-    poll_interval = Float(0.0, help="Seconds between status polls while waiting (0: 0.05 locally, 1.0 on real clusters).").tag(
+    poll_interval = Float(
+        0.0, help="Seconds between status polls while waiting (0: 0.05 locally, 1.0 on real clusters)."
+    ).tag(
         config=True
     )
     protocol = Enum(["v1", "v2"], "v1", help="Default inference protocol.").tag(config=True)

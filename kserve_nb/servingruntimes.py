@@ -129,11 +129,17 @@ def select_runtime(model: Mapping[str, Any], multi_node: bool = False) -> Runtim
             return RuntimeFailure("RuntimeNotRecognized", "Waiting for runtime to become available",
                                   f"No ServingRuntimes or ClusterServingRuntimes with the name: {named}")
         if protocol is not None and not runtime.supports_protocol(str(protocol)):
-            return RuntimeFailure("NoSupportingRuntime", "Specified runtime does not support specified protocol version",
-                                  f"specified runtime {named} does not support specified protocol version")
+            return RuntimeFailure(
+                "NoSupportingRuntime",
+                "Specified runtime does not support specified protocol version",
+                f"specified runtime {named} does not support specified protocol version",
+            )
         if not _supports(runtime, fmt, named=True):
-            return RuntimeFailure("NoSupportingRuntime", "Specified runtime does not support specified framework/version",
-                                  f"specified runtime {named} does not support specified framework/version")
+            return RuntimeFailure(
+                "NoSupportingRuntime",
+                "Specified runtime does not support specified framework/version",
+                f"specified runtime {named} does not support specified framework/version",
+            )
         return RuntimeChoice(runtime.name, str(protocol) if protocol else _default_protocol(runtime))
     wanted = str(protocol) if protocol else "v1"
     candidates = [rt for rt in CLUSTER_SERVING_RUNTIMES

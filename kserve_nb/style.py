@@ -39,7 +39,8 @@ def split_bar_html(traffic: Iterable[Any], width_px: int = 420, latest_percent: 
     with its container.
     """
     cells = "".join(
-        f'<div title="{html.escape(e.tag or ("latest" if e.latest else "prev"))} {html.escape(e.revision)} {e.percent}%" style="width:{e.percent}%;'
+        f'<div title="{html.escape(e.tag or ("latest" if e.latest else "prev"))} {html.escape(e.revision)} '
+        f'{e.percent}%" style="width:{e.percent}%;'
         f'background:{SIDE_COLORS["latest"] if e.latest else SIDE_COLORS["prev"]};color:white;'
         f'font-size:11px;line-height:18px;text-align:center;overflow:hidden;white-space:nowrap">'
         f'{_bar_label(e)}</div>'

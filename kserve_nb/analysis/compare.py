@@ -327,7 +327,8 @@ class Comparison:
                     ag.rate >= min_agreement,
                     ag.rate,
                     min_agreement,
-                    f"{ag.rate:.1%} of {ag.n_pairs} paired inputs agree (min {min_agreement:.1%}); {_interval_note(ev)}",
+                    f"{ag.rate:.1%} of {ag.n_pairs} paired inputs agree (min {min_agreement:.1%}); "
+                    f"{_interval_note(ev)}",
                     ev,
                 )
             )
@@ -400,12 +401,16 @@ class Comparison:
             parts.append(self.summary.to_html(index=False, border=0, float_format=_fmt, formatters=pct, na_rep="–"))
         ag = self.agreement
         if ag.rate is not None:
-            line = f"{html.escape(ag.candidate)} agrees with {html.escape(ag.baseline)} on {ag.rate:.1%} of {ag.n_pairs:,} paired inputs"
+            line = (
+                f"{html.escape(ag.candidate)} agrees with {html.escape(ag.baseline)} "
+                f"on {ag.rate:.1%} of {ag.n_pairs:,} paired inputs"
+            )
             if ag.mean_abs_delta is not None:
                 line += f"; mean |Δ| {ag.mean_abs_delta:.4g}"
             parts.append(f"<p><b>Agreement:</b> {line}.</p>")
         else:
-            parts.append(f"<p><b>Agreement:</b> no paired {html.escape(ag.candidate)}/{html.escape(ag.baseline)} answers.</p>")
+            sides = f"{html.escape(ag.candidate)}/{html.escape(ag.baseline)}"
+            parts.append(f"<p><b>Agreement:</b> no paired {sides} answers.</p>")
         if len(self.tests):
             parts.append("<b>Tests</b>")
             parts.append(self.tests.to_html(index=False, border=0, float_format=_fmt, na_rep="–"))
@@ -654,7 +659,12 @@ def _agreement(good: pd.DataFrame, baseline: str, candidate: str, kind: str, rto
     ).sort_values(keys, kind="stable", ignore_index=True)
     by_row = (
         out.groupby("row", sort=True)
-        .agg(input=("input", "first"), n=("agree", "size"), agreement=("agree", "mean"), mean_abs_delta=("abs_delta", "mean"))
+        .agg(
+            input=("input", "first"),
+            n=("agree", "size"),
+            agreement=("agree", "mean"),
+            mean_abs_delta=("abs_delta", "mean"),
+        )
         .reset_index()
         .sort_values(["agreement", "row"], kind="stable", ignore_index=True)
     )
@@ -690,7 +700,9 @@ def _split(
         return pd.DataFrame(columns=cols)
     total_pct = float(sum(configured.values()))
     if total_pct <= 0 or any(v < 0 for v in configured.values()):
-        raise ValidationError(f"configured_split must hold non-negative percentages summing to 100, got {dict(configured)}")
+        raise ValidationError(
+            f"configured_split must hold non-negative percentages summing to 100, got {dict(configured)}"
+        )
     routed = df[~df["target"].isin([baseline, candidate]) & df["revision"].notna()]
     n = len(routed)
     counts = routed["revision"].value_counts()
@@ -703,7 +715,8 @@ def _split(
         rev = side_rev.get(key) if key in side_rev else key
         named.add(rev)
         k = int(counts.get(rev, 0)) if rev is not None else 0
-        rows.append([key, rev, 100.0 * pct / total_pct, k, 100.0 * k / n if n else math.nan, _binom_p(k, n, pct / total_pct)])
+        observed_pct = 100.0 * k / n if n else math.nan
+        rows.append([key, rev, 100.0 * pct / total_pct, k, observed_pct, _binom_p(k, n, pct / total_pct)])
     for rev, k in counts.items():
         if rev not in named:  # answered although not configured: that is a finding too
             rows.append([None, rev, 0.0, int(k), 100.0 * k / n, _binom_p(int(k), n, 0.0)])
@@ -884,5 +897,6 @@ def _split_test(split: pd.DataFrame) -> list[Any]:
     return [
         name, groups, n, float(res.statistic), float(res.pvalue), float(w["observed_pct"] - w["configured_pct"]),
         math.nan, math.nan,
-        f"largest gap: {w['key'] or w['revision']} observed {w['observed_pct']:.1f}% vs configured {w['configured_pct']:.1f}% (chi-square)",
+        f"largest gap: {w['key'] or w['revision']} observed {w['observed_pct']:.1f}% "
+        f"vs configured {w['configured_pct']:.1f}% (chi-square)",
     ]

@@ -98,7 +98,8 @@ def predictions_figure(cmp: Comparison) -> go.Figure:
                     hovertemplate="class %{x}: %{y:.1%} (%{customdata} answers)<extra>%{fullData.name}</extra>",
                 )
             )
-        fig.update_layout(barmode="group", xaxis_title="predicted class" + (" (argmax)" if cmp.kind == "vector" else ""))
+        xaxis_title = "predicted class" + (" (argmax)" if cmp.kind == "vector" else "")
+        fig.update_layout(barmode="group", xaxis_title=xaxis_title)
         fig.update_yaxes(title="share of answers", tickformat=".0%")
         return fig
     if cmp.kind == "numeric":
@@ -168,11 +169,13 @@ def agreement_figure(cmp: Comparison) -> go.Figure:
         fig = _figure(f"Paired predictions: {ag.candidate} vs {ag.baseline} on identical inputs ({ag.rate:.1%} equal)")
         x = [_num(v) for v in ag.pairs[ag.baseline]]
         y = [_num(v) for v in ag.pairs[ag.candidate]]
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", marker=dict(color=SIDE_COLORS["latest"], opacity=0.6), name="pairs"))
+        marker = dict(color=SIDE_COLORS["latest"], opacity=0.6)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", marker=marker, name="pairs"))
         finite = [v for v in x + y if v is not None]
         if finite:
             lo, hi = min(finite), max(finite)
-            fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999", dash="dot"), name="equal"))
+            diagonal = dict(color="#999", dash="dot")
+            fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=diagonal, name="equal"))
         fig.update_xaxes(title=f"{ag.baseline} prediction")
         fig.update_yaxes(title=f"{ag.candidate} prediction")
         return fig
@@ -207,7 +210,10 @@ def split_figure(cmp: Comparison) -> go.Figure:
         return _empty(title, "no configured split given")
     if int(sp["observed_n"].sum()) == 0:
         return _empty(title, "no weighted-route answers name their revision")
-    names = [str(k) + (f" · {r}" if r is not None and r != k else "") if k is not None else str(r) for k, r in zip(sp["key"], sp["revision"])]
+    names = [
+        str(k) + (f" · {r}" if r is not None and r != k else "") if k is not None else str(r)
+        for k, r in zip(sp["key"], sp["revision"])
+    ]
     colors = [SIDE_COLORS.get(str(k), _EXTRA_COLORS[i % len(_EXTRA_COLORS)]) for i, k in enumerate(sp["key"])]
     n = int(sp["observed_n"].sum())
     fig = _figure(f"{title}: observed share of {n:,} weighted-route requests vs configured")

@@ -298,7 +298,8 @@ def _diff_floor(xc: _FloatArray, nc: _FloatArray, xb: _FloatArray, nb: _FloatArr
 
 
 def _as_counts(*arrays: ArrayLike) -> list[_FloatArray]:
-    return [np.asarray(a, dtype=float) for a in np.broadcast_arrays(*[np.atleast_1d(np.asarray(a, dtype=float)) for a in arrays])]
+    as_float = [np.atleast_1d(np.asarray(a, dtype=float)) for a in arrays]
+    return [np.asarray(a, dtype=float) for a in np.broadcast_arrays(*as_float)]
 
 
 def rate_diff_cs_bounds(

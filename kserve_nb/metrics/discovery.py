@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 #: Where Prometheus usually runs (Prometheus Operator / kube-prometheus, the Helm chart, Knative's
 #: and Istio's monitoring add-ons), looked for in this order.
 NAMESPACES = ("monitoring", "prometheus", "knative-monitoring", "istio-system", "kube-system")
-SERVICES = ("prometheus-operated", "prometheus-k8s", "prometheus-server", "prometheus", "kube-prometheus-stack-prometheus")
+SERVICES = (
+    "prometheus-operated", "prometheus-k8s", "prometheus-server", "prometheus", "kube-prometheus-stack-prometheus",
+)
 #: ``rate()`` window on a local cluster, whose Prometheus scrapes every second.
 LOCAL_RATE_WINDOW = 5.0
 

@@ -110,7 +110,9 @@ KSERVE_MODEL_SERVER = PromQueries(
     requests="sum by (serving_knative_dev_revision) (request_predict_seconds_count{" + _KSEL + "})",
     latency_buckets="sum by (serving_knative_dev_revision, le) (request_predict_seconds_bucket{" + _KSEL + "})",
     rps="sum by (serving_knative_dev_revision) (rate(request_predict_seconds_count{" + _KSEL + "}[{window}]))",
-    error_rate="0 * sum by (serving_knative_dev_revision) (rate(request_predict_seconds_count{" + _KSEL + "}[{window}]))",
+    error_rate=(
+        "0 * sum by (serving_knative_dev_revision) (rate(request_predict_seconds_count{" + _KSEL + "}[{window}]))"
+    ),
     quantile=(
         "1000 * histogram_quantile({q}, sum by (serving_knative_dev_revision, le) "
         "(rate(request_predict_seconds_bucket{" + _KSEL + "}[{window}])))"
@@ -252,7 +254,9 @@ class PrometheusSource:
             message = body.get("error") or f"HTTP {response.status_code}"
             if body.get("errorType") == "bad_data":
                 raise errors.ValidationError(f"Prometheus rejected the query: {message} — query: {promql}")
-            raise errors.ClusterError(f"Prometheus query failed: {message} — query: {promql}", status=response.status_code)
+            raise errors.ClusterError(
+                f"Prometheus query failed: {message} — query: {promql}", status=response.status_code
+            )
         return list((body.get("data") or {}).get("result") or [])
 
     # ------------------------------------------------------------------ MetricSource
@@ -389,7 +393,8 @@ class PrometheusSource:
         ):
             reading = self.read(quantity, namespace, service, revisions, **extra)
             for rev in revisions:
-                rows.append({"quantity": label, "revision": rev, "value": reading.values.get(rev, math.nan), "query": reading.query})
+                value = reading.values.get(rev, math.nan)
+                rows.append({"quantity": label, "revision": rev, "value": value, "query": reading.query})
         return pd.DataFrame(rows, columns=["quantity", "revision", "value", "query"])
 
     def wait_for(

@@ -133,7 +133,9 @@ class RolloutResult:
 def evidence_frame(evidence: Sequence[Any]) -> pd.DataFrame:
     """Gate evidence as a table (the values behind every decision, never a bare verdict)."""
     rows = [_evidence_dict(e) for e in evidence]
-    cols = ["gate", "decision", "candidate", "baseline", "limit", "low", "high", "n_candidate", "n_baseline", "statement"]
+    cols = [
+        "gate", "decision", "candidate", "baseline", "limit", "low", "high", "n_candidate", "n_baseline", "statement",
+    ]
     return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
 
 
@@ -412,7 +414,8 @@ class Supervisor:
         self.view.show(state, self.evidence, self.samples, note=note)
         if baked >= self.plan.interval and enough and (passing or not self.plan.require_pass):
             verdict = ", ".join(f"{e.metric} {e.decision}" for e in self.evidence) or "no gates"
-            return self._next(state.event("baked", f"{note}; {verdict}", gates=[_evidence_dict(e) for e in self.evidence]))
+            gates = [_evidence_dict(e) for e in self.evidence]
+            return self._next(state.event("baked", f"{note}; {verdict}", gates=gates))
         if baked >= self.plan.interval + self.plan.max_wait:
             why = (
                 f"step {state.step + 1} saw {step_requests} of {self.plan.min_requests} candidate requests"
