@@ -17,6 +17,7 @@ from typing import Any
 
 from kserve_nb import errors
 from kserve_nb import resources as r
+from kserve_nb.manifests import check_storage_uri
 
 log = logging.getLogger(__name__)
 
@@ -113,34 +114,7 @@ class Cluster:
         kind: str = "kubeconfig",
     ) -> Cluster:
         """Build from a kubeconfig file (default: ``$KUBECONFIG`` or ``~/.kube/config``)."""
-        from kubernetes import client, config
-        from kubernetes.config.config_exception import ConfigException
-
-        path = str(kubeconfig) if kubeconfig else None
-        try:
-            contexts, current = config.list_kube_config_contexts(config_file=path)
-            chosen = current
-            if context:
-                matches = [c for c in contexts if c["name"] == context]
-                if not matches:
-                    names = ", ".join(c["name"] for c in contexts) or "none"
-                    raise errors.ConfigError(
-                        f"context {context!r} is not in the kubeconfig (contexts: {names})"
-                    )
-                chosen = matches[0]
-            configuration = client.Configuration()
-            config.load_kube_config(
-                config_file=path,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        except ConfigException as exc:
-            raise errors.ConfigError(f"cannot use the kubeconfig{' ' + path if path else ''}: {exc}") from exc
-        configuration.retries = 1  # fail fast on a dead server; waits do their own retrying
-        ns = namespace or (chosen.get("context") or {}).get("namespace") or "default"
-        target = Target(configuration.host, chosen["name"], ns, kind, path)
-        return cls(client.ApiClient(configuration), target)
+        return cls(*kubeconfig_client(kubeconfig, context, namespace, kind))
 
     @classmethod
     def in_cluster(cls, namespace: str | None = None) -> Cluster:
@@ -162,6 +136,17 @@ class Cluster:
             self.api_client.close()
         except Exception:  # pragma: no cover - closing must never raise
             pass
+
+    # ------------------------------------------------------------------ pre-flight
+
+    def preflight_storage_uri(self, uri: str) -> str:
+        """What this cluster can tell about a storageUri before anything is sent; the URI, stripped.
+
+        A real cluster only learns whether the model can be fetched when a pod's storage
+        initializer runs, so here it is the syntax check alone. The local cluster's client
+        (:class:`kserve_nb.local.adapter.LocalApiCluster`) also looks the model up in its mirror.
+        """
+        return check_storage_uri(uri)
 
     # ------------------------------------------------------------------ calls
 
@@ -311,6 +296,40 @@ class Cluster:
             body["metadata"]["name"], namespace, dict(body), _preload_content=False,
         )
         return dict(json.loads(resp.data))
+
+
+def kubeconfig_client(
+    kubeconfig: str | os.PathLike[str] | None = None,
+    context: str | None = None,
+    namespace: str | None = None,
+    kind: str = "kubeconfig",
+) -> tuple[Any, Target]:
+    """An ``ApiClient`` for one kubeconfig context and the :class:`Target` it points at."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    path = str(kubeconfig) if kubeconfig else None
+    try:
+        contexts, current = config.list_kube_config_contexts(config_file=path)
+        chosen = current
+        if context:
+            matches = [c for c in contexts if c["name"] == context]
+            if not matches:
+                names = ", ".join(c["name"] for c in contexts) or "none"
+                raise errors.ConfigError(f"context {context!r} is not in the kubeconfig (contexts: {names})")
+            chosen = matches[0]
+        configuration = client.Configuration()
+        config.load_kube_config(
+            config_file=path,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    except ConfigException as exc:
+        raise errors.ConfigError(f"cannot use the kubeconfig{' ' + path if path else ''}: {exc}") from exc
+    configuration.retries = 1  # fail fast on a dead server; waits do their own retrying
+    ns = namespace or (chosen.get("context") or {}).get("namespace") or "default"
+    return client.ApiClient(configuration), Target(configuration.host, chosen["name"], ns, kind, path)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

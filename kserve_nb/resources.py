@@ -16,25 +16,34 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "InferenceService"
 PLURAL = "inferenceservices"
 
+#: ``kubectl``'s name of the resource, as in ``inferenceservice.serving.kserve.io/NAME created``.
+KUBECTL_RESOURCE = f"{KIND.lower()}.{GROUP}"
+
 KNATIVE_GROUP = "serving.knative.dev"
 KNATIVE_VERSION = "v1"
+KNATIVE_API_VERSION = f"{KNATIVE_GROUP}/{KNATIVE_VERSION}"
 
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+STOP_ANNOTATION = "serving.kserve.io/stop"
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 COMPONENT_LABEL = "component"
 REVISION_LABEL = "serving.knative.dev/revision"
 CONFIGURATION_LABEL = "serving.knative.dev/configuration"
+CONFIGURATION_GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
+KNATIVE_SERVICE_LABEL = "serving.knative.dev/service"
 ROLLOUT_DURATION_ANNOTATION = "serving.knative.dev/rollout-duration"
+MIN_SCALE_ANNOTATION = "autoscaling.knative.dev/min-scale"
+MAX_SCALE_ANNOTATION = "autoscaling.knative.dev/max-scale"
 
 # Annotations KServe never copies from the isvc into the Knative revision template
 # (constants.ServiceAnnotationDisallowedList).
 TEMPLATE_ANNOTATION_DISALLOWED = frozenset(
     {
-        "autoscaling.knative.dev/min-scale",
-        "autoscaling.knative.dev/max-scale",
+        MIN_SCALE_ANNOTATION,
+        MAX_SCALE_ANNOTATION,
         STORAGE_URI_ANNOTATION,
         LAST_APPLIED_ANNOTATION,
         "modelFormat",
@@ -44,6 +53,8 @@ TEMPLATE_ANNOTATION_DISALLOWED = frozenset(
 )
 
 DEFAULT_DOMAIN = "example.com"
+#: The kubeconfig context (and cluster, user) the local cluster writes, and its node's name.
+LOCAL_CONTEXT = "kserve-nb-local"
 DNS_LABEL_MAX = 63
 
 # Deployment modes: the classic canary exists only in Knative mode.

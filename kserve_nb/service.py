@@ -21,6 +21,7 @@ import pandas as pd
 from kserve_nb import errors
 from kserve_nb import resources as r
 from kserve_nb.history import APPLIED, DONE, FAILED, PENDING, History, HistoryWarning, new_entry
+from kserve_nb.manifests import check_percent, check_storage_uri, isvc_manifest
 from kserve_nb.plan import Plan, plan
 from kserve_nb.progress import Progress
 from kserve_nb.status import ServiceStatus
@@ -32,41 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 CONFLICT_RETRIES = 3
 #: Seconds an InvalidSpec model status must persist before a wait gives up on it.
 SPEC_FAILURE_GRACE_SECONDS = 2.0
-SUPPORTED_SCHEMES = ("gs", "s3", "https", "http", "pvc", "hf", "oci", "hdfs", "webhdfs", "file")
 TARGET_NAMES = ("default", "latest", "prev")
-
-
-def check_percent(percent: Any) -> int:
-    """``percent`` as an int 0..100, or a ValidationError saying what is allowed."""
-    if isinstance(percent, bool) or not isinstance(percent, int):
-        if isinstance(percent, float) and percent.is_integer():
-            percent = int(percent)
-        elif isinstance(percent, str) and percent.strip().isdigit():
-            percent = int(percent.strip())
-        else:
-            raise errors.ValidationError(
-                f"canary percent must be a whole number from 0 to 100, got {percent!r}"
-            )
-    if not 0 <= percent <= 100:
-        raise errors.ValidationError(f"canary percent must be from 0 to 100, got {percent}")
-    return percent
-
-
-def check_storage_uri(uri: Any) -> str:
-    """Syntax check of a storageUri (scheme KServe's storage initializer knows, or a path)."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise errors.ValidationError("storageUri must be a non-empty string such as gs://bucket/model")
-    uri = uri.strip()
-    if uri.startswith("/"):
-        return uri
-    scheme = urlparse(uri).scheme
-    if scheme not in SUPPORTED_SCHEMES:
-        raise errors.ValidationError(
-            f"storageUri {uri!r} has no supported scheme; use one of "
-            + ", ".join(s + "://" for s in SUPPORTED_SCHEMES)
-            + " or an absolute path"
-        )
-    return uri
 
 
 @dataclass(frozen=True)
@@ -597,8 +564,6 @@ class Service:
         timeout: float | None,
         cancel: threading.Event | None,
     ) -> Release | Plan:
-        from kserve_nb.session import isvc_manifest
-
         manifest = isvc_manifest(self.name, self.namespace, uri, model_format=model_format, tag_routing=bool(tag_routing))
         if dry_run:
             empty = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": {}}

@@ -5,42 +5,27 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import yaml
 
 from kserve_nb import errors
 from kserve_nb import resources as r
 from kserve_nb.cluster import IN_CLUSTER_TOKEN, Cluster
 from kserve_nb.config import KServeNb
+from kserve_nb.manifests import Manifest, parse_manifest, validate_document
 from kserve_nb.patches import three_way_merge_patch
-from kserve_nb.service import Service, check_percent, check_storage_uri
+from kserve_nb.pods import POD_COLUMNS, pod_row
+from kserve_nb.service import Service
 from kserve_nb.status import ServiceStatus
 
-LOCAL_CONTEXT = "kserve-nb-local"
-SUPPORTED_KINDS = {
-    ("v1", "Namespace"),
-    ("v1", "ConfigMap"),
-    (r.API_VERSION, r.KIND),
-}
-
-
-def isvc_manifest(
-    name: str, namespace: str, storage_uri: str, *, model_format: str = "sklearn", tag_routing: bool = False,
-    canary_percent: int | None = None,
-) -> dict[str, Any]:
-    """A minimal Knative-mode InferenceService manifest."""
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
-    if tag_routing:
-        meta["annotations"] = {r.TAG_ROUTING_ANNOTATION: "true"}
-    predictor: dict[str, Any] = {"model": {"modelFormat": {"name": model_format}, "storageUri": storage_uri}}
-    if canary_percent is not None:
-        predictor["canaryTrafficPercent"] = canary_percent
-    return {"apiVersion": r.API_VERSION, "kind": r.KIND, "metadata": meta, "spec": {"predictor": predictor}}
+if TYPE_CHECKING:  # only in annotations: each is imported where it is first used
+    from kserve_nb.local.manager import LocalCluster
+    from kserve_nb.metrics.prometheus import PrometheusSource
+    from kserve_nb.predict.client import PredictionClient
 
 
 @dataclass(frozen=True)
@@ -53,7 +38,7 @@ class ApplyResult:
     action: str  # created | configured | unchanged
 
     def __str__(self) -> str:
-        group = {"InferenceService": "inferenceservice.serving.kserve.io"}.get(self.kind, self.kind.lower())
+        group = r.KUBECTL_RESOURCE if self.kind == r.KIND else self.kind.lower()
         return f"{group}/{self.name} {self.action}"
 
 
@@ -79,7 +64,7 @@ class Session:
         cluster: Cluster,
         *,
         config: KServeNb | None = None,
-        local: Any = None,
+        local: LocalCluster | None = None,
         ingress: str | None = None,
         prometheus: str | None = None,
     ) -> None:
@@ -89,8 +74,8 @@ class Session:
         self.ingress = ingress
         #: The Prometheus base URL given to :func:`connect` (else found by :meth:`metrics`).
         self.prometheus = prometheus
-        self._clients: dict[str, Any] = {}
-        self._metrics: Any = None
+        self._clients: dict[str, PredictionClient] = {}
+        self._metrics: PrometheusSource | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -149,7 +134,8 @@ class Session:
         items = self.cluster.list_isvc(None if all_namespaces else (namespace or self.namespace))
         frames = [ServiceStatus.from_isvc(i).table for i in items]
         if not frames:
-            return pd.DataFrame(columns=["NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION", "LATESTREADYREVISION", "AGE"])
+            return pd.DataFrame(columns=[
+                "NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION", "LATESTREADYREVISION", "AGE"])
         out = pd.concat(frames, ignore_index=True)
         if all_namespaces:
             out.insert(0, "NAMESPACE", [i["metadata"]["namespace"] for i in items])
@@ -159,7 +145,7 @@ class Session:
         """``kubectl get pod`` columns (NAME, READY, STATUS, RESTARTS, AGE) plus REVISION."""
         selector = f"{r.ISVC_LABEL}={service}" if service else None
         rows = [pod_row(p) for p in self.cluster.list_pods(namespace or self.namespace, selector)]
-        return pd.DataFrame(rows, columns=["NAME", "READY", "STATUS", "RESTARTS", "AGE", "REVISION"])
+        return pd.DataFrame(rows, columns=list(POD_COLUMNS))
 
     def require_namespace(self, namespace: str) -> None:
         """Raise NotFound with a fix when ``namespace`` does not exist."""
@@ -175,7 +161,7 @@ class Session:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, manifest: str | Mapping[str, Any] | Iterable[Mapping[str, Any]], namespace: str | None = None) -> ApplyResults:
+    def apply(self, manifest: Manifest, namespace: str | None = None) -> ApplyResults:
         """Create or update objects like ``kubectl apply`` (InferenceService, Namespace, ConfigMap).
 
         Every document is parsed and validated before the first is sent, so a bad document in a
@@ -184,7 +170,7 @@ class Session:
         docs = parse_manifest(manifest)
         ns_default = namespace or self.namespace
         for doc in docs:
-            validate_document(doc, ns_default)
+            validate_document(doc)
         results = ApplyResults()
         for doc in docs:
             results.append(self._apply_one(doc, ns_default))
@@ -207,7 +193,8 @@ class Session:
             if current is None:
                 self.cluster.create_configmap(annotated, ns)
                 return ApplyResult(kind, name, ns, "created")
-            merged = {**current, "data": annotated.get("data", {}), "metadata": {**current["metadata"], "annotations": annotated["metadata"]["annotations"]}}
+            metadata = {**current["metadata"], "annotations": annotated["metadata"]["annotations"]}
+            merged = {**current, "data": annotated.get("data", {}), "metadata": metadata}
             self.cluster.replace_configmap(merged, ns)
             return ApplyResult(kind, name, ns, "configured")
         # InferenceService
@@ -244,7 +231,7 @@ class Session:
 
     # ------------------------------------------------------------------ predictions
 
-    def prediction_client(self, model: str) -> Any:
+    def prediction_client(self, model: str) -> PredictionClient:
         """A :class:`~kserve_nb.predict.client.PredictionClient` for model ``model`` (cached)."""
         client = self._clients.get(model)
         if client is None:
@@ -266,7 +253,7 @@ class Session:
             self._clients[model] = client
         return client
 
-    def metrics(self) -> Any:
+    def metrics(self) -> PrometheusSource:
         """The :class:`~kserve_nb.metrics.prometheus.PrometheusSource` of this cluster (cached).
 
         From ``connect(prometheus=…)``, ``%config KServeNb.prometheus`` or ``$PROMETHEUS_URL``; else
@@ -289,17 +276,11 @@ class Session:
                 self._metrics = discovery.cluster_source(self.cluster)
         return self._metrics
 
-    def check_storage_uri(self, uri: str) -> None:
-        """Pre-flight: on the local cluster, the model files must exist in its storage mirror."""
-        check_storage_uri(uri)
-        if self.local is None:
-            return
-        from kserve_nb.local import storage
-
-        try:
-            storage.find_model_file(storage.resolve_storage_uri(uri, Path(self.local.state_dir)))
-        except storage.StorageError as err:
-            raise errors.ValidationError(f"storageUri {uri}: {err}; nothing was applied") from err
+    def check_storage_uri(self, uri: str) -> str:
+        """Pre-flight of a storageUri before a release step sends it: its syntax, and whatever the
+        cluster can tell in advance (the local cluster: the model is in its storage mirror). Returns
+        the URI, stripped; raises ValidationError saying what to fix."""
+        return self.cluster.preflight_storage_uri(uri)
 
     def close(self) -> None:
         """Close HTTP clients (the local cluster keeps running; stop it with ``kserve-nb local down``)."""
@@ -316,97 +297,6 @@ class Session:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-# ---------------------------------------------------------------------- manifests
-
-
-def parse_manifest(manifest: str | Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Documents of a YAML/JSON text, a dict, or a list of dicts (safe-loaded; empty docs dropped)."""
-    if isinstance(manifest, Mapping):
-        docs: list[Any] = [manifest]
-    elif isinstance(manifest, str):
-        try:
-            docs = [d for d in yaml.safe_load_all(manifest) if d is not None]
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise errors.ValidationError(f"malformed YAML{where}: {problem}; nothing was applied") from err
-    else:
-        docs = list(manifest)
-    if not docs:
-        raise errors.ValidationError("the manifest is empty; nothing was applied")
-    out: list[dict[str, Any]] = []
-    for i, doc in enumerate(docs):
-        if isinstance(doc, Mapping) and doc.get("kind") == "List":
-            out.extend(json.loads(json.dumps(item)) for item in doc.get("items") or [])
-        elif not isinstance(doc, Mapping):
-            raise errors.ValidationError(
-                f"document {i + 1} is a {type(doc).__name__}, not a Kubernetes object; nothing was applied"
-            )
-        else:
-            out.append(json.loads(json.dumps(doc, default=str)))
-    return out
-
-
-def validate_document(doc: Mapping[str, Any], namespace: str) -> None:
-    """Client-side checks so a bad manifest fails before anything is sent."""
-    api_version, kind = doc.get("apiVersion"), doc.get("kind")
-    if not api_version or not kind:
-        raise errors.ValidationError("every document needs apiVersion and kind; nothing was applied")
-    if (api_version, kind) not in SUPPORTED_KINDS:
-        if kind == r.KIND:
-            raise errors.ValidationError(
-                f"InferenceService apiVersion must be {r.API_VERSION}, got {api_version}; nothing was applied"
-            )
-        raise errors.ValidationError(
-            f"{kind} ({api_version}) is not handled here; use kubectl apply for it. "
-            "kserve-nb applies InferenceService, Namespace and ConfigMap; nothing was applied"
-        )
-    name = (doc.get("metadata") or {}).get("name")
-    if not name:
-        raise errors.ValidationError(f"{kind} needs metadata.name; nothing was applied")
-    if kind != r.KIND:
-        return
-    predictor = (doc.get("spec") or {}).get("predictor")
-    if not isinstance(predictor, Mapping):
-        raise errors.ValidationError(f"InferenceService {name} needs spec.predictor; nothing was applied")
-    if "canaryTrafficPercent" in predictor:
-        value = predictor["canaryTrafficPercent"]
-        try:
-            if isinstance(value, str):  # the API types it as an integer: "10" is rejected there too
-                raise errors.ValidationError(f"canaryTrafficPercent must be an integer, got the string {value!r}")
-            check_percent(value)
-        except errors.ValidationError as err:
-            raise errors.ValidationError(f"InferenceService {name}: {err}; nothing was applied") from err
-
-
-def pod_row(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """``kubectl get pod`` columns of one pod dict."""
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    ready = sum(1 for c in statuses if c.get("ready"))
-    status = (pod.get("status") or {}).get("phase") or ""
-    for c in (pod.get("status") or {}).get("initContainerStatuses") or []:
-        waiting = (c.get("state") or {}).get("waiting")
-        if waiting and waiting.get("reason"):
-            status = f"Init:{waiting['reason']}"
-            break
-    else:
-        for c in statuses:
-            waiting = (c.get("state") or {}).get("waiting")
-            if waiting and waiting.get("reason"):
-                status = waiting["reason"]
-                break
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return {
-        "NAME": pod["metadata"]["name"],
-        "READY": f"{ready}/{len(statuses)}",
-        "STATUS": status,
-        "RESTARTS": sum(int(c.get("restartCount") or 0) for c in statuses),
-        "AGE": r.age((pod.get("metadata") or {}).get("creationTimestamp")),
-        "REVISION": labels.get(r.REVISION_LABEL, ""),
-    }
 
 
 # ---------------------------------------------------------------------- connect
@@ -428,7 +318,7 @@ def _default_kubeconfig() -> str | None:
     return str(home) if home.exists() else None
 
 
-def _local_for_kubeconfig(path: str | None) -> Any:
+def _local_for_kubeconfig(path: str | None) -> LocalCluster | None:
     # A kubeconfig written by a local cluster lives in its state dir: find the cluster behind it.
     if not path:
         return None
@@ -488,9 +378,12 @@ def _connect(
     if kubeconfig or context:
         cluster = Cluster.from_kubeconfig(kubeconfig, context, namespace)
         lc = _local_for_kubeconfig(str(kubeconfig) if kubeconfig else _default_kubeconfig())
-        if lc is not None and cluster.target.context == LOCAL_CONTEXT:
-            cluster = Cluster.from_kubeconfig(kubeconfig, context, namespace, kind="local")
-            return Session(cluster, config=cfg, local=lc, ingress=ingress or lc.ingress)
+        if lc is not None and cluster.target.context == r.LOCAL_CONTEXT:
+            from kserve_nb.local.adapter import LocalApiCluster
+
+            cluster.close()
+            local_api = LocalApiCluster.attach(lc, kubeconfig=kubeconfig, context=context, namespace=namespace)
+            return Session(local_api, config=cfg, local=lc, ingress=ingress or lc.ingress)
         return Session(cluster, config=cfg, ingress=ingress or _env_ingress())
     if os.environ.get("KUBERNETES_SERVICE_HOST") and IN_CLUSTER_TOKEN.exists():
         return Session(Cluster.in_cluster(namespace), config=cfg, ingress=ingress or _env_ingress())
@@ -504,10 +397,14 @@ def _connect(
     return _connect_local(cfg, namespace, ingress, state_dir)
 
 
-def _connect_local(cfg: KServeNb, namespace: str | None, ingress: str | None, state_dir: Any) -> Session:
+def _connect_local(
+    cfg: KServeNb, namespace: str | None, ingress: str | None, state_dir: str | os.PathLike[str] | None
+) -> Session:
     from kserve_nb.local import manager
+    from kserve_nb.local.adapter import LocalApiCluster
 
-    lc = manager.up(state_dir or cfg.local_state_dir or None)
-    cluster = Cluster.from_kubeconfig(lc.kubeconfig, LOCAL_CONTEXT, namespace, kind="local")
+    where = state_dir or cfg.local_state_dir
+    lc = manager.up(os.fspath(where) if where else None)
+    cluster = LocalApiCluster.attach(lc, context=r.LOCAL_CONTEXT, namespace=namespace)
     return Session(cluster, config=cfg, local=lc, ingress=ingress or lc.ingress)
 

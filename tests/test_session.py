@@ -14,7 +14,8 @@ import yaml
 import kserve_nb
 from kserve_nb import errors
 from kserve_nb.local import manager
-from kserve_nb.session import Session, connect, isvc_manifest
+from kserve_nb.manifests import isvc_manifest
+from kserve_nb.session import Session, connect
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"

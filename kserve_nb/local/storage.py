@@ -160,6 +160,12 @@ def find_model_file(path: Path) -> Path:
     return found[0]
 
 
+def model_file(uri: str, state_dir: Path) -> Path:
+    """The model file a ``storageUri`` names on this cluster: :func:`resolve_storage_uri`, then
+    :func:`find_model_file` (what the model server will load). Raises :class:`StorageError`."""
+    return find_model_file(resolve_storage_uri(uri, state_dir))
+
+
 def seed_mirror(state_dir: Path) -> None:
     """Write the walkthrough's two sklearn models and the fault models into the local mirror (idempotent).
 

@@ -35,6 +35,7 @@ from kserve_nb.local.store import (
     SERVICES,
     ResourceType,
 )
+from kserve_nb.pods import pod_state
 from kserve_nb.resources import human_duration, parse_time
 
 TABLE_API_VERSIONS = ("meta.k8s.io/v1", "meta.k8s.io/v1beta1")
@@ -310,113 +311,20 @@ _SERVICE_DEFINITIONS = [
 ]
 
 
-def _is_restartable_init(container: Mapping[str, Any] | None) -> bool:
-    return bool(container) and container.get("restartPolicy") == "Always"  # type: ignore[union-attr]
-
-
-def _later(current: datetime | None, value: Any) -> datetime | None:
-    when = parse_time(value)
-    if when is None:
-        return current
-    return when if current is None or when > current else current
-
-
 def pod_cells(pod: Mapping[str, Any], now: datetime) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Cells and row conditions of a pod, following kubectl's server-side ``printPod``."""
+    """Cells and row conditions of a pod, following kubectl's server-side ``printPod``
+    (READY, STATUS and RESTARTS from :func:`kserve_nb.pods.pod_state`, shared with the client)."""
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
-    init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
-    total = len(spec.get("containers") or []) + sum(1 for c in init_specs.values() if _is_restartable_init(c))
-    ready = 0
-    restarts = 0
-    last_restart: datetime | None = None
     phase = status.get("phase") or ""
-    reason = status.get("reason") or phase
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("reason") == "SchedulingGated":
-            reason = "SchedulingGated"
-
     conditions: list[dict[str, Any]] = []
     if phase == "Succeeded":
         conditions = [{"type": "Completed", "status": "True", "reason": "Succeeded",
                        "message": "The pod has completed successfully."}]
     elif phase == "Failed":
         conditions = [{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]
-
-    init_statuses = status.get("initContainerStatuses") or []
-    restartable_restarts = 0
-    restartable_last: datetime | None = None
-    initializing = False
-    for index, cs in enumerate(init_statuses):
-        restarts += int(cs.get("restartCount") or 0)
-        last_term = (cs.get("lastState") or {}).get("terminated")
-        if last_term:
-            last_restart = _later(last_restart, last_term.get("finishedAt"))
-        restartable = _is_restartable_init(init_specs.get(cs.get("name")))
-        if restartable:
-            restartable_restarts += int(cs.get("restartCount") or 0)
-            if last_term:
-                restartable_last = _later(restartable_last, last_term.get("finishedAt"))
-        state = cs.get("state") or {}
-        terminated = state.get("terminated")
-        waiting = state.get("waiting")
-        if terminated and int(terminated.get("exitCode") or 0) == 0:
-            continue
-        if restartable and cs.get("started"):
-            if cs.get("ready"):
-                ready += 1
-            continue
-        if terminated:
-            if terminated.get("reason"):
-                reason = "Init:" + terminated["reason"]
-            elif terminated.get("signal"):
-                reason = f"Init:Signal:{terminated['signal']}"
-            else:
-                reason = f"Init:ExitCode:{terminated.get('exitCode', 0)}"
-        elif waiting and waiting.get("reason") and waiting.get("reason") != "PodInitializing":
-            reason = "Init:" + waiting["reason"]
-        else:
-            reason = f"Init:{index}/{len(init_specs)}"
-        initializing = True
-        break
-
-    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
-                      for c in status.get("conditions") or [])
-    if not initializing or initialized:
-        restarts = restartable_restarts
-        last_restart = restartable_last
-        has_running = False
-        for cs in reversed(status.get("containerStatuses") or []):
-            restarts += int(cs.get("restartCount") or 0)
-            last_term = (cs.get("lastState") or {}).get("terminated")
-            if last_term:
-                last_restart = _later(last_restart, last_term.get("finishedAt"))
-            state = cs.get("state") or {}
-            waiting, terminated = state.get("waiting"), state.get("terminated")
-            if waiting and waiting.get("reason"):
-                reason = waiting["reason"]
-            elif terminated and terminated.get("reason"):
-                reason = terminated["reason"]
-            elif terminated:
-                reason = (f"Signal:{terminated['signal']}" if terminated.get("signal")
-                          else f"ExitCode:{terminated.get('exitCode', 0)}")
-            elif cs.get("ready") and state.get("running") is not None:
-                has_running = True
-                ready += 1
-        if reason == "Completed" and has_running:
-            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                            for c in status.get("conditions") or [])
-            reason = "Running" if pod_ready else "NotReady"
-
-    if meta.get("deletionTimestamp") and status.get("reason") == "NodeLost":
-        reason = "Unknown"
-    elif meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"):
-        reason = "Terminating"
-
-    restarts_text = str(restarts)
-    if restarts != 0 and last_restart is not None:
-        restarts_text = f"{restarts} ({human_duration((now - last_restart).total_seconds())} ago)"
+    state = pod_state(pod)
 
     pod_ips = status.get("podIPs") or []
     pod_ip = (pod_ips[0] or {}).get("ip") if pod_ips else ""
@@ -432,9 +340,9 @@ def pod_cells(pod: Mapping[str, Any], now: datetime) -> tuple[list[Any], list[di
         gates_text = f"{true_count}/{len(gates)}"
     cells = [
         meta.get("name", ""),
-        f"{ready}/{total}",
-        reason,
-        restarts_text,
+        state.ready_text,
+        state.status,
+        state.restarts_text(now),
         timestamp_since(meta.get("creationTimestamp"), now),
         pod_ip or "<none>",
         spec.get("nodeName") or "<none>",

@@ -146,7 +146,7 @@ def rollout(
     on_update: Any = None,
 ) -> RolloutResult | RolloutPreview:
     """Run (or resume) a progressive rollout of ``storage_uri``; see :meth:`Service.rollout`."""
-    from kserve_nb.service import check_storage_uri
+    from kserve_nb.manifests import check_storage_uri
 
     uri = check_storage_uri(storage_uri)
     plan = RolloutPlan.build(
