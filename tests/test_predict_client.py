@@ -297,19 +297,25 @@ def test_send_validates_arguments(client: PredictionClient) -> None:
         client.send([LATEST], ROWS, concurrency=0)
 
 
-# -- the raw HTTP/1.1 path against awkward servers -----------------------------------------------
+# -- on the wire, whichever transport sends ----------------------------------------------------
+#
+# ``send`` reaches the ingress through the fast HTTP/1.1 transport or through httpx (chosen in
+# ``choose_sender``); every test here runs against both (``via``) and asserts what the server
+# received and what came back, never which class did the sending.
 
 
 class WireServer:
     """A real HTTP/1.1 server on 127.0.0.1 whose behaviour is picked by the Host header.
 
     It exists to exercise framings and failures that kserve's uvicorn never produces (chunked
-    bodies, close-delimited bodies, interim 100 answers, garbage, stalls, dropped keep-alives).
+    bodies, close-delimited bodies, interim 100 answers, garbage, stalls, dropped keep-alives),
+    and records every request it reads: ``(request line, headers, body)``.
     """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.connections = 0
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.thread.start()
@@ -344,6 +350,7 @@ class WireServer:
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests.append((lines[0], headers, body))
                 served += 1
                 mode = headers.get("host", "").split(".")[0]
                 ok = b'{"predictions":[7]}'
@@ -390,55 +397,79 @@ def wire() -> Iterator[WireServer]:
     srv.close()
 
 
-def _wire_send(wire: WireServer, mode: str, n: int = 3, **kw: Any) -> pd.DataFrame:
+#: How ``send`` is made to go through each transport: the fast one is the default; an injected
+#: httpx transport selects httpx (as an auth flow or a proxy from the environment would).
+TRANSPORTS = {"http1": dict[str, Any](), "httpx": {"transport": "httpx"}}
+
+
+@pytest.fixture(params=list(TRANSPORTS))
+def via(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Client options selecting one transport (a fresh httpx transport per test)."""
+    return {k: httpx.HTTPTransport() for k in TRANSPORTS[request.param]}
+
+
+def _wire_send(wire: WireServer, mode: str, via: dict[str, Any], n: int = 3, **kw: Any) -> pd.DataFrame:
     opts = {"concurrency": kw.pop("concurrency", 2)}
-    with PredictionClient(f"http://127.0.0.1:{wire.port}", model=MODEL, **kw) as c:
+    with PredictionClient(f"http://127.0.0.1:{wire.port}", model=MODEL, **via, **kw) as c:
         return c.send([Target("latest", f"{mode}.example.com")], [ROWS[0]] * n, **opts)
 
 
 @pytest.mark.parametrize("mode", ["chunked", "close", "eof", "continue", "plain"])
-def test_raw_path_reads_every_framing(wire: WireServer, mode: str) -> None:
-    df = _wire_send(wire, mode, n=5)
+def test_send_reads_every_framing(wire: WireServer, via: dict[str, Any], mode: str) -> None:
+    df = _wire_send(wire, mode, via, n=5)
     assert df["error"].isna().all(), df["error"].tolist()
     assert df["prediction"].tolist() == [7] * 5
 
 
-def test_raw_path_prefers_the_revision_header(wire: WireServer) -> None:
-    df = _wire_send(wire, "plain")
+def test_send_prefers_the_revision_header(wire: WireServer, via: dict[str, Any]) -> None:
+    df = _wire_send(wire, "plain", via)
     assert set(df["revision"]) == {"rev-wire"}
 
 
-def test_raw_path_reports_garbage_and_html_errors_as_rows(wire: WireServer) -> None:
-    bad = _wire_send(wire, "garbage", n=2)
+def test_send_reports_garbage_and_html_errors_as_rows(wire: WireServer, via: dict[str, Any]) -> None:
+    bad = _wire_send(wire, "garbage", via, n=2)
     assert bad["status_code"].isna().all() and bad["error"].str.contains("invalid HTTP response").all()
-    html = _wire_send(wire, "html", n=2)
+    html = _wire_send(wire, "html", via, n=2)
     assert html["status_code"].tolist() == [503, 503]
     assert html["error"].str.startswith("HTTP 503: <html>").all()
 
 
-def test_raw_path_times_out_one_request_without_losing_the_rest(wire: WireServer) -> None:
+def test_send_times_out_one_request_without_losing_the_rest(wire: WireServer, via: dict[str, Any]) -> None:
     t0 = time.monotonic()
-    df = _wire_send(wire, "slow", n=2, timeout=0.3, concurrency=2)
+    df = _wire_send(wire, "slow", via, n=2, timeout=0.3, concurrency=2)
     assert time.monotonic() - t0 < 1.5
     assert df["error"].tolist() == ["timed out after 0.3 s"] * 2
 
 
-def test_raw_path_resends_once_when_a_keepalive_went_stale(wire: WireServer) -> None:
-    df = _wire_send(wire, "dropsecond", n=4, concurrency=1)
+def test_send_resends_once_when_a_keepalive_went_stale(wire: WireServer, via: dict[str, Any]) -> None:
+    wire.requests.clear()
+    df = _wire_send(wire, "dropsecond", via, n=4, concurrency=1)
     assert df["error"].isna().all(), df["error"].tolist()
+    # The server drops the second request of every connection unanswered: requests 2, 3 and 4
+    # each arrive twice (the second on one connection, then the first on a new one), never more.
+    assert len(wire.requests) == 1 + 2 + 2 + 2
 
 
-def test_raw_path_sends_json_content_type_host_and_user_headers(wire: WireServer) -> None:
-    df = _wire_send(wire, "echo", n=1, headers={"Authorization": "Bearer t"})
-    seen = df["prediction"].iloc[0]
-    assert seen["headers"]["host"] == "echo.example.com"
-    assert seen["headers"]["content-type"] == "application/json"
-    assert seen["headers"]["authorization"] == "Bearer t"
-    assert json.loads(seen["body"]) == {"instances": [ROWS[0]]}
+def test_send_puts_the_method_path_host_content_type_and_user_headers_on_the_wire(
+    wire: WireServer, via: dict[str, Any]
+) -> None:
+    wire.requests.clear()
+    df = _wire_send(wire, "echo", via, n=1, headers={"Authorization": "Bearer t"})
+    assert df["error"].isna().all()
+    [(line, headers, body)] = wire.requests
+    assert line == f"POST /v1/models/{MODEL}:predict HTTP/1.1"
+    assert headers["host"] == "echo.example.com"
+    assert headers["content-type"] == "application/json"
+    assert headers["accept"] == "application/json"
+    assert headers["authorization"] == "Bearer t"
+    assert headers["user-agent"].startswith("kserve-nb/")
+    assert headers["content-length"] == str(len(body))
+    assert json.loads(body) == {"instances": [ROWS[0]]}
+    assert "cookie" not in headers
 
 
-def test_raw_path_reuses_connections_between_sends(wire: WireServer) -> None:
-    with PredictionClient(f"http://127.0.0.1:{wire.port}", model=MODEL) as c:
+def test_send_reuses_connections_between_sends(wire: WireServer, via: dict[str, Any]) -> None:
+    with PredictionClient(f"http://127.0.0.1:{wire.port}", model=MODEL, **via) as c:
         target = [Target("latest", "plain.example.com")]
         c.send(target, ROWS, concurrency=1)
         before = wire.connections
@@ -491,15 +522,36 @@ def test_cancelling_asend_cancels_its_requests(wire: WireServer) -> None:
         assert _settled(c) == 0
 
 
-def test_dead_ingress_trips_the_breaker_instead_of_dialling_every_row() -> None:
-    with PredictionClient(f"http://127.0.0.1:{free_port()}", model=MODEL) as c:
+def test_dead_ingress_trips_the_breaker_instead_of_dialling_every_row(via: dict[str, Any]) -> None:
+    with PredictionClient(f"http://127.0.0.1:{free_port()}", model=MODEL, **via) as c:
         df = c.send([LATEST], ROWS * 100, concurrency=2)
     assert len(df) == 300
-    assert df["error"].str.contains("refused the connection").sum() >= 8
-    assert df["error"].str.startswith("not sent: ").sum() > 250
+    refused = df["error"].str.match(r"connection failed: 127\.0\.0\.1:\d+ refused the connection$")
+    # The breaker's threshold is max(8, concurrency) failures in a row; the other worker may be
+    # dialling already when it trips.
+    assert 8 <= refused.sum() <= 9
+    assert df["error"].str.match(r"not sent: \d connection attempts in a row failed").sum() == 300 - refused.sum()
 
 
-def test_basic_auth_goes_on_the_wire_of_both_paths(wire: WireServer) -> None:
+def test_a_paced_stream_has_no_breaker_and_retries_the_same_way(wire: WireServer, via: dict[str, Any]) -> None:
+    from kserve_nb.predict.bulk import Job
+
+    def jobs(n: int) -> list[Job]:
+        return [Job(0, i, 0, b'{"instances": [[1.0]]}', True) for i in range(n)]
+
+    with PredictionClient(f"http://127.0.0.1:{free_port()}", model=MODEL, **via) as dead:
+        send = dead.requester([LATEST])
+        outcomes = [dead.submit(lambda job=job: send(job)).result(10) for job in jobs(12)]
+    assert all(o.error is not None and "refused the connection" in o.error for o in outcomes)
+    wire.requests.clear()
+    with PredictionClient(f"http://127.0.0.1:{wire.port}", model=MODEL, **via) as c:
+        send = c.requester([Target("latest", "dropsecond.example.com")])
+        outcomes = [c.submit(lambda job=job: send(job)).result(10) for job in jobs(3)]
+    assert [o.prediction for o in outcomes] == [7, 7, 7]
+    assert len(wire.requests) == 1 + 2 + 2  # requests 2 and 3 dropped unanswered once, sent again once
+
+
+def test_basic_auth_goes_on_the_wire_of_predict_and_send(wire: WireServer) -> None:
     with PredictionClient(f"http://127.0.0.1:{wire.port}", model=MODEL, auth=("ann", "pw")) as c:
         assert "pw" not in repr(c)
         df = c.send([Target("latest", "echo.example.com")], ROWS[:1])
@@ -527,41 +579,48 @@ def test_header_injection_is_refused() -> None:
         c.send([Target("latest", "h\r\nX-Evil: 1")], ROWS)
 
 
-def test_aiohttp_fallback_path_gives_the_same_rows(server: str) -> None:
-    # The path used when HTTP(S)_PROXY covers the ingress; exercised directly against the server.
-    from kserve_nb.predict.bulk import AiohttpSender
-
-    with PredictionClient(server, model=MODEL, headers={"x-echo-revision": "r-aio"}) as c:
-        raw = c.send([LATEST, PREV], ROWS + [[1.0]])
-        c._sender = aio_sender = AiohttpSender(timeout=c.timeout, ssl_context=c._ssl)
-        aio = c.send([LATEST, PREV], ROWS + [[1.0]])
-        c._loop.run(aio_sender.aclose)
+def test_both_transports_give_the_same_rows_from_a_real_model_server(server: str) -> None:
+    frames = []
+    for via in ({}, {"transport": httpx.HTTPTransport()}):
+        with PredictionClient(server, model=MODEL, headers={"x-echo-revision": "r-x"}, **via) as c:
+            frames.append(c.send([LATEST, PREV], ROWS + [[1.0]]))
     cols = ["target", "revision", "row", "prediction", "status_code", "error"]
-    assert aio[cols].equals(raw[cols])
+    assert frames[0][cols].equals(frames[1][cols])
 
 
 @pytest.mark.parametrize(
-    ("env", "url", "proxied"),
+    ("env", "proxied"),
     [
-        ({}, "http://127.0.0.1:31380", False),
-        ({"HTTP_PROXY": "http://proxy:3128"}, "http://10.0.0.5:31380", True),
-        ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "10.0.0.5"}, "http://10.0.0.5:31380", False),
-        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://10.0.0.5:31380", False),
+        ({"HTTP_PROXY": "PROXY"}, True),
+        ({"HTTP_PROXY": "PROXY", "NO_PROXY": "127.0.0.1"}, False),
+        ({"HTTPS_PROXY": "PROXY"}, False),
+        ({}, False),
     ],
 )
-def test_proxy_environment_picks_the_aiohttp_path(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, proxied: bool
+def test_a_proxy_from_the_environment_carries_send_and_predict(
+    monkeypatch: pytest.MonkeyPatch, wire: WireServer, env: dict[str, str], proxied: bool
 ) -> None:
-    from kserve_nb.predict.bulk import AiohttpSender, RawSender
-    from kserve_nb.predict.client import _proxied
-
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    assert _proxied(url) is proxied
-    with PredictionClient(url, model=MODEL) as c:
-        assert isinstance(c._sender, AiohttpSender if proxied else RawSender)
+    # A second recording server plays the proxy: a proxied request arrives there in absolute form.
+    proxy = WireServer()
+    try:
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+            monkeypatch.delenv(k, raising=False)
+            monkeypatch.delenv(k.lower(), raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v.replace("PROXY", f"http://127.0.0.1:{proxy.port}"))
+        wire.requests.clear()
+        ingress = f"http://127.0.0.1:{wire.port}"
+        with PredictionClient(ingress, model=MODEL) as c:
+            df = c.send([Target("latest", "plain.example.com")], ROWS[:2])
+            one = c.predict(Target("latest", "plain.example.com"), ROWS[:1])
+        assert df["prediction"].tolist() == [7, 7] and one.predictions == [7]
+        through, direct = (proxy.requests, wire.requests) if proxied else (wire.requests, proxy.requests)
+        assert len(through) == 3 and direct == []
+        path = f"/v1/models/{MODEL}:predict"
+        assert {line for line, _, _ in through} == {f"POST {ingress + path if proxied else path} HTTP/1.1"}
+        assert {h["host"] for _, h, _ in through} == {"plain.example.com"}
+    finally:
+        proxy.close()
 
 
 # -- hygiene ---------------------------------------------------------------------------------

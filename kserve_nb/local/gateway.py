@@ -16,13 +16,12 @@ It plays the part of Istio's ingress gateway + Knative's routing in the canary w
 
 Performance: both HTTP edges are hand-written :class:`asyncio.Protocol` s on httptools (llhttp), in
 the daemon's uvloop event loop. The client edge, :class:`_ClientConnection`, is a small HTTP/1.1
-server; it replaced uvicorn, whose per-request ASGI machinery (scope dict, receive/send coroutines
-and message dicts, header list conversions) cost ~25–35 µs of CPU per request on the 2-vCPU machine
-this was measured on: a quarter of the gateway's CPU per request against a trivial upstream
-(~128 → ~95 µs at concurrency 1, ~98 → ~73 µs at 8; wrk, medians of 9 interleaved rounds).
-Upstream requests go through :class:`_UpstreamPool`, a minimal HTTP/1.1 client on pooled keep-alive
-connections; aiohttp's client was the first choice and cost ~0.3–0.6 ms per request there (its
-``transport.write`` path alone ~0.2 ms). The routing table is immutable and swapped whole by
+server without uvicorn's per-request ASGI machinery (scope dict, receive/send coroutines and message
+dicts, header list conversions), which would be a large share of the gateway's CPU per request
+against a fast upstream. Upstream requests go through :class:`kserve_nb.http1.Pool`, the project's one
+HTTP/1.1 client (pooled keep-alive connections, llhttp's parser), for the same reason: a general-purpose client such as
+aiohttp's costs several times more per request (``benchmarks/bench_gateway.py`` measures the
+gateway against a direct connection). The routing table is immutable and swapped whole by
 :meth:`Gateway.update`, so a request never sees half an update and the hot path takes no locks.
 """
 
@@ -43,6 +42,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from kserve_nb import http1
 from kserve_nb.local.exporter import RequestMetrics, series_labels
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,11 @@ UPSTREAM_IDLE_SECONDS = 30.0
 UPSTREAM_MAX_IDLE = 256
 #: Largest client request body accepted (413 beyond): the gateway buffers bodies in memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024
-#: An idle client keep-alive connection is closed after this long (what uvicorn was configured with).
+#: An idle client keep-alive connection is closed after this long (nginx's default keepalive_timeout).
 CLIENT_IDLE_SECONDS = 75.0
 #: How long :meth:`Gateway.close` lets in-flight requests finish before cutting their connections.
 CLOSE_GRACE_SECONDS = 2.0
-#: Bodies at least this large are written after their head rather than copied into one buffer.
-_COPY_LIMIT = 65536
+_COPY_LIMIT = http1.COPY_LIMIT
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the ones recomputed for the buffered body.
 _REQUEST_DROP = frozenset(
@@ -92,17 +91,6 @@ _REQUEST_DROP = frozenset(
         b"content-length",
         b"expect",
         b"content-type",  # re-added by _request_head (possibly coerced)
-    }
-)
-_RESPONSE_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
     }
 )
 
@@ -168,212 +156,8 @@ def _build_table(
     return table
 
 
-# --- upstream HTTP/1.1 client ------------------------------------------------------------------
-
-
-class UpstreamError(Exception):
-    """An upstream request failed; ``retryable`` when the request certainly reached no model."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-#: Status, response header lines as pieces for one ``b"".join`` (``name, b": ", value, b"\\r\\n"``…), body.
+#: Status, response header lines as pieces for one ``b"".join`` (``name, b": ", value, b"\r\n"``…), body.
 _Response = tuple[int, list[bytes], bytes]
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection to a model server; one request at a time."""
-
-    def __init__(self, pool: _UpstreamPool, endpoint: tuple[str, int]) -> None:
-        self._pool = pool
-        self.endpoint = endpoint
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.reused = False
-        self.deadline = 0.0  # loop time by which the current answer must be complete
-        self.idle_since = 0.0
-        self._waiter: asyncio.Future[_Response] | None = None
-        # One parser per connection: llhttp parses consecutive keep-alive answers.
-        self._parser = httptools.HttpResponseParser(self)
-        self._reset_response(head=False)
-
-    def _reset_response(self, head: bool) -> None:
-        self._head = head
-        self._status = 0
-        self._headers: list[bytes] = []
-        self._body: list[bytes] = []
-        self._received = False
-        self._framed = False  # content-length or chunked: the end is known without EOF
-        self._keep_alive = True
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self._received = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self._fail(UpstreamError(f"invalid HTTP response from the model server: {e}"))
-            self._close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._pool.forget(self)
-        if self._waiter is None or self._waiter.done():
-            return
-        if self._status and not self._framed:
-            self._finish()  # HTTP/1.0-style body delimited by EOF
-            return
-        retryable = self.reused and not self._received
-        why = "closed the connection before answering" if not self._received else "closed the connection mid-answer"
-        self._fail(UpstreamError(f"the model server {why}", retryable=retryable))
-
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
-            self._framed = True
-        if lower not in _RESPONSE_DROP:
-            self._headers += (name, b": ", value, b"\r\n")
-
-    def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
-        self._keep_alive = self._parser.should_keep_alive()
-        if self._head:  # no body follows a HEAD answer, whatever content-length says
-            self._keep_alive = False
-            self._finish()
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._finish()
-
-    # request/response
-    def request(self, head: bytes, body: bytes, is_head: bool, loop: asyncio.AbstractEventLoop) -> asyncio.Future[_Response]:
-        assert self.transport is not None
-        self._reset_response(is_head)
-        self._waiter = loop.create_future()
-        self.deadline = loop.time() + UPSTREAM_TIMEOUT_SECONDS
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.transport.write(body)
-        return self._waiter
-
-    def _finish(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, self._headers, b"".join(self._body)))
-        if not self._keep_alive:
-            self._close()
-
-    def _fail(self, error: UpstreamError) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-
-    @property
-    def reusable(self) -> bool:
-        return not self.closed and self._keep_alive and self._waiter is None
-
-    def _close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        self.closed = True
-
-
-class _UpstreamPool:
-    """Keep-alive connections per ``(host, port)``, most recently used first.
-
-    Request deadlines and idle expiry are enforced by one sweep per second rather than a timer per
-    request: two timer handles per request were a measurable share of the gateway's cost.
-    """
-
-    def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self._busy: set[_Connection] = set()
-        self._wanted: frozenset[tuple[str, int]] = frozenset()
-        self._closed = False
-        self._sweeper: asyncio.TimerHandle | None = None
-
-    async def request(self, endpoint: tuple[str, int], head: bytes, body: bytes, is_head: bool) -> _Response:
-        """Send one request; raises :class:`UpstreamError` (``retryable`` if no model saw it)."""
-        conn = await self._acquire(endpoint)
-        loop = asyncio.get_running_loop()
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(1.0, self._sweep, loop)
-        waiter = conn.request(head, body, is_head, loop)
-        self._busy.add(conn)
-        try:
-            response = await waiter
-        except asyncio.CancelledError:
-            conn._close()  # the client went away mid-request: this connection is unusable
-            raise
-        finally:
-            self._busy.discard(conn)
-        self._release(conn, loop)
-        return response
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        for conn in [c for c in self._busy if c.deadline <= now]:
-            self._time_out(conn)
-        for idle in self._idle.values():
-            for conn in [c for c in idle if now - c.idle_since >= UPSTREAM_IDLE_SECONDS]:
-                conn._close()  # connection_lost → forget() drops it from the list
-        self._sweeper = None if self._closed else loop.call_later(1.0, self._sweep, loop)
-
-    async def _acquire(self, endpoint: tuple[str, int]) -> _Connection:
-        idle = self._idle.get(endpoint)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
-        loop = asyncio.get_running_loop()
-        try:
-            _, conn = await loop.create_connection(lambda: _Connection(self, endpoint), *endpoint)
-        except ConnectionRefusedError as e:
-            raise UpstreamError("the model server refused the connection", retryable=True) from e
-        except OSError as e:
-            raise UpstreamError(f"could not connect to the model server: {e}") from e
-        return conn
-
-    def _release(self, conn: _Connection, loop: asyncio.AbstractEventLoop) -> None:
-        idle = self._idle.setdefault(conn.endpoint, [])
-        if not conn.reusable or self._closed or conn.endpoint not in self._wanted or len(idle) >= UPSTREAM_MAX_IDLE:
-            conn._close()
-            return
-        conn.reused = True
-        conn.idle_since = loop.time()
-        idle.append(conn)
-
-    def _time_out(self, conn: _Connection) -> None:
-        conn._fail(UpstreamError(f"the model server did not answer within {UPSTREAM_TIMEOUT_SECONDS:g}s"))
-        conn._close()
-
-    def forget(self, conn: _Connection) -> None:
-        """A connection closed: drop it from the idle list at once (not at its next use)."""
-        idle = self._idle.get(conn.endpoint)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    def retain_only(self, endpoints: frozenset[tuple[str, int]]) -> None:
-        """Close idle connections to endpoints no longer routed to (a stopped or dead revision)."""
-        self._wanted = endpoints
-        for endpoint in [e for e in self._idle if e not in endpoints]:
-            for conn in self._idle.pop(endpoint):
-                conn._close()
-
-    def close(self) -> None:
-        self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        self.retain_only(frozenset())
 
 
 # --- the client edge: a small HTTP/1.1 server -------------------------------------------------
@@ -672,7 +456,9 @@ class Gateway:
         self._host = host
         self._port = port
         self._table: dict[str, _Route] = {}
-        self._pool = _UpstreamPool()
+        self._pool = http1.Pool(
+            timeout=UPSTREAM_TIMEOUT_SECONDS, idle_seconds=UPSTREAM_IDLE_SECONDS, max_idle=UPSTREAM_MAX_IDLE
+        )
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_ClientConnection] = set()
         self._closing = False
@@ -759,15 +545,15 @@ class Gateway:
         # Timed like queue-proxy's app latency: from handing the request on to having the answer.
         started = _clock()
         try:
-            status, headers, data = await self._pool.request(target.endpoint, head, body, is_head)
-        except UpstreamError as first:
+            status, headers, data = await self._pool.request(target.endpoint, head, body, is_head=is_head)
+        except http1.WireError as first:
             retry = route.pick(exclude=target.revision) if first.retryable else None
             if retry is None:
                 return self._failed(route, target, first, started)
             target = retry
             try:
-                status, headers, data = await self._pool.request(target.endpoint, head, body, is_head)
-            except UpstreamError as second:
+                status, headers, data = await self._pool.request(target.endpoint, head, body, is_head=is_head)
+            except http1.WireError as second:
                 return self._failed(route, target, second, started)
             except asyncio.CancelledError:
                 self.metrics.observe(target.series, 499, (_clock() - started) * 1000.0)
@@ -781,7 +567,7 @@ class Gateway:
             headers.append(_COERCED_LINE)
         return status, headers, data
 
-    def _failed(self, route: _Route, target: _Target, error: UpstreamError, started: float) -> _Response:
+    def _failed(self, route: _Route, target: _Target, error: http1.WireError, started: float) -> _Response:
         """The error answer for a revision that could not answer, counted with its status."""
         response = _error(*_failure(route, target, error))
         self.metrics.observe(target.series, response[0], (_clock() - started) * 1000.0)
@@ -815,18 +601,15 @@ def _request_head(request: _Request, body: bytes) -> tuple[bytes, bool]:
     url = request.url
     if not url.startswith(b"/") and url != b"*":  # absolute form (proxy style): forward path?query
         url = _origin_form(url)
-    parts = [request.method, b" ", url, b" HTTP/1.1\r\n"]
-    parts += request.headers
+    headers = request.headers
     content_type = request.content_type
     coerced = False
     if (content_type is None or b"json" not in content_type.lower()) and body and _parses_as_json(body):
         content_type, coerced = b"application/json", True
     if content_type is not None:
-        parts += (b"content-type: ", content_type, b"\r\n")
-    if body or request.method in (b"POST", b"PUT", b"PATCH"):
-        parts.append(b"content-length: %d\r\n" % len(body))
-    parts.append(b"\r\n")
-    return b"".join(parts), coerced
+        headers = [*headers, b"content-type: ", content_type, b"\r\n"]
+    length = len(body) if body or request.method in (b"POST", b"PUT", b"PATCH") else None
+    return http1.request_head(request.method, url, headers, length), coerced
 
 
 def _parses_as_json(body: bytes) -> bool:
@@ -881,14 +664,14 @@ def _error(status: int, message: str, revision: str | None) -> _Response:
     return status, headers, json.dumps({"error": message}).encode()
 
 
-def _failure(route: _Route, target: _Target, error: UpstreamError) -> tuple[int, str, str]:
+def _failure(route: _Route, target: _Target, error: http1.WireError) -> tuple[int, str, str]:
     if error.retryable:
         message = (
-            f"no ready revision for host '{route.host}': {target.revision} {error} "
+            f"no ready revision for host '{route.host}': {target.revision} the model server {error.reason} "
             f"(it is restarting) and no other target is ready"
         )
         return 503, message, target.revision
-    return 502, f"revision {target.revision} failed to answer: {error}", target.revision
+    return 502, f"revision {target.revision} failed to answer: the model server {error.reason}", target.revision
 
 
 def _no_route_message(host: str, table: Mapping[str, _Route]) -> str:

@@ -1,26 +1,32 @@
-"""The fast bulk path behind :meth:`PredictionClient.send`, on a private event loop.
+"""How :class:`~kserve_nb.predict.client.PredictionClient` sends many requests: one engine, two transports.
 
-Client CPU per request, measured on a 2-core machine against one kserve model server with 32
-requests in flight (see ``benchmarks/bench_send.py``):
+One request of a bulk run (:meth:`PredictionClient.send`) or of a paced stream (the traffic
+generator) goes through :func:`send_one`, whatever carries it. It owns the semantics every
+transport shares:
 
-==========================================  ==============  ===========
-path                                        CPU / request   note
-==========================================  ==============  ===========
-``httpx.AsyncClient``                       ~5 ms           ~200 req/s, far below the server
-``httpx.AsyncClient`` over aiohttp          ~1 ms
-``aiohttp.ClientSession``                   ~0.4-0.5 ms     (~0.35 ms on uvloop)
-:class:`RawSender` (this module)            ~0.17 ms        (~0.09 ms on uvloop)
-==========================================  ==============  ===========
+- **retry once** when the transport says the request certainly reached no model
+  (:attr:`SendError.retryable`: a reused keep-alive connection found closed before any answer);
+- **circuit breaker** (bulk runs only): after ``max(8, concurrency)`` connection failures in a row
+  the remaining requests become ``not sent: …`` rows at once instead of each waiting for its own
+  refusal or timeout; a paced stream has none, so an ingress that comes back is used again;
+- failures are :class:`Outcome` rows with one-line errors (``connection failed: …``,
+  ``timed out after …``), never exceptions; answers are read by :func:`interpret`.
 
-On a shared 2-core box every client millisecond is taken from the gateway and the model servers,
-so ``send`` uses :class:`RawSender` (pre-encoded requests on asyncio transports, a minimal
-HTTP/1.1 reader) and falls back to aiohttp when the environment routes the ingress through a proxy.
-httpx stays the public client for single calls (``predict``) and for users who inject a transport.
+A transport is a :class:`Sender` (the protocol below). There are two:
+
+- :class:`Http1Sender`: pre-encoded request heads on the pooled keep-alive connections of
+  :mod:`kserve_nb.http1`. Client CPU per request is what limits ``send`` on a shared 2-core
+  machine (the kernel, the gateway and the model servers share it), and this is several times
+  cheaper than httpx or aiohttp (``benchmarks/bench_send.py`` measures it next to wrk).
+- :class:`HttpxSender`: the client's ``httpx.Client`` on a thread pool, for what only httpx does:
+  an injected transport or auth flow, and HTTP(S)_PROXY from the environment.
+
+:meth:`PredictionClient.send` picks one in a single place (``PredictionClient._sender``).
 
 Why a private loop in a worker thread: in Jupyter the kernel thread already runs an event loop, so
 ``asyncio.run()`` there fails and nesting loops breaks widgets. One daemon thread per client owns a
-loop and the aiohttp session (keep-alive connections survive between ``send`` calls); callers hand
-it coroutines with ``run_coroutine_threadsafe`` and either block (``send``) or await (``asend``).
+loop and the connections (keep-alive connections survive between ``send`` calls); callers hand it
+coroutines with ``run_coroutine_threadsafe`` and either block (``send``) or await (``asend``).
 """
 
 from __future__ import annotations
@@ -32,12 +38,18 @@ import math
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from urllib.parse import urlsplit
 
+from kserve_nb import http1
 from kserve_nb.errors import PredictionError
 from kserve_nb.predict.protocol import error_text, loads, parse_response
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +84,7 @@ class Outcome(NamedTuple):
 
 
 def interpret(status: int, content: bytes, revision: str | None, latency_ms: float, *, protocol: str, single: bool) -> Outcome:
-    """Turn a raw HTTP answer into an :class:`Outcome` (shared by the aiohttp and httpx paths)."""
+    """Turn an HTTP answer into an :class:`Outcome` (whichever transport carried it)."""
     try:
         body: Any = loads(content) if content else None
     except ValueError:
@@ -187,7 +199,7 @@ class LoopThread:
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (it comes with uvicorn[standard]): ~20% less client CPU per request."""
+    """uvloop when installed (it comes with uvicorn[standard]): less client CPU per request."""
     try:
         import uvloop
     except ImportError:
@@ -195,477 +207,172 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class AiohttpSender:
-    """Owns one ``aiohttp.ClientSession`` (created lazily on the private loop).
+# --------------------------------------------------------------------------------------------
+# The sender protocol and its two transports
+# --------------------------------------------------------------------------------------------
 
-    Parameters
-    ----------
-    timeout:
-        Total seconds per request.
-    ssl_context:
-        Context used for https ingresses (the same one the httpx client uses), or False to skip
-        verification because the user asked for ``verify=False``.
+
+class Reply(NamedTuple):
+    """What a transport brings back for one request."""
+
+    status: int
+    revision: str | None  #: the ``x-kserve-revision`` response header
+    content: bytes
+
+
+class SendError(Exception):
+    """One request failed below HTTP. ``reason`` is the one-line text of the error row.
+
+    ``connect``: no connection could be made (counts towards the circuit breaker).
+    ``retryable``: the request certainly reached no model; :func:`send_one` sends it once more.
+    ``timeout``: no complete answer in time.
     """
 
-    def __init__(self, *, timeout: float, ssl_context: ssl.SSLContext | bool) -> None:
-        self._timeout = timeout
-        self._ssl = ssl_context
-        self._session: Any = None
-
-    async def _get_session(self, url: str) -> Any:
-        if self._session is None or self._session.closed:
-            import aiohttp  # lazy: keeps `%load_ext kserve_nb` fast
-            from aiohttp.helpers import get_env_proxy_for_url
-            from yarl import URL
-
-            # Honour HTTP(S)_PROXY / NO_PROXY like httpx does, but resolve it once: aiohttp's
-            # trust_env=True re-reads the environment on every request (~0.6 ms of CPU each).
-            try:
-                proxy, proxy_auth = get_env_proxy_for_url(URL(url))
-            except LookupError:
-                proxy, proxy_auth = None, None
-
-            connector = aiohttp.TCPConnector(
-                limit=0,  # concurrency is bounded by our worker count, not by the pool
-                ssl=self._ssl,
-                ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                # No cookies: an affinity cookie from a gateway would make the split sticky.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                proxy=proxy,
-                proxy_auth=proxy_auth,
-            )
-        return self._session
-
-    async def run(
-        self,
-        url: str,
-        jobs: Sequence[Job],
-        headers: Sequence[dict[str, str]],
-        *,
-        protocol: str,
-        concurrency: int,
-    ) -> list[Outcome]:
-        """Send every job with at most ``concurrency`` in flight; outcomes in job order."""
-        out: list[Outcome | None] = [None] * len(jobs)
-        pending = iter(range(len(jobs)))
-
-        async def worker() -> None:
-            # A fixed pool of workers pulling from one iterator: cheaper than a task plus a
-            # semaphore per request, and never more than `concurrency` connections.
-            for i in pending:
-                out[i] = await self.request(url, headers, jobs[i], protocol=protocol)
-
-        n = max(1, min(concurrency, len(jobs)))
-        await asyncio.gather(*(worker() for _ in range(n)))
-        return [o for o in out if o is not None]
-
-    async def request(self, url: str, headers: Sequence[dict[str, str]], job: Job, *, protocol: str) -> Outcome:
-        """Send one job (``headers[job.slot]`` are its headers); a failure is an :class:`Outcome`."""
-        import aiohttp
-        from yarl import URL
-
-        session = await self._get_session(url)
-        target_url = URL(url, encoded=True)  # keep ':predict' as written
-        t0 = time.perf_counter()
-        try:
-            async with session.post(target_url, data=job.body, headers=headers[job.slot]) as resp:
-                content = await resp.read()
-                status = resp.status
-                revision = resp.headers.get(REVISION_HEADER)
-        except TimeoutError:
-            return Outcome(None, None, None, _ms(t0), f"timed out after {self._timeout:g} s")
-        except aiohttp.ClientConnectorError as exc:
-            return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(None, None, None, _ms(t0), f"{type(exc).__name__}: {exc}")
-        return interpret(status, content, revision, _ms(t0), protocol=protocol, single=job.single)
-
-    async def aclose(self) -> None:
-        """Close the session and its connections."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
-
-
-# --------------------------------------------------------------------------------------------
-# The raw HTTP/1.1 path
-# --------------------------------------------------------------------------------------------
-
-_MAX_HEAD = 64 * 1024
-
-
-class WireError(Exception):
-    """A connection-level failure of one request. ``retryable`` when nothing was received on a
-    reused keep-alive connection (the server closed it while idle: resending is safe)."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, reason: str, *, connect: bool = False, retryable: bool = False, timeout: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.connect = connect
         self.retryable = retryable
+        self.timeout = timeout
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection, one request at a time (no pipelining).
+class Sender(Protocol):
+    """A transport for :func:`send_one`: sends one request, once, and says how it went.
 
-    Parses just what a prediction answer needs: the status, the headers, and a body framed by
-    Content-Length, chunked transfer coding, or the end of the connection. Interim 1xx answers are
-    skipped. Anything malformed fails that one request and closes the connection.
+    ``prepare`` turns the URL and each target's headers (``headers[slot]``) into whatever the
+    transport reuses for every request of a run; ``exchange`` sends ``body`` with the headers of
+    ``slot`` and returns the answer, or raises :class:`SendError`. Retrying, circuit-breaking and
+    reading the answer are :func:`send_one`'s, the same for every transport.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.uses = 0
-        self._waiter: asyncio.Future[tuple[int, bytes | None, bytes]] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._buf = bytearray()
-        self._reset()
+    timeout: float
 
-    def _reset(self) -> None:
-        self._status = 0
-        self._revision: bytes | None = None
-        self._mode = ""  # "" until the head is parsed, then "length" | "chunked" | "eof"
-        self._remaining = 0
-        self._chunks: list[bytes] = []
-        self._keep = True
-        self._received = False
+    def prepare(self, url: str, headers: Sequence[Mapping[str, str]]) -> Any: ...
 
-    # -- asyncio.Protocol ----------------------------------------------------------------------
+    async def exchange(self, prepared: Any, slot: int, body: bytes) -> Reply: ...
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # bytes nobody asked for: the connection is out of step
-            self._close()
-            return
-        self._received = True
-        self._buf += data
-        try:
-            self._parse()
-        except (ValueError, IndexError) as exc:
-            self._fail(WireError(f"invalid HTTP response: {exc}"))
-            self._close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._waiter is None or self._waiter.done():
-            return
-        if self._mode == "eof":  # body delimited by the end of the connection
-            self._finish(bytes(self._buf))
-            return
-        if not self._received:
-            self._fail(WireError("the server closed the connection before answering", retryable=self.uses > 1))
-        else:
-            self._fail(WireError("the server closed the connection mid-answer"))
-
-    # -- request -------------------------------------------------------------------------------
-
-    def request(self, data: bytes, timeout: float) -> asyncio.Future[tuple[int, bytes | None, bytes]]:
-        """Send one pre-encoded request; the future gives ``(status, x-kserve-revision, body)``."""
-        assert self.transport is not None
-        self.uses += 1
-        self._reset()
-        self._buf.clear()
-        self._waiter = self._loop.create_future()
-        self._timer = self._loop.call_later(timeout, self._on_timeout)
-        self.transport.write(data)
-        return self._waiter
-
-    def _on_timeout(self) -> None:
-        self._timer = None
-        self._fail(TimeoutError())
-        self._close()
-
-    # -- parsing -------------------------------------------------------------------------------
-
-    def _parse(self) -> None:
-        buf = self._buf
-        while self._waiter is not None:
-            if not self._mode:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise ValueError("response head too large")
-                    return
-                # Only four headers matter here: look them up in the lower-cased head rather than
-                # building a dict of every header for every answer.
-                head = bytes(buf[:end]) + b"\r\n"
-                del buf[: end + 4]
-                if not head.startswith(b"HTTP/1.") or head[8:9] != b" ":
-                    raise ValueError(f"not an HTTP/1.x status line: {head[:60]!r}")
-                status = int(head[9:12])
-                if 100 <= status < 200:
-                    continue  # interim answer (100 Continue): the real one follows
-                low = head.lower()
-                conn = _header(low, low, b"\r\nconnection:") or b""
-                self._status = status
-                self._revision = _header(low, head, b"\r\nx-kserve-revision:")
-                self._keep = b"close" not in conn and (head[5:8] == b"1.1" or b"keep-alive" in conn)
-                length = _header(low, low, b"\r\ncontent-length:")
-                if status in (204, 304):
-                    self._mode, self._remaining = "length", 0
-                elif b"chunked" in (_header(low, low, b"\r\ntransfer-encoding:") or b""):
-                    self._mode = "chunked"
-                elif length is not None:
-                    self._mode, self._remaining = "length", int(length)
-                    if self._remaining < 0:
-                        raise ValueError("negative Content-Length")
-                else:
-                    self._mode, self._keep = "eof", False
-                    return
-            if self._mode == "length":
-                if len(buf) < self._remaining:
-                    return
-                body = bytes(buf[: self._remaining])
-                del buf[: self._remaining]
-                self._finish(body)
-                return
-            if self._mode == "chunked":
-                if self._read_chunks():
-                    self._finish(b"".join(self._chunks))
-                return
-            return  # "eof": wait for connection_lost
-
-    def _read_chunks(self) -> bool:
-        """Consume complete chunks from the buffer; True once the last chunk and trailers are in."""
-        buf = self._buf
-        while True:
-            if self._remaining == -1:  # after the zero chunk: trailers end with an empty line
-                if buf[:2] == b"\r\n":
-                    del buf[:2]
-                    return True
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return False
-                del buf[: end + 4]
-                return True
-            eol = buf.find(b"\r\n")
-            if eol < 0:
-                return False
-            size = int(bytes(buf[:eol]).split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                del buf[: eol + 2]
-                self._remaining = -1
-                continue
-            if len(buf) < eol + 2 + size + 2:
-                return False
-            self._chunks.append(bytes(buf[eol + 2 : eol + 2 + size]))
-            del buf[: eol + 2 + size + 2]
-
-    def _finish(self, body: bytes) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        waiter, self._waiter = self._waiter, None
-        if self._buf:  # bytes beyond the answer: we never pipeline, so the stream is corrupt
-            self._keep = False
-        if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, self._revision, body))
-        if not self._keep:
-            self._close()
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    @property
-    def reusable(self) -> bool:
-        return not self.closed and self._keep and self._waiter is None
-
-    def _close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        self.closed = True
-
-    def abort(self) -> None:
-        self._fail(WireError("the client was closed"))
-        if self.transport is not None:
-            self.transport.abort()
-        self.closed = True
+    async def aclose(self) -> None: ...
 
 
-class RawSender:
-    """Bulk sender on plain asyncio transports: pre-encoded requests, a minimal HTTP/1.1 reader.
-
-    ~4x less client CPU per request than aiohttp (~0.1 ms vs ~0.4 ms with uvloop on this machine),
-    which matters because in the local cluster the kernel, the gateway and the model servers share
-    the same few cores. Used for direct (unproxied) http and https ingresses; keep-alive
-    connections are kept between runs.
+class Http1Sender:
+    """The fast transport: pre-encoded heads on :class:`kserve_nb.http1.Pool` connections.
 
     Parameters
     ----------
     timeout:
-        Seconds per request (and per connection attempt).
+        Seconds per request, connecting included.
     ssl_context:
-        Context for https ingresses (certificates checked against the ingress host name), or False
-        when the user turned verification off.
+        For https ingresses: a context (certificates checked against the ingress host name),
+        True for the default one, or False when the user turned verification off.
     """
 
     def __init__(self, *, timeout: float, ssl_context: ssl.SSLContext | bool) -> None:
-        self._timeout = timeout
+        self.timeout = timeout
         self._ssl = ssl_context
-        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
-        self._live: set[_Conn] = set()
+        self._pools: dict[bool, http1.Pool] = {}
 
-    async def _connect(self, key: tuple[str, str, int]) -> _Conn:
-        scheme, host, port = key
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if conn.reusable:
-                return conn
-        loop = asyncio.get_running_loop()
-        kwargs: dict[str, Any] = {}
-        if scheme == "https":
-            ctx = self._ssl
-            if ctx is False:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            elif ctx is True:
-                ctx = ssl.create_default_context()
-            kwargs = {"ssl": ctx, "server_hostname": host}
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: _Conn(loop), host, port, **kwargs), self._timeout
-        )
-        self._live.add(conn)
-        return conn
+    def _pool(self, tls: bool) -> http1.Pool:
+        pool = self._pools.get(tls)
+        if pool is None:
+            ctx: ssl.SSLContext | None = None
+            if tls:
+                if isinstance(self._ssl, ssl.SSLContext):
+                    ctx = self._ssl
+                else:
+                    ctx = ssl.create_default_context()
+                    if self._ssl is False:
+                        ctx.check_hostname = False
+                        ctx.verify_mode = ssl.CERT_NONE
+            # Concurrency is bounded by the caller's workers: keep an idle connection for each.
+            pool = self._pools[tls] = http1.Pool(timeout=self.timeout, max_idle=4096, ssl_context=ctx)
+        return pool
 
-    async def run(
-        self,
-        url: str,
-        jobs: Sequence[Job],
-        headers: Sequence[dict[str, str]],
-        *,
-        protocol: str,
-        concurrency: int,
-    ) -> list[Outcome]:
-        """Send every job with at most ``concurrency`` in flight; outcomes in job order."""
-        key, heads = self.prepare(url, headers)
-        out: list[Outcome | None] = [None] * len(jobs)
-        pending = iter(range(len(jobs)))
-        breaker = _Breaker(threshold=max(8, concurrency))
-
-        async def worker() -> None:
-            conn: _Conn | None = None
-            try:
-                for i in pending:
-                    job = jobs[i]
-                    if breaker.open:
-                        out[i] = Outcome(None, None, None, math.nan, f"not sent: {breaker.reason}")
-                        continue
-                    out[i], conn = await self._exchange(key, conn, heads[job.slot], job, protocol, breaker)
-            finally:
-                self._release(key, conn)
-
-        n = max(1, min(concurrency, len(jobs)))
-        await asyncio.gather(*(worker() for _ in range(n)))
-        self._live = {c for c in self._live if not c.closed}
-        return [o for o in out if o is not None]
-
-    @staticmethod
-    def prepare(url: str, headers: Sequence[dict[str, str]]) -> tuple[tuple[str, str, int], list[bytes]]:
-        """The connection key of ``url`` and each target's encoded request head, built once per run."""
-        from urllib.parse import urlsplit
-
+    def prepare(self, url: str, headers: Sequence[Mapping[str, str]]) -> tuple[http1.Pool, http1.Endpoint, list[bytes]]:
+        """The pool, the endpoint and each target's request head up to its Content-Length."""
         parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return key, [_head(target, h) for h in headers]
+        tls = parts.scheme == "https"
+        endpoint = (parts.hostname or "", parts.port or (443 if tls else 80))
+        target = ((parts.path or "/") + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
+        heads = [b"POST " + target + b" HTTP/1.1\r\n" + http1.header_lines(h) for h in headers]
+        return self._pool(tls), endpoint, heads
 
-    async def request(self, prepared: tuple[tuple[str, str, int], list[bytes]], job: Job, *, protocol: str) -> Outcome:
-        """Send one job on an idle keep-alive connection (or a new one); a failure is an :class:`Outcome`.
-
-        Unlike :meth:`run` there is no breaker: a paced stream (the traffic generator) keeps
-        dialling at its own rate, so an ingress that comes back is used again.
-        """
-        key, heads = prepared
-        conn: _Conn | None = None
+    async def exchange(self, prepared: tuple[http1.Pool, http1.Endpoint, list[bytes]], slot: int, body: bytes) -> Reply:
+        pool, endpoint, heads = prepared
+        head = heads[slot] + b"content-length: %d\r\n\r\n" % len(body)
         try:
-            outcome, conn = await self._exchange(key, None, heads[job.slot], job, protocol, None)
-        finally:
-            self._release(key, conn)
-        return outcome
-
-    def _release(self, key: tuple[str, str, int], conn: _Conn | None) -> None:
-        if conn is None:
-            return
-        if conn.reusable:
-            self._idle.setdefault(key, []).append(conn)
-        elif not conn.closed:  # cancelled mid-request: the answer would arrive out of step
-            conn.abort()
-        else:
-            self._live.discard(conn)
-
-    async def _exchange(
-        self,
-        key: tuple[str, str, int],
-        conn: _Conn | None,
-        head: bytes,
-        job: Job,
-        protocol: str,
-        breaker: _Breaker | None,
-    ) -> tuple[Outcome, _Conn | None]:
-        """One request on ``conn`` (or a fresh connection); the outcome and the connection to keep."""
-        timeout = self._timeout
-        data = head + b"Content-Length: %d\r\n\r\n" % len(job.body) + job.body
-        t0 = time.perf_counter()
-        for attempt in (1, 2):
-            if conn is None or not conn.reusable:
-                try:
-                    conn = await self._connect(key)
-                except OSError as exc:  # refused, unreachable, TLS failure, connect timeout
-                    if breaker is not None:
-                        breaker.failure(exc)
-                    return Outcome(None, None, None, _ms(t0), f"connection failed: {_oserror(exc, key, timeout)}"), None
-                if breaker is not None:
-                    breaker.success()
-            try:
-                status, rev, content = await conn.request(data, timeout)
-            except asyncio.CancelledError:
-                conn.abort()  # the answer would arrive out of step on a reused connection
-                raise
-            except TimeoutError:
-                return Outcome(None, None, None, _ms(t0), f"timed out after {timeout:g} s"), conn
-            except WireError as exc:
-                if exc.retryable and attempt == 1:
-                    conn = None
-                    continue  # an idle keep-alive connection went stale: resend once
-                return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}"), conn
-            except OSError as exc:
-                return Outcome(None, None, None, _ms(t0), f"connection failed: {_oserror(exc, key, timeout)}"), conn
-            outcome = interpret(
-                status,
-                content,
-                rev.decode("latin-1") if rev is not None else None,
-                _ms(t0),
-                protocol=protocol,
-                single=job.single,
-            )
-            return outcome, conn
-        raise AssertionError("unreachable: the second attempt always returns")  # pragma: no cover
+            r = await pool.request(endpoint, head, body)
+        except http1.WireError as e:
+            raise SendError(
+                f"{endpoint[0]}:{endpoint[1]} {e.reason}",
+                connect=isinstance(e, http1.ConnectFailed),
+                retryable=e.retryable and not isinstance(e, http1.ConnectFailed),
+                timeout=isinstance(e, http1.TimedOut),
+            ) from e
+        revision = http1.header(r.headers, b"x-kserve-revision")
+        return Reply(r.status, revision.decode("latin-1") if revision is not None else None, r.body)
 
     async def aclose(self) -> None:
-        """Close every connection."""
-        for conn in self._live:
-            conn.abort()
-        self._live.clear()
-        self._idle.clear()
+        for pool in self._pools.values():
+            pool.close(abort_busy=True)
+        self._pools.clear()
 
 
-class _Breaker:
+class HttpxSender:
+    """The httpx transport: the client's ``httpx.Client`` on a small thread pool.
+
+    Used when something only httpx applies is in play: an injected ``httpx`` transport or auth
+    flow, or a proxy from the environment. The client's own headers (content type, user agent,
+    the user's) apply; each request adds its target's ``Host``.
+    """
+
+    #: Threads beyond ~16 only add GIL contention.
+    WORKERS = 16
+
+    def __init__(self, client: httpx.Client, *, timeout: float) -> None:
+        self.timeout = timeout
+        self._client = client
+        self._pool = ThreadPoolExecutor(max_workers=self.WORKERS, thread_name_prefix="kserve-nb-send")
+
+    def prepare(self, url: str, headers: Sequence[Mapping[str, str]]) -> tuple[str, list[str]]:
+        return url, [h["Host"] for h in headers]
+
+    async def exchange(self, prepared: tuple[str, list[str]], slot: int, body: bytes) -> Reply:
+        url, hosts = prepared
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._post, url, hosts[slot], body)
+
+    def _post(self, url: str, host: str, body: bytes) -> Reply:
+        import httpx
+
+        where = f"{urlsplit(url).hostname}:{urlsplit(url).port or ''}".rstrip(":")
+        try:
+            r = self._client.post(url, content=body, headers={"Host": host})
+        except httpx.ConnectTimeout as e:
+            raise SendError(f"{where} did not accept a connection within {self.timeout:g} s", connect=True) from e
+        except httpx.TimeoutException as e:
+            raise SendError(f"{where} did not answer within {self.timeout:g} s", timeout=True) from e
+        except httpx.ConnectError as e:
+            refused = isinstance(e.__context__, ConnectionRefusedError) or "refused" in str(e).lower()
+            raise SendError(f"{where} refused the connection" if refused else f"{where} could not be reached: {e}",
+                            connect=True) from e
+        except httpx.RemoteProtocolError as e:
+            if "without sending a response" in str(e):
+                raise SendError(f"{where} closed the connection before answering", retryable=True) from e
+            raise SendError(f"{where} sent an invalid HTTP response ({e})") from e
+        except httpx.HTTPError as e:
+            raise SendError(f"{where}: {type(e).__name__}: {e}") from e
+        return Reply(r.status_code, r.headers.get(REVISION_HEADER), r.content)
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The engine: the same retry and circuit breaker whatever the transport
+# --------------------------------------------------------------------------------------------
+
+
+class Breaker:
     """Stop dialling a dead ingress: after ``threshold`` connection failures in a row the remaining
     requests become error rows at once instead of each waiting for its own refusal or timeout."""
 
@@ -676,41 +383,63 @@ class _Breaker:
 
     @property
     def open(self) -> bool:
+        """True once it tripped: nothing more is sent."""
         return self.failures >= self.threshold
 
     def success(self) -> None:
+        """A connection was made."""
         self.failures = 0
 
-    def failure(self, exc: OSError) -> None:
+    def failure(self, reason: str) -> None:
+        """A connection attempt failed."""
         self.failures += 1
-        self.reason = f"{self.failures} connection attempts in a row failed ({exc})"
+        self.reason = f"{self.failures} connection attempts in a row failed ({reason})"
 
 
-def _header(low: bytes, head: bytes, name: bytes) -> bytes | None:
-    """Value of the first header ``name`` (lower case, with its leading CRLF) in a response head."""
-    i = low.find(name)
-    if i < 0:
-        return None
-    start = i + len(name)
-    return head[start : low.find(b"\r\n", start)].strip()
+async def send_one(
+    sender: Sender, prepared: Any, job: Job, *, protocol: str, breaker: Breaker | None = None
+) -> Outcome:
+    """Send ``job`` through ``sender``: one retry when it reached no model, the breaker, the answer read."""
+    if breaker is not None and breaker.open:
+        return Outcome(None, None, None, math.nan, f"not sent: {breaker.reason}")
+    t0 = time.perf_counter()
+    for attempt in (1, 2):
+        try:
+            reply = await sender.exchange(prepared, job.slot, job.body)
+        except SendError as e:
+            if breaker is not None and e.connect:
+                breaker.failure(e.reason)
+            elif breaker is not None:
+                breaker.success()
+            if e.timeout:
+                return Outcome(None, None, None, _ms(t0), f"timed out after {sender.timeout:g} s")
+            if e.retryable and attempt == 1:
+                continue
+            return Outcome(None, None, None, _ms(t0), f"connection failed: {e.reason}")
+        if breaker is not None:
+            breaker.success()
+        return interpret(reply.status, reply.content, reply.revision, _ms(t0), protocol=protocol, single=job.single)
+    raise AssertionError("unreachable: the second attempt always returns")  # pragma: no cover
 
 
-def _head(target: str, headers: dict[str, str]) -> bytes:
-    """Request line and headers up to (not including) Content-Length, encoded once per target."""
-    lines = [f"POST {target} HTTP/1.1"]
-    for name, value in headers.items():
-        if name.lower() in ("content-length", "transfer-encoding", "connection"):
-            continue
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+async def run_jobs(
+    sender: Sender, prepared: Any, jobs: Sequence[Job], *, protocol: str, concurrency: int
+) -> list[Outcome]:
+    """Send every job with at most ``concurrency`` in flight, behind one breaker; outcomes in job order."""
+    out: list[Outcome | None] = [None] * len(jobs)
+    pending = iter(range(len(jobs)))
+    breaker = Breaker(threshold=max(8, concurrency))
+
+    async def worker() -> None:
+        # A fixed pool of workers pulling from one iterator: cheaper than a task plus a semaphore
+        # per request, and never more than `concurrency` connections.
+        for i in pending:
+            out[i] = await send_one(sender, prepared, jobs[i], protocol=protocol, breaker=breaker)
+
+    n = max(1, min(concurrency, len(jobs)))
+    await asyncio.gather(*(worker() for _ in range(n)))
+    return [o for o in out if o is not None]
 
 
-def _oserror(exc: OSError, key: tuple[str, str, int], timeout: float) -> str:
-    where = f"{key[1]}:{key[2]}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"{where} refused the connection"
-    if isinstance(exc, TimeoutError):
-        return f"{where} did not accept a connection within {timeout:g} s"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS with {where} failed: {exc.reason or exc}"
-    return f"{where}: {exc.strerror}" if isinstance(exc.strerror, str) else f"{where}: {exc}"
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

@@ -7,9 +7,10 @@ routes), exactly like ``curl -H "Host: …" http://$INGRESS/v1/models/sklearn-ir
 - :meth:`PredictionClient.predict` is one call on an ``httpx.Client``; failures raise one-line errors.
 - :meth:`PredictionClient.send` replays many inputs against several targets concurrently and returns
   one tidy row per request (failures are rows, not exceptions). It runs on a private event loop in
-  a worker thread, with a minimal HTTP/1.1 sender (aiohttp when a proxy applies; see
-  :mod:`kserve_nb.predict.bulk` for the measurements), or on the httpx client in a thread pool when
-  the caller injected an httpx transport or auth flow.
+  a worker thread, through one engine (:func:`kserve_nb.predict.bulk.send_one`: retry once, circuit
+  breaker) over one of two transports, chosen in :func:`choose_sender`: the fast HTTP/1.1 pool of
+  :mod:`kserve_nb.http1`, or this client's httpx client when only httpx can apply what was asked
+  (an injected transport or auth flow, a proxy from the environment).
 
 Headers may carry bearer tokens: they are never logged and never shown in a repr.
 """
@@ -25,7 +26,6 @@ import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -35,7 +35,17 @@ import httpx
 from kserve_nb import __version__
 from kserve_nb.errors import IngressUnreachable, PredictionError, ValidationError
 from kserve_nb.predict import protocol as proto
-from kserve_nb.predict.bulk import REVISION_HEADER, AiohttpSender, Job, LoopThread, Outcome, RawSender, interpret
+from kserve_nb.predict.bulk import (
+    REVISION_HEADER,
+    Http1Sender,
+    HttpxSender,
+    Job,
+    LoopThread,
+    Outcome,
+    Sender,
+    run_jobs,
+    send_one,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,7 +140,7 @@ class PredictionResult:
 
 
 def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
-    """One context for both the httpx and the aiohttp paths, so they trust the same CAs."""
+    """One context for both transports, so they trust the same CAs."""
     if verify is False:
         return False
     if isinstance(verify, ssl.SSLContext):
@@ -193,16 +203,16 @@ class PredictionClient:
         TLS verification for https ingresses: True (default, certifi CAs), a CA bundle path, an
         ``ssl.SSLContext``, or False. Certificates are checked against the ingress host name.
     transport:
-        An ``httpx.BaseTransport`` to use instead of the network (then ``send`` also goes through
-        it, on a thread pool, instead of the fast path).
+        An ``httpx.BaseTransport`` to use instead of the network (then ``send`` goes through it too).
     auth:
-        ``(user, password)`` for HTTP basic auth (sent as a header on every path), or any
-        ``httpx.Auth`` flow (then ``send`` goes through httpx on a thread pool, like ``transport``).
+        ``(user, password)`` for HTTP basic auth (sent as a header by every transport), or any
+        ``httpx.Auth`` flow (then ``send`` goes through httpx, like ``transport``).
 
     Notes
     -----
-    HTTP(S)_PROXY / NO_PROXY from the environment apply to both paths. Cookies are never kept, so
-    a gateway's affinity cookie cannot make a sampled traffic split sticky.
+    HTTP(S)_PROXY / NO_PROXY from the environment apply to every request (``send`` then goes
+    through httpx). Cookies are never kept, so a gateway's affinity cookie cannot make a sampled
+    traffic split sticky.
 
     Examples
     --------
@@ -246,8 +256,6 @@ class PredictionClient:
             self._headers["Authorization"] = _basic_auth(*auth)
             auth = None
         self._ssl = _ssl_context(verify) if parts.scheme == "https" else True
-        # Anything only httpx can apply (a transport, an auth flow) routes send() through httpx too.
-        self._via_httpx = transport is not None or auth is not None
         self._http = httpx.Client(
             base_url=self.ingress,
             headers=self._headers,
@@ -259,10 +267,10 @@ class PredictionClient:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
         self._loop = LoopThread()
-        # The raw sender speaks to the ingress directly; a proxy from the environment (which httpx
-        # honours for predict) needs aiohttp's proxy support.
-        sender = AiohttpSender if _proxied(self.ingress) else RawSender
-        self._sender: AiohttpSender | RawSender = sender(timeout=self.timeout, ssl_context=self._ssl)
+        self._sender = choose_sender(
+            self.ingress, self._http, timeout=self.timeout, ssl_context=self._ssl,
+            httpx_only=transport is not None or auth is not None,
+        )
         # Stop the loop thread even when the user never calls close(); references the parts, not self.
         self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._sender, self._http)
 
@@ -410,11 +418,7 @@ class PredictionClient:
         self._check_open()
         plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
         t0 = time.perf_counter()
-        if self._via_httpx:
-            self._send_threads(plan, plan.warmup, concurrency)
-            outcomes = self._send_threads(plan, plan.jobs, concurrency)
-        else:
-            outcomes = self._loop.run(lambda: self._run_plan(plan, concurrency))
+        outcomes = self._loop.run(lambda: self._run_plan(plan, concurrency))
         log.debug("sent %d requests in %.2f s", len(plan.jobs), time.perf_counter() - t0)
         return plan.frame(outcomes)
 
@@ -431,17 +435,12 @@ class PredictionClient:
         """Awaitable :meth:`send`: the work runs on the client's own loop thread, the caller's loop stays free."""
         self._check_open()
         plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
-        if self._via_httpx:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self._send_threads, plan, plan.warmup, concurrency)
-            outcomes = await loop.run_in_executor(None, self._send_threads, plan, plan.jobs, concurrency)
-        else:
-            fut = self._loop.submit(lambda: self._run_plan(plan, concurrency))
-            try:
-                outcomes = await asyncio.wrap_future(fut)
-            except asyncio.CancelledError:
-                fut.cancel()
-                raise
+        fut = self._loop.submit(lambda: self._run_plan(plan, concurrency))
+        try:
+            outcomes = await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
         return plan.frame(outcomes)
 
     # -- paced streams (the traffic generator) ---------------------------------------------
@@ -460,39 +459,23 @@ class PredictionClient:
         """An async function sending one :class:`~kserve_nb.predict.bulk.Job` to ``targets[job.slot]``.
 
         It must be awaited on this client's loop (from a coroutine given to :meth:`submit`). It goes
-        the same way :meth:`send` does (the raw sender, aiohttp behind a proxy, httpx when a
-        transport or auth flow was injected) and never raises for a failed request: timeouts,
-        refused connections and error answers come back as an :class:`Outcome` with ``error`` set.
+        the same way :meth:`send` does (same transport, same retry) except for the circuit breaker:
+        a paced stream keeps dialling at its own rate, so an ingress that comes back is used again.
+        It never raises for a failed request: timeouts, refused connections and error answers come
+        back as an :class:`Outcome` with ``error`` set.
         """
         self._check_open()
         proto.check_protocol(protocol)
         targets = list(targets)
         for t in targets:
             _check_header("Host", t.host)
-        url = self.url(protocol)
-        headers = [{**self._headers, "Host": t.host} for t in targets]
-        if self._via_httpx:
-            path = proto.model_path(self.model, protocol)
-            hosts = [t.host for t in targets]
-
-            async def via_httpx(job: Job) -> Outcome:
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(None, self._httpx_one, path, hosts[job.slot], job, protocol)
-
-            return via_httpx
         sender = self._sender
-        if isinstance(sender, RawSender):
-            prepared = sender.prepare(url, headers)
+        prepared = sender.prepare(self.url(protocol), [{**self._headers, "Host": t.host} for t in targets])
 
-            async def raw(job: Job) -> Outcome:
-                return await sender.request(prepared, job, protocol=protocol)
+        async def one(job: Job) -> Outcome:
+            return await send_one(sender, prepared, job, protocol=protocol)
 
-            return raw
-
-        async def via_aiohttp(job: Job) -> Outcome:
-            return await sender.request(url, headers, job, protocol=protocol)
-
-        return via_aiohttp
+        return one
 
     # -- internals -------------------------------------------------------------------------
 
@@ -502,9 +485,10 @@ class PredictionClient:
 
     async def _run_plan(self, plan: _Plan, concurrency: int) -> list[Outcome]:
         """Warm-up (outcomes dropped), then the recorded jobs, on the private loop."""
+        prepared = self._sender.prepare(plan.url, plan.headers)
         if plan.warmup:
-            await self._sender.run(plan.url, plan.warmup, plan.headers, protocol=plan.protocol, concurrency=concurrency)
-        return await self._sender.run(plan.url, plan.jobs, plan.headers, protocol=plan.protocol, concurrency=concurrency)
+            await run_jobs(self._sender, prepared, plan.warmup, protocol=plan.protocol, concurrency=concurrency)
+        return await run_jobs(self._sender, prepared, plan.jobs, protocol=plan.protocol, concurrency=concurrency)
 
     def _plan(
         self, targets: Sequence[Target], inputs: Any, *, repeat: int, concurrency: int, protocol: str, warmup: int = 0
@@ -541,41 +525,6 @@ class PredictionClient:
         ]
         headers = [{**self._headers, "Host": t.host} for t in targets]
         return _Plan(targets, instances, jobs, self.url(protocol), headers, protocol, warm)
-
-    def _httpx_one(self, path: str, host: str, job: Job, protocol: str) -> Outcome:
-        """One request over the httpx client (the path for an injected transport or auth flow)."""
-        t0 = time.perf_counter()
-        try:
-            resp = self._http.post(path, content=job.body, headers={"Host": host})
-        except httpx.TimeoutException:
-            return Outcome(None, None, None, _ms(t0), f"timed out after {self.timeout:g} s")
-        except httpx.ConnectError as exc:
-            return Outcome(None, None, None, _ms(t0), f"connection failed: {exc}")
-        except httpx.HTTPError as exc:
-            return Outcome(None, None, None, _ms(t0), f"{type(exc).__name__}: {exc}")
-        return interpret(
-            resp.status_code,
-            resp.content,
-            resp.headers.get(REVISION_HEADER),
-            _ms(t0),
-            protocol=protocol,
-            single=job.single,
-        )
-
-    def _send_threads(self, plan: _Plan, jobs: Sequence[Job], concurrency: int) -> list[Outcome]:
-        """Bulk path over the httpx client (used when the caller injected a transport or auth flow)."""
-        if not jobs:
-            return []
-        path = proto.model_path(self.model, plan.protocol)
-        hosts = [t.host for t in plan.targets]
-
-        def one(job: Job) -> Outcome:
-            return self._httpx_one(path, hosts[job.slot], job, plan.protocol)
-
-        # Threads beyond ~16 only add GIL contention; a custom transport is rarely the fast path anyway.
-        workers = max(1, min(concurrency, 16, len(jobs)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kserve-nb-send") as pool:
-            return list(pool.map(one, jobs))
 
 
 @dataclass
@@ -665,10 +614,22 @@ def _decode(content: bytes) -> Any:
         return content.decode(errors="replace")
 
 
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
+def choose_sender(
+    ingress: str, http: httpx.Client, *, timeout: float, ssl_context: ssl.SSLContext | bool, httpx_only: bool
+) -> Sender:
+    """The one place that decides how :meth:`PredictionClient.send` reaches the ingress.
+
+    httpx (``http``, the client ``predict`` uses) when only httpx can apply what is asked: an
+    injected transport or auth flow (``httpx_only``), or a proxy from the environment that covers
+    ``ingress``. Otherwise the fast HTTP/1.1 transport. Both go through the same engine
+    (:func:`kserve_nb.predict.bulk.send_one`), so retries and the circuit breaker do not depend
+    on the choice.
+    """
+    if httpx_only or _proxied(ingress):
+        return HttpxSender(http, timeout=timeout)
+    return Http1Sender(timeout=timeout, ssl_context=ssl_context)
 
 
-def _shutdown(loop: LoopThread, sender: AiohttpSender | RawSender, client: httpx.Client) -> None:
+def _shutdown(loop: LoopThread, sender: Sender, client: httpx.Client) -> None:
     loop.stop(cleanup=sender.aclose)
     client.close()

@@ -1,0 +1,380 @@
+"""The one HTTP/1.1 client connection of kserve-nb: keep-alive pools of asyncio connections.
+
+Used by every hand-driven HTTP/1.1 exchange in the project: the bulk prediction sender
+(:mod:`kserve_nb.predict.bulk`, client side, in the notebook) and the local cluster's Python
+gateway towards its revisions (:mod:`kserve_nb.local.gateway`). It lives outside both packages so
+that the client never imports the local cluster.
+
+What it does, and only that:
+
+- writes a request head (:func:`request_head`); bodies are sent as given (a length is required:
+  no chunked *requests*);
+- parses answers with ``httptools`` (llhttp, the parser uvicorn uses): status, headers, a body
+  framed by Content-Length, chunked transfer coding, or the end of the connection; interim 1xx
+  answers are skipped; no body after a HEAD request;
+- keeps connections alive between requests, one request at a time per connection (no pipelining),
+  most recently used first, closing those idle for longer than ``idle_seconds``;
+- bounds each request by ``timeout`` seconds (connecting included), with one sweep timer per pool
+  rather than a timer per request (two timer handles per request were a measurable share of the
+  gateway's CPU).
+
+Why not httpx or h11: both are far slower per request than a pre-encoded head on an asyncio
+transport with llhttp's parser, and the callers of this module exist because their per-request CPU
+matters (a shared 2-core machine runs the notebook, the gateway and the model servers); httpx
+remains the client for everything else (single predictions, proxies, injected transports).
+
+Failures raise :class:`WireError`; ``retryable`` is set only when the request certainly reached no
+one who could act on it: the connection was refused, or a reused keep-alive connection was found
+closed before any byte of an answer arrived (the server closed it while it sat idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import httptools
+
+#: ``(host, port)`` of a server.
+Endpoint = tuple[str, int]
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and the framing this module owns: never handed to callers.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+
+#: Bodies at least this large are written after their head rather than copied into one buffer.
+COPY_LIMIT = 65536
+
+
+class Response(NamedTuple):
+    """One answer: the status, its end-to-end headers and the whole body.
+
+    ``headers`` holds each header as four pieces (``name, b": ", value, b"\\r\\n"``) so that a proxy
+    forwards them with one ``b"".join``; :func:`header` looks one up.
+    """
+
+    status: int
+    headers: list[bytes]
+    body: bytes
+
+
+def header(headers: list[bytes], name: bytes) -> bytes | None:
+    """The value of the first header ``name`` (lower case) in a :class:`Response`'s ``headers``."""
+    for i in range(0, len(headers), 4):
+        if headers[i].lower() == name:
+            return headers[i + 2]
+    return None
+
+
+def request_head(method: bytes, target: bytes, headers: Iterable[bytes], length: int | None) -> bytes:
+    """Request line and header block, ending with the empty line.
+
+    ``headers`` are header lines, or pieces of them, each ending in CRLF once joined; ``length``
+    adds a Content-Length (None: no body and no length, as for a GET).
+    """
+    parts = [method, b" ", target, b" HTTP/1.1\r\n", *headers]
+    if length is not None:
+        parts.append(b"content-length: %d\r\n" % length)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def header_lines(headers: Mapping[str, str]) -> bytes:
+    """``Name: value`` lines of ``headers`` (framing headers left out: this module sets them).
+
+    The caller checks names and values (no CR/LF): they go on the wire as given.
+    """
+    skip = ("content-length", "transfer-encoding", "connection")
+    return "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in skip).encode("latin-1")
+
+
+class WireError(Exception):
+    """One exchange failed. ``reason`` reads after the server's name ("refused the connection").
+
+    ``retryable``: the request certainly reached no one who could have acted on it.
+    """
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class ConnectFailed(WireError):
+    """No connection could be made (``cause`` is the ``OSError``); retryable when refused."""
+
+    def __init__(self, reason: str, cause: OSError) -> None:
+        super().__init__(reason, retryable=isinstance(cause, ConnectionRefusedError))
+        self.cause = cause
+
+
+class TimedOut(WireError):
+    """No complete answer within the pool's timeout."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self, pool: Pool, endpoint: Endpoint) -> None:
+        self._pool = pool
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.deadline = 0.0  # loop time by which the current answer must be complete
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[Response] | None = None
+        # One parser per connection: llhttp parses consecutive keep-alive answers.
+        self._parser = httptools.HttpResponseParser(self)
+        self._reset(head=False)
+
+    def _reset(self, head: bool) -> None:
+        self._head = head
+        self._status = 0
+        self._headers: list[bytes] = []
+        self._body: list[bytes] = []
+        self._received = False
+        self._framed = False  # content-length or chunked: the end is known without EOF
+        self._keep_alive = True
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: the connection is out of step
+            self.close()
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._fail(WireError(f"sent an invalid HTTP response ({e})"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool._forget(self)
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._status and not self._framed:
+            self._finish()  # HTTP/1.0-style body delimited by the end of the connection
+            return
+        if self._received:
+            self._fail(WireError("closed the connection mid-answer"))
+        else:
+            self._fail(WireError("closed the connection before answering", retryable=self.reused))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second answer to one request: never pipelined, so corrupt
+            self._keep_alive = False
+            raise WireError("sent more than one answer")
+        self._headers = []
+        self._framed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                self._framed = True
+        else:
+            self._headers += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return  # interim answer (100 Continue): the real one follows
+        self._status = status
+        self._keep_alive = self._parser.should_keep_alive()
+        if self._head:  # no body follows a HEAD answer, whatever content-length says
+            self._keep_alive = False
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._status:  # else the end of an interim answer
+            self._finish()
+
+    # request/response
+    def request(self, head: bytes, body: bytes, is_head: bool, deadline: float) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self._reset(is_head)
+        self._waiter = self._pool._loop.create_future()
+        self.deadline = deadline
+        if len(body) < COPY_LIMIT:
+            self.transport.write(head + body)
+        else:
+            self.transport.write(head)
+            self.transport.write(body)
+        return self._waiter
+
+    def _finish(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Response(self._status, self._headers, b"".join(self._body)))
+        if not self._keep_alive:
+            self.close()
+
+    def _fail(self, error: WireError) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self._keep_alive and self._waiter is None
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+
+
+class Pool:
+    """Keep-alive HTTP/1.1 connections per endpoint, on the running event loop.
+
+    Parameters
+    ----------
+    timeout:
+        Seconds a request may take, connecting included (checked by a sweep every
+        ``min(1, timeout / 4)`` seconds, so it fires within a quarter of the timeout after it).
+    idle_seconds:
+        Idle connections older than this are closed: keep it below the servers' own keep-alive
+        timeout (uvicorn's is 65 s), so a server never closes one this pool is about to reuse.
+    max_idle:
+        Idle connections kept per endpoint.
+    ssl_context:
+        TLS for every connection of this pool (certificates checked against the endpoint's host
+        name unless the context says otherwise); None for plain TCP.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        idle_seconds: float = 30.0,
+        max_idle: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.idle_seconds = idle_seconds
+        self.max_idle = max_idle
+        self._ssl = ssl_context
+        self._tick = min(1.0, timeout / 4)
+        self._idle: dict[Endpoint, list[_Connection]] = {}
+        self._busy: set[_Connection] = set()
+        self._wanted: frozenset[Endpoint] | None = None  # None: keep connections to any endpoint
+        self._closed = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound on first use
+
+    async def request(self, endpoint: Endpoint, head: bytes, body: bytes = b"", *, is_head: bool = False) -> Response:
+        """Send one request to ``endpoint`` and return the answer; raises :class:`WireError`.
+
+        A cancelled request closes its connection: its answer would arrive out of step.
+        """
+        loop = self._loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        conn = await self._acquire(endpoint, loop)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._tick, self._sweep)
+        waiter = conn.request(head, body, is_head, deadline)
+        self._busy.add(conn)
+        try:
+            response = await waiter
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        finally:
+            self._busy.discard(conn)
+        self._release(conn, loop)
+        return response
+
+    async def _acquire(self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop) -> _Connection:
+        idle = self._idle.get(endpoint)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        tls = self._ssl
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(self, endpoint), endpoint[0], endpoint[1],
+                    ssl=tls, server_hostname=endpoint[0] if tls is not None else None,
+                ),
+                self.timeout,
+            )
+        except ConnectionRefusedError as e:
+            raise ConnectFailed("refused the connection", e) from e
+        except TimeoutError as e:
+            raise ConnectFailed(f"did not accept a connection within {self.timeout:g} s", TimeoutError()) from e
+        except ssl.SSLError as e:
+            raise ConnectFailed(f"failed the TLS handshake: {e.reason or e}", e) from e
+        except OSError as e:
+            raise ConnectFailed(f"could not be reached: {e.strerror or e}", e) from e
+        return conn
+
+    def _release(self, conn: _Connection, loop: asyncio.AbstractEventLoop) -> None:
+        idle = self._idle.setdefault(conn.endpoint, [])
+        wanted = self._wanted is None or conn.endpoint in self._wanted
+        if not conn.reusable or self._closed or not wanted or len(idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.reused = True
+        conn.idle_since = loop.time()
+        idle.append(conn)
+
+    def _sweep(self) -> None:
+        """Fail the requests past their deadline, close connections idle for too long."""
+        now = self._loop.time()
+        for conn in [c for c in self._busy if c.deadline <= now]:
+            conn._fail(TimedOut(f"did not answer within {self.timeout:g} s"))
+            conn.close()
+        for idle in self._idle.values():
+            for conn in [c for c in idle if now - c.idle_since >= self.idle_seconds]:
+                conn.close()  # connection_lost → _forget() drops it from the list
+        # Sleep while there is nothing to watch (a client's pool between runs).
+        watching = self._busy or any(self._idle.values())
+        self._sweeper = self._loop.call_later(self._tick, self._sweep) if watching and not self._closed else None
+
+    def _forget(self, conn: _Connection) -> None:
+        """A connection closed: drop it from the idle list at once (not at its next use)."""
+        idle = self._idle.get(conn.endpoint)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def retain_only(self, endpoints: frozenset[Endpoint]) -> None:
+        """Keep connections only to ``endpoints`` from now on; close idle ones to the others."""
+        self._wanted = endpoints
+        for endpoint in [e for e in self._idle if e not in endpoints]:
+            for conn in self._idle.pop(endpoint):
+                conn.close()
+
+    def close(self, *, abort_busy: bool = False) -> None:
+        """Close the idle connections (and, with ``abort_busy``, those in use); keep none after."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.retain_only(frozenset())
+        if abort_busy:
+            for conn in list(self._busy):
+                conn._fail(WireError("the client was closed"))
+                if conn.transport is not None:
+                    conn.transport.abort()
+                conn.closed = True
