@@ -648,11 +648,19 @@ def _stopped(status: dict[str, Any], ks: KsvcState, now: str) -> ReconcileResult
 
 
 def _unsupported_mode(status: dict[str, Any], mode: str, now: str) -> ReconcileResult:
-    # The local cluster emulates Knative mode only; say so in status rather than pretend.
-    message = (
-        f"deployment mode {mode!r} is not emulated by the kserve-nb local cluster; "
-        "it emulates KServe's Knative (Serverless) mode, where canaryTrafficPercent applies"
-    )
+    # These are the Knative-mode rules; say so in status rather than pretend. The local controller
+    # hands Standard isvcs to kserve_nb.semantics_standard, so only other modes (ModelMesh) get here.
+    if mode == "Standard":
+        message = (
+            "deployment mode 'Standard' is reconciled by the Standard-mode rules "
+            "(kserve_nb.semantics_standard, spec.canary[]), not by the Knative rules"
+        )
+    else:
+        message = (
+            f"deployment mode {mode!r} is not emulated by the kserve-nb local cluster; it emulates "
+            "KServe's Knative (Serverless) mode, where canaryTrafficPercent applies, and its Standard "
+            "(RawDeployment) mode, where spec.canary[] applies"
+        )
     conditions = [
         _cond("PredictorReady", "False", "UnsupportedDeploymentMode", message),
         _cond("Ready", "False", "UnsupportedDeploymentMode", message),

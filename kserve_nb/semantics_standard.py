@@ -186,12 +186,25 @@ def validate(isvc: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> s
     mutating webhook has already rewritten a legacy ``RawDeployment`` (see :func:`default_mode_annotation`).
     """
     if old is not None:
-        old_name = stable_predictor(old).get("name") or ""
-        new_name = stable_predictor(isvc).get("name") or ""
-        if old_name != new_name and (storage_uri_of(stable_predictor(old)) or "") == (
-            storage_uri_of(stable_predictor(isvc)) or ""
-        ):
-            return "predictor.name change requires a model change (e.g. storageUri)"
+        error = validate_name_change(isvc, old)
+        if error is not None:
+            return error
+    return validate_canaries(isvc)
+
+
+def validate_name_change(isvc: Mapping[str, Any], old: Mapping[str, Any]) -> str | None:
+    """``validatePredictorNameChange`` (updates only): a new ``predictor.name`` needs a new model."""
+    old_name = stable_predictor(old).get("name") or ""
+    new_name = stable_predictor(isvc).get("name") or ""
+    if old_name != new_name and (storage_uri_of(stable_predictor(old)) or "") == (
+        storage_uri_of(stable_predictor(isvc)) or ""
+    ):
+        return "predictor.name change requires a model change (e.g. storageUri)"
+    return None
+
+
+def validate_canaries(isvc: Mapping[str, Any]) -> str | None:
+    """``validateCanarySpecs`` (creates and updates): KServe's message for the first broken rule, or None."""
     entries = list(_spec(isvc).get("canary") or [])
     if not entries:
         return None
@@ -344,6 +357,22 @@ def template_hash(template: Mapping[str, Any]) -> str:
     """Stable hash of a pod template (stands in for the ``pod-template-hash`` label)."""
     blob = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+# The alphabet Kubernetes' rand.SafeEncodeString uses for pod-template-hash labels and generated
+# name suffixes (no vowels, no look-alike digits), so emulated names look like a cluster's.
+K8S_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def pod_template_hash(template: str) -> str:
+    """A 10-character, Kubernetes-looking ``pod-template-hash`` label for a :func:`template_hash`."""
+    digest = hashlib.sha256(template.encode()).digest()
+    return "".join(K8S_NAME_ALPHABET[b % len(K8S_NAME_ALPHABET)] for b in digest[:10])
+
+
+def replica_set_name(deployment: str, template: str) -> str:
+    """``{deployment}-{pod-template-hash}``: the ReplicaSet of ``deployment`` running ``template``."""
+    return f"{deployment}-{pod_template_hash(template)}"
 
 
 @dataclass(frozen=True)
@@ -561,7 +590,7 @@ class DeploymentRecord:
     @property
     def replica_set(self) -> str:
         """The name of the current ReplicaSet, ``{deployment}-{pod-template-hash}``."""
-        return f"{self.name}-{self.template_hash[:10]}"
+        return replica_set_name(self.name, self.template_hash)
 
 
 @dataclass

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kserve_nb.local.patching import clone
+from kserve_nb import semantics_standard as ss
+from kserve_nb.patches import clone
 from kserve_nb.resources import DEPLOYMENT_MODE_ANNOTATION
 
 VALIDATOR_WEBHOOK = "inferenceservice.kserve-webhook-server.validator"
@@ -229,10 +230,18 @@ def default_inferenceservice(isvc: Mapping[str, Any]) -> dict[str, Any]:
     The first legacy framework key found under ``spec.predictor`` becomes
     ``model: {modelFormat: {name: <framework>}, …}`` and is removed; triton/onnx/huggingface get
     ``protocolVersion: v2`` when none is given, and so does a ``model`` whose format is triton.
+    The legacy mode annotations are rewritten to their current names (``RawDeployment`` →
+    ``Standard``, ``Serverless`` → ``Knative``), as ``DefaultInferenceService`` does, so that
+    ``validateCanarySpecs`` — which reads the annotation literally — sees ``Standard``.
+    ``spec.canary`` entries are not defaulted (KServe defaults only the components).
     ModelMesh predictors are left alone, as in KServe. Returns a new object.
     """
     out = clone(isvc)
     annotations = (out.get("metadata") or {}).get("annotations") or {}
+    if ss.default_mode_annotation(out) is not None:
+        annotations[DEPLOYMENT_MODE_ANNOTATION] = ss.STANDARD
+    elif annotations.get(DEPLOYMENT_MODE_ANNOTATION) == "Serverless":
+        annotations[DEPLOYMENT_MODE_ANNOTATION] = "Knative"
     if annotations.get(DEPLOYMENT_MODE_ANNOTATION) == "ModelMesh":
         return out
     predictor = (out.get("spec") or {}).get("predictor")
@@ -241,17 +250,20 @@ def default_inferenceservice(isvc: Mapping[str, Any]) -> dict[str, Any]:
     for framework in LEGACY_FRAMEWORKS:
         legacy = predictor.get(framework)
         if isinstance(legacy, dict):
-            model = clone(legacy)
-            if framework in _V2_BY_DEFAULT and "protocolVersion" not in model:
-                model["protocolVersion"] = "v2"
-            model["modelFormat"] = {"name": framework}
-            predictor["model"] = model
+            converted = clone(legacy)
+            if framework in _V2_BY_DEFAULT and "protocolVersion" not in converted:
+                converted["protocolVersion"] = "v2"
+            converted["modelFormat"] = {"name": framework}
+            predictor["model"] = converted
             del predictor[framework]
             break
-    model = predictor.get("model")
-    if isinstance(model, dict) and "protocolVersion" not in model:
-        if (model.get("modelFormat") or {}).get("name") == "triton":
-            model["protocolVersion"] = "v2"
+    defaulted = predictor.get("model")
+    if (
+        isinstance(defaulted, dict)
+        and "protocolVersion" not in defaulted
+        and (defaulted.get("modelFormat") or {}).get("name") == "triton"
+    ):
+        defaulted["protocolVersion"] = "v2"
     return out
 
 
@@ -319,10 +331,12 @@ def validate_inferenceservice(
 ) -> None:
     """KServe's validating webhook (create when ``old`` is None, else update).
 
-    Raises :class:`AdmissionDenied` with KServe's message. Checks: the name is a DNS-1035 label;
-    the deploymentMode annotation matches ``status.deploymentMode`` of the stored object (update);
+    Raises :class:`AdmissionDenied` with KServe's message. Checks, in KServe's order: the
+    deploymentMode annotation matches ``status.deploymentMode`` of the stored object (update); a
+    changed ``predictor.name`` comes with a model change (update); the name is a DNS-1035 label;
     the predictor names no container ``name`` inside a model; exactly one predictor
-    implementation; replica and concurrency bounds for each component.
+    implementation; replica and concurrency bounds for each component; then the Standard-mode
+    ``spec.canary`` rules (:func:`kserve_nb.semantics_standard.validate_canaries`).
     """
     meta = isvc.get("metadata") or {}
     name = str(meta.get("name") or "")
@@ -333,6 +347,10 @@ def validate_inferenceservice(
             raise AdmissionDenied(
                 f"update rejected: deploymentMode cannot be changed from '{status_mode}' to '{annotation_mode}'"
             )
+    if old is not None:
+        renamed = ss.validate_name_change(isvc, old)
+        if renamed is not None:
+            raise AdmissionDenied(renamed)
     _validate_name(name)
     spec = isvc.get("spec") or {}
     predictor = spec.get("predictor") or {}
@@ -346,3 +364,6 @@ def validate_inferenceservice(
     for component in ("transformer", "explainer"):
         if isinstance(spec.get(component), dict):
             _validate_extension(spec[component])
+    canary_error = ss.validate_canaries(isvc)
+    if canary_error is not None:
+        raise AdmissionDenied(canary_error)

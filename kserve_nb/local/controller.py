@@ -11,6 +11,11 @@ It plays three cluster roles at once, all driven by the pure :func:`reconcile.re
 It shows the Knative Service and Revisions (read-only), and records the events KServe's controller
 records (reconcile errors, Ready transitions) as core/v1 Events.
 
+Standard-mode (RawDeployment) InferenceServices go to :class:`~kserve_nb.local.standard.StandardDriver`
+(KServe's ``spec.canary[]`` rules of :mod:`kserve_nb.semantics_standard`: Deployments, Services,
+HTTPRoutes, one process per pod template); this module dispatches on the mode and shares the
+ingress bookkeeping (status held until the ingress serves the routes it announces) with it.
+
 Everything runs on the daemon's event loop thread; work is coalesced per InferenceService.
 """
 
@@ -19,14 +24,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kserve_nb import resources as r
+from kserve_nb import semantics_standard as ss
 from kserve_nb.local import store as st
 from kserve_nb.local.events import EventRecorder
 from kserve_nb.local.runtime import RevisionSpec
+from kserve_nb.local.standard import PRIVATE_PREFIX as STANDARD_PREFIX
+from kserve_nb.local.standard import StandardDriver
 from kserve_nb.semantics import (
     KsvcState,
     Revision,
@@ -73,9 +82,17 @@ class GatewayLike(Protocol):
 RouteTable = dict[str, list[tuple[str, str, int]]]
 
 
+_KNATIVE_REVISION = re.compile(r"-predictor-\d{5,}$")
+
+
 def isvc_of_revision(revision: str) -> str:
     """``sklearn-iris-predictor-00002`` → ``sklearn-iris``."""
     return revision.rsplit("-predictor-", 1)[0]
+
+
+def is_knative_revision(revision: str) -> bool:
+    """Whether a runtime key names a Knative revision (``{isvc}-predictor-{00001}``), not a raw pod template."""
+    return bool(_KNATIVE_REVISION.search(revision))
 
 
 def new_pod(rev: Revision) -> dict[str, str]:
@@ -108,6 +125,9 @@ class Controller:
         self.gateway = gateway
         self.settings = settings or Settings()
         self.events = EventRecorder(store)
+        self.standard = StandardDriver(
+            store, runtime, ss.StandardSettings(ingress_domain=self.settings.domain), self._record
+        )
         self._states: dict[tuple[str, str], KsvcState] = {}
         self._routes: dict[tuple[str, str], RouteTable] = {}
         # An ingress that is programmed asynchronously (nginx) reports the table it serves; status
@@ -134,6 +154,7 @@ class Controller:
         for key in self.store.private_keys("ksvc/"):
             _, ns, name = key.split("/", 2)
             self._dirty.add((ns, name))
+        self._dirty.update(self.standard.load())
         self._drain()
         self._task = asyncio.create_task(self._follow(), name="kserve-nb-controller")
 
@@ -193,7 +214,16 @@ class Controller:
         isvc = self.store.get(st.INFERENCESERVICES, ns, name)
         if isvc is None:
             self._teardown(ns, name)
+            self.standard.teardown(ns, name)
             return
+        if r.deployment_mode(isvc) == ss.STANDARD:
+            if self.store.get_private(f"ksvc/{ns}/{name}") is not None:
+                self._teardown(ns, name)  # a Knative-mode isvc of this name was deleted and created again
+            self._reconcile_standard(ns, name, isvc)
+            return
+        if self.standard.has(ns, name):
+            self.standard.teardown(ns, name)
+            self._forget_routes(ns, name)
         uid = isvc["metadata"]["uid"]
         stored_status = isvc.get("status")
         pending = self._pending.get((ns, name))
@@ -235,11 +265,49 @@ class Controller:
         self._sync_revision_objects(ns, name, ks, result.status)
         self._sync_processes(ns, name, ks, result.status, stale)
 
+    def _reconcile_standard(self, ns: str, name: str, isvc: dict[str, Any]) -> None:
+        """One Standard-mode pass: KServe's rules, then the status once the ingress serves its routes."""
+        key = (ns, name)
+        uid = isvc["metadata"]["uid"]
+        stored_status = isvc.get("status")
+        pending = self._pending.get(key)
+        if pending is not None and pending[0] == uid:
+            isvc = {**isvc, "status": pending[1]}
+        status, table = self.standard.reconcile(isvc)
+        published = self._published.get(key, {})
+        held = self._ingress_lags(published, table)
+        # The Gateway accepts routes the ingress serves, one pass after a status announced them
+        # unaccepted (IngressReady False ParentStatusNotAvailable), as on a cluster.
+        if not held and published == table and self.standard.accept_routes(ns, name):
+            status, table = self.standard.reconcile({**isvc, "status": status})
+            held = self._ingress_lags(published, table)
+        self._routes[key] = table
+        if held:
+            self._pending[key] = (uid, status)
+        else:
+            self._published[key] = table
+            self._pending.pop(key, None)
+            if status != stored_status:
+                self.store.update(st.INFERENCESERVICES, {**isvc, "status": status}, subresource="status", check_rv=False)
+                for event in readiness_events(stored_status, status, name):
+                    self._record(isvc, event)
+            self.standard.write_routes(isvc)
+            if self.standard.awaits_acceptance(ns, name):
+                self._mark_dirty(key)  # accepted on the next pass
+        self.standard.sync(isvc, self._programmed if self._asynchronous_ingress else None)
+
+    def _forget_routes(self, ns: str, name: str) -> None:
+        self._routes.pop((ns, name), None)
+        self._published.pop((ns, name), None)
+        self._pending.pop((ns, name), None)
+
     def _stale_revisions(self, ns: str, name: str, ks: KsvcState) -> list[str]:
         # Revisions of an earlier incarnation (deleted and recreated isvc) still running.
         known = {rev.name for rev in ks.revisions}
         return [
-            rev for (rns, rev) in self.runtime.states() if rns == ns and isvc_of_revision(rev) == name and rev not in known
+            rev
+            for (rns, rev) in self.runtime.states()
+            if rns == ns and is_knative_revision(rev) and isvc_of_revision(rev) == name and rev not in known
         ]
 
     @staticmethod
@@ -262,7 +330,7 @@ class Controller:
         for rev in ks.revisions if ks else []:
             self.runtime.stop(ns, rev.name)
         for rns, revision in list(self.runtime.states()):
-            if rns == ns and isvc_of_revision(revision) == name:
+            if rns == ns and is_knative_revision(revision) and isvc_of_revision(revision) == name:
                 self.runtime.stop(ns, revision)
         for rt in (st.PODS, st.REVISIONS, st.KSERVICES):
             items, _ = self.store.list(rt, ns, {r.ISVC_LABEL: name})
@@ -280,6 +348,11 @@ class Controller:
 
     def on_runtime_change(self, state: RevisionStateLike) -> None:
         """Runtime callback: a model-server process changed phase."""
+        standard = self.standard.on_runtime_change(state)
+        if standard is not None:
+            self._sync_gateway()
+            self._mark_dirty(standard)
+            return
         ns, revision = state.namespace, state.revision
         name = isvc_of_revision(revision)
         ks = self._states.get((ns, name))
@@ -399,6 +472,8 @@ class Controller:
         """Ingress callback: it now serves ``table``; write the status held back for it."""
         self._programmed = table
         for key in list(self._pending):
+            self._mark_dirty(key)
+        for key in self.standard.draining():
             self._mark_dirty(key)
 
     def _ingress_lags(self, old: RouteTable, new: RouteTable) -> bool:

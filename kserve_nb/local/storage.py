@@ -44,11 +44,14 @@ FAULT_MODELS: dict[str, dict[str, float]] = {
 SEED_MODELS = {
     "gs/kfserving-examples/models/sklearn/1.0/model/model.joblib": "svc",
     "gs/kfserving-examples/models/sklearn/1.0/model-2/model.joblib": "tree",
+    # KServe's e2e "mixed type" model (house prices from string and number columns): it answers
+    # iris rows with HTTP 500, which is how KServe's Standard-mode canary test tells the sides apart.
+    "gs/kfserving-examples/models/sklearn/1.3/mixedtype/model.joblib": "mixedtype",
     **{uri.replace("://", "/", 1) + "/model.joblib": uri for uri in FAULT_MODELS},
 }
 
 # Bump when the seeded models change, so an old mirror is re-seeded.
-_SEED_FORMAT = 2
+_SEED_FORMAT = 3
 
 _README = """\
 This directory is a local mirror of remote model storage, kept by the kserve-nb local cluster.
@@ -72,6 +75,11 @@ first model wrapped in kserve_nb.local.faults.FaultyModel; serving them needs ks
     gs://kserve-nb-faults/sklearn/iris-slow         +50 ms per request
     gs://kserve-nb-faults/sklearn/iris-flip         30% of predictions changed to another class
     gs://kserve-nb-faults/sklearn/iris-control      no fault (the first model again, for A/A)
+
+And KServe's e2e model gs://kfserving-examples/models/sklearn/1.3/mixedtype: a pipeline
+over ten named house-sale columns (strings and numbers) predicting the log sale price,
+trained here on deterministic synthetic rows with the columns of KServe's model (its
+predictions differ from KServe's). Iris rows make it answer HTTP 500, as KServe's does.
 """
 
 
@@ -265,6 +273,7 @@ def _train_seed_models() -> dict[str, object]:
         "svc": svc,
         "tree": DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, y),
     }
+    models["mixedtype"] = _train_mixedtype_model()
     for i, (uri, params) in enumerate(FAULT_MODELS.items()):
         models[uri] = FaultyModel(
             svc,
@@ -274,6 +283,57 @@ def _train_seed_models() -> dict[str, object]:
             seed=1000 + i,
         )
     return models
+
+
+#: The columns of KServe's ``sklearn/1.3/mixedtype`` model (``sklearnserver/test_model.py``).
+MIXEDTYPE_CATEGORIES = {
+    "MSZoning": ["RL", "RM", "FV", "RH", "C (all)"],
+    "LotShape": ["Reg", "IR1", "IR2", "IR3"],
+    "Utilities": ["AllPub", "NoSeWa"],
+    "Neighborhood": ["CollgCr", "Veenker", "Crawfor", "NoRidge", "Mitchel", "Somerst", "OldTown"],
+    "SaleType": ["WD", "New", "COD", "ConLD"],
+}
+MIXEDTYPE_NUMBERS = ("LotArea", "YrSold", "OverallQual", "YearBuilt", "GarageArea")
+
+
+def _train_mixedtype_model() -> object:
+    """A column-transformer pipeline over named string and number columns, like KServe's mixedtype.
+
+    Fitted on 400 deterministic synthetic sales whose log price grows with quality, area and age;
+    it needs a table with those column names (the sklearn server builds one from ``instances`` given
+    as objects), so a plain row of numbers fails to predict — an HTTP 500 from the model server.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.RandomState(13)
+    n = 400
+    frame = pd.DataFrame({name: rng.choice(values, n) for name, values in MIXEDTYPE_CATEGORIES.items()})
+    frame["LotArea"] = rng.randint(1300, 21000, n)
+    frame["YrSold"] = rng.randint(2006, 2011, n)
+    frame["OverallQual"] = rng.randint(1, 11, n)
+    frame["YearBuilt"] = rng.randint(1900, 2010, n)
+    frame["GarageArea"] = rng.randint(0, 1000, n)
+    log_price = (
+        11.0
+        + 0.1 * frame["OverallQual"]
+        + 0.00002 * frame["LotArea"]
+        + 0.004 * (frame["YearBuilt"] - 1900)
+        + 0.0003 * frame["GarageArea"]
+        + rng.normal(0, 0.05, n)
+    )
+    pipeline = Pipeline([
+        ("columns", ColumnTransformer([
+            ("categories", OneHotEncoder(handle_unknown="ignore"), list(MIXEDTYPE_CATEGORIES)),
+            ("numbers", StandardScaler(), list(MIXEDTYPE_NUMBERS)),
+        ])),
+        ("regressor", Ridge(alpha=1.0)),
+    ])
+    return pipeline.fit(frame, log_price)
 
 
 def _atomic_dump(obj: object, dest: Path) -> None:
