@@ -166,7 +166,9 @@ def sequential(method: str, gate: str, c: Arm, b: Arm) -> np.ndarray:
     if gate == "errors":
         return rate_gate_decisions(c.errors, c.requests, b.errors, b.requests, "<=", 1.0, 0.0 if zero else 0.01, ALPHA)
     if gate == "accuracy":
-        return rate_gate_decisions(c.correct, c.labelled, b.correct, b.labelled, ">=", 1.0, 0.0 if zero else -0.02, ALPHA)
+        return rate_gate_decisions(
+            c.correct, c.labelled, b.correct, b.labelled, ">=", 1.0, 0.0 if zero else -0.02, ALPHA
+        )
     return quantile_gate_decisions(c.cumulative, b.cumulative, EDGES, 0.95, "<=", 1.0 if zero else 1.2, 0.0, ALPHA)
 
 
@@ -298,7 +300,9 @@ def main() -> int:
             cells.append(f"{cell:>26}")
         print(f"{label:<38}" + "".join(cells))
 
-    print("\nA/A: healthy candidate confirmed (the gate passes) within 15 min; canary requests before it (median / p90)")
+    print(
+        "\nA/A: healthy candidate confirmed (the gate passes) within 15 min; canary requests before it (median / p90)"
+    )
     head = f"{'method':<38}" + "".join(f"{g:>26}" for g in GATES)
     print(head)
     print("-" * len(head))

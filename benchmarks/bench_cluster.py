@@ -95,7 +95,9 @@ def main() -> None:
                 body = {"metadata": {"labels": {"step": str(i)}},
                         "spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": uri}}}}
                 s = time.perf_counter()
-                api.patch(f"{BASE}/bench", json=body, headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
+                api.patch(
+                    f"{BASE}/bench", json=body, headers={"Content-Type": "application/merge-patch+json"}
+                ).raise_for_status()
                 want = f"bench-predictor-{number:05d}"
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
@@ -139,7 +141,9 @@ def main() -> None:
     print("local cluster")
     print(f"  cold start (local up → API and ingress answer)   {cold * 1000:8.0f} ms")
     print(f"  API GET isvc        p50 {pct(gets, .5):6.2f} ms   p99 {pct(gets, .99):6.2f} ms   (n={len(gets)})")
-    print(f"  API PATCH isvc      p50 {pct(patches, .5):6.2f} ms   p99 {pct(patches, .99):6.2f} ms   (n={len(patches)})")
+    print(
+        f"  API PATCH isvc      p50 {pct(patches, 0.5):6.2f} ms   p99 {pct(patches, 0.99):6.2f} ms   (n={len(patches)})"
+    )
     print(f"  apply → canary serving on latest-  median {statistics.median(serving):6.0f} ms   "
           f"max {max(serving):6.0f} ms   (n={len(serving)})")
     print(f"  Service.canary() → first answer on latest-  median {statistics.median(facade):6.0f} ms   "

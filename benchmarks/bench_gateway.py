@@ -220,7 +220,10 @@ async def main(
     print(f"\nadded p50 at concurrency 1, paired request by request ({pair_rounds} rounds, medians; target <= 0.3 ms)")
     for label, numbers in added.items():
         if label != "direct":
-            print(f"  {label:<15} {numbers['added_ms']:+.3f} ms   (p50 {numbers['p50_ms']:.3f} ms, direct {added['direct']['p50_ms']:.3f} ms)")
+            print(
+                f"  {label:<15} {numbers['added_ms']:+.3f} ms   "
+                f"(p50 {numbers['p50_ms']:.3f} ms, direct {added['direct']['p50_ms']:.3f} ms)"
+            )
 
 
 def median_pair(pairs: list[tuple[Run, Run]]) -> tuple[Run, Run]:
@@ -250,7 +253,8 @@ def print_comparison(paired: list[tuple[int, list[tuple[Run, Run]], list[tuple[R
         p50_diff = statistics.median(n.p50_ms - b.p50_ms for (_, n), (_, b) in zip(now, base))
         print(
             f"{c:>4} | {cpu_now:>9.0f}us {cpu_base:>6.0f}us {100 * (cpu_now / cpu_base - 1):>+6.0f}% | "
-            f"{statistics.median(v.p50_ms for _, v in now):>6.3f}ms {statistics.median(v.p50_ms for _, v in base):>6.3f}ms "
+            f"{statistics.median(v.p50_ms for _, v in now):>6.3f}ms "
+            f"{statistics.median(v.p50_ms for _, v in base):>6.3f}ms "
             f"{p50_diff:>+6.3f}ms | {statistics.median(v.rps for _, v in now):>9.0f} "
             f"{statistics.median(v.rps for _, v in base):>8.0f}"
         )

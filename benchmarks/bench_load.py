@@ -77,7 +77,9 @@ def main() -> int:
                 failed = int(df["error"].notna().sum())
 
                 c0 = cpu()
-                sent = svc.send(x, to="default", repeat=max(1, run.sent // len(x)), concurrency=args.concurrency, warmup=0)
+                sent = svc.send(
+                    x, to="default", repeat=max(1, run.sent // len(x)), concurrency=args.concurrency, warmup=0
+                )
                 send_cpu = (cpu() - c0) / max(1, len(sent))
 
                 q = statistics.quantiles(gaps, n=100)

@@ -51,7 +51,8 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Host"] = "{HOST}"
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d\\n", summary.requests, summary.duration,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status))
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+      + summary.errors.status))
 end
 """
 
@@ -60,7 +61,8 @@ end
 LUA_LOOP = """
     location = /bench-observe {
       content_by_lua_block {
-        local series = 'namespace_name="kserve-test",configuration_name="sklearn-iris-predictor",service_name="sklearn-iris-predictor",revision_name="sklearn-iris-predictor-00001"'
+        local series = 'namespace_name="kserve-test",configuration_name="sklearn-iris-predictor",'
+          .. 'service_name="sklearn-iris-predictor",revision_name="sklearn-iris-predictor-00001"'
         local n = 100000
         ngx.status = 200
         ngx.ctx.target = { "sklearn-iris-predictor-00001", 1, 100, series }
@@ -217,7 +219,9 @@ def main() -> int:
                 wait_port(listen)
                 wait_port(control)
                 table = f"{HOST} {REVISION} {up_port} 100 kserve-test\n"
-                r = httpx.post(f"http://127.0.0.1:{control}/routes", content=table, headers={"X-Kserve-Nb-Token": TOKEN})
+                r = httpx.post(
+                    f"http://127.0.0.1:{control}/routes", content=table, headers={"X-Kserve-Nb-Token": TOKEN}
+                )
                 r.raise_for_status()
                 # warm up: keep-alive pools, the Lua table parse
                 wrk(listen, 2, 1, script, nginx)
@@ -241,11 +245,19 @@ def main() -> int:
                       f"{cpu_w:>14.1f}us {cpu_wo:>6.1f}us {added:>+6.1f}us | {errors}")
             # The counted requests are visible, exactly once each.
             _, _, control = planes["with metrics"]
-            text = httpx.get(f"http://127.0.0.1:{control}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
-            counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("revision_app_request_count{"))
+            text = httpx.get(
+                f"http://127.0.0.1:{control}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+            ).text
+            counted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("revision_app_request_count{")
+            )
             print(f"requests counted by the metrics ingress: {counted:.0f}")
             loop_us = httpx.get(f"http://127.0.0.1:{control}/bench-observe", timeout=60).text.strip()
-            print(f"\nLua per counted request, timed inside nginx (balancer + log-phase Lua, 100,000 loops): {loop_us} us")
+            print(
+                f"\nLua per counted request, timed inside nginx (balancer + log-phase Lua, 100,000 loops): {loop_us} us"
+            )
         finally:
             for nginx, _, _ in planes.values():
                 nginx.stop()

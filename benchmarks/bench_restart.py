@@ -70,7 +70,9 @@ async def _drive(cluster: manager.LocalCluster, concurrency: int, phase: float) 
         async with httpx.AsyncClient(base_url=cluster.ingress, timeout=10) as c:
             while not stop.is_set():
                 try:
-                    r = await c.post("/v1/models/bench:predict", json=ROW, headers={"Host": "bench.default.example.com"})
+                    r = await c.post(
+                        "/v1/models/bench:predict", json=ROW, headers={"Host": "bench.default.example.com"}
+                    )
                     answers.append((time.monotonic(), r.status_code))
                 except httpx.HTTPError as e:
                     answers.append((time.monotonic(), type(e).__name__))

@@ -127,7 +127,10 @@ def main() -> int:
     print()
     print(f"autopilot on the local cluster: steps 10,50,100 × 10 s, {args.rate:g} req/s to the default host, "
           f"gates {', '.join(GATES)} (α=0.05), {args.runs} run(s) each")
-    print(f"{'candidate':<16} {'our outcome':<22} {'s to end':>9} {'cand. requests':>15}   {'Flagger-style gate fires (same checks)'}")
+    print(
+        f"{'candidate':<16} {'our outcome':<22} {'s to end':>9} {'cand. requests':>15}   "
+        "Flagger-style gate fires (same checks)"
+    )
     for label, outs in results.items():
         phases = ", ".join(sorted({o["phase"] for o in outs}))
         secs = statistics.median(o["seconds"] for o in outs)

@@ -174,7 +174,12 @@ def run_wrk(url: str, host: str, *, duration: float, connections: int) -> dict[s
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"rps": rps, "requests": total, "errors": int(bad.group(1)) if bad else 0, "cpu_us": cpu / max(total, 1) * 1e6}
+    return {
+        "rps": rps,
+        "requests": total,
+        "errors": int(bad.group(1)) if bad else 0,
+        "cpu_us": cpu / max(total, 1) * 1e6,
+    }
 
 
 def run_send(client: PredictionClient, targets: list[Target], *, n: int, concurrency: int) -> dict[str, Any]:
@@ -186,7 +191,13 @@ def run_send(client: PredictionClient, targets: list[Target], *, n: int, concurr
     # process_time covers every thread of this process (the send loop thread included) and not the
     # server subprocess: the client's own cost, which contention on a shared box hardly changes.
     cpu_us = (time.process_time() - c0) / len(df) * 1e6
-    return {"rps": len(df) / dt, "requests": len(df), "seconds": dt, "errors": int(df["error"].notna().sum()), "cpu_us": cpu_us}
+    return {
+        "rps": len(df) / dt,
+        "requests": len(df),
+        "seconds": dt,
+        "errors": int(df["error"].notna().sum()),
+        "cpu_us": cpu_us,
+    }
 
 
 def run_httpx(url: str, host: str, *, n: int) -> dict[str, Any]:
@@ -219,10 +230,18 @@ def run_curl(url: str, host: str, *, n: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--ingress", help="base URL of an existing gateway/model server (default: start a local one)")
-    p.add_argument("--host", default="latest-sklearn-iris-predictor.kserve-test.example.com", help="Host header (wrk, curl, httpx, first Target)")
-    p.add_argument("--prev-host", help="Host header of the second Target (default: --host with latest- replaced by prev-)")
+    p.add_argument(
+        "--host",
+        default="latest-sklearn-iris-predictor.kserve-test.example.com",
+        help="Host header (wrk, curl, httpx, first Target)",
+    )
+    p.add_argument(
+        "--prev-host", help="Host header of the second Target (default: --host with latest- replaced by prev-)"
+    )
     p.add_argument("--model", default="sklearn-iris", help="model name on the URL")
     p.add_argument("--requests", type=int, default=2000, help="predictions per send run (over both Targets)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight for send and connections for wrk")
@@ -271,10 +290,28 @@ def main(argv: list[str] | None = None) -> int:
     # send's ratio is the median of per-round ratios (each send next to its own wrk run), which is
     # robust to the machine drifting; the sequential clients are compared with the median wrk.
     rows = [
-        (f"wrk ({args.concurrency} connections, {args.duration:g} s)", wrk_med, 1.0, sum(w["requests"] for w in wrks), sum(w["errors"] for w in wrks)),
-        (f"PredictionClient.send ({args.requests} over 2 targets, {args.concurrency} in flight)", send_med, ratio, sum(s["requests"] for s in sends), sum(s["errors"] for s in sends)),
+        (
+            f"wrk ({args.concurrency} connections, {args.duration:g} s)",
+            wrk_med,
+            1.0,
+            sum(w["requests"] for w in wrks),
+            sum(w["errors"] for w in wrks),
+        ),
+        (
+            f"PredictionClient.send ({args.requests} over 2 targets, {args.concurrency} in flight)",
+            send_med,
+            ratio,
+            sum(s["requests"] for s in sends),
+            sum(s["errors"] for s in sends),
+        ),
         ("httpx.Client, sequential", hx["rps"], hx["rps"] / wrk_med, hx["requests"], hx["errors"]),
-        ("curl loop, sequential (a process per request)", curl["rps"], curl["rps"] / wrk_med, curl["requests"], curl["errors"]),
+        (
+            "curl loop, sequential (a process per request)",
+            curl["rps"],
+            curl["rps"] / wrk_med,
+            curl["requests"],
+            curl["errors"],
+        ),
     ]
     cpu = statistics.median(s["cpu_us"] for s in sends)
     print()
@@ -285,10 +322,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsend / wrk = {ratio:.2f} (median of per-round ratios)")
     print(f"client CPU per request: send {cpu:.0f} µs, wrk {wrk_cpu:.0f} µs (independent of other load on the box)")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({
-            "wrk": wrks, "send": sends, "httpx": hx, "curl": curl,
-            "wrk_median_rps": wrk_med, "send_median_rps": send_med, "ratio": ratio, "send_cpu_us": cpu, "wrk_cpu_us": wrk_cpu,
-        }, indent=2))
+        Path(args.json_out).write_text(
+            json.dumps(
+                {
+                    "wrk": wrks,
+                    "send": sends,
+                    "httpx": hx,
+                    "curl": curl,
+                    "wrk_median_rps": wrk_med,
+                    "send_median_rps": send_med,
+                    "ratio": ratio,
+                    "send_cpu_us": cpu,
+                    "wrk_cpu_us": wrk_cpu,
+                },
+                indent=2,
+            )
+        )
     if args.min_ratio is not None and ratio < args.min_ratio:
         print(f"FAIL: ratio {ratio:.2f} < {args.min_ratio}", file=sys.stderr)
         return 1

@@ -112,7 +112,12 @@ def test_prediction_kind(values: list[Any], kind: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "kind", "label"),
-    [([0.1, 0.7, 0.2], "vector", 1), ([3], "class", 3), ({"b": 1, "a": 2}, "class", '{"a": 2, "b": 1}'), (None, "class", None)],
+    [
+        ([0.1, 0.7, 0.2], "vector", 1),
+        ([3], "class", 3),
+        ({"b": 1, "a": 2}, "class", '{"a": 2, "b": 1}'),
+        (None, "class", None),
+    ],
 )
 def test_to_label(value: Any, kind: str, label: Any) -> None:
     assert to_label(value, kind) == label

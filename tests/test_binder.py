@@ -42,11 +42,15 @@ print(json.dumps({"prefix": sys.prefix}))
 """
 
 
-def step(cmd: list[str], *, env: dict[str, str], timeout: float, what: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def step(
+    cmd: list[str], *, env: dict[str, str], timeout: float, what: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     took = time.monotonic() - started
-    assert proc.returncode == 0, f"{what} failed ({proc.returncode}) after {took:.0f}s:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"{what} failed ({proc.returncode}) after {took:.0f}s:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
     return proc, took
 
 
@@ -80,7 +84,9 @@ def test_binder_environment_runs_the_walkthrough_notebook(tmp_path: Path) -> Non
     )
     timings = {}
     try:
-        _, timings["venv"] = step([sys.executable, "-m", "venv", str(venv)], env=env, timeout=120, what="python -m venv")
+        _, timings["venv"] = step(
+            [sys.executable, "-m", "venv", str(venv)], env=env, timeout=120, what="python -m venv"
+        )
         # As repo2docker does it: `pip install -r binder/requirements.txt` from the repository root.
         # --no-compile only skips writing .pyc files up front (imports compile what they need).
         _, timings["pip install"] = step(
@@ -90,8 +96,18 @@ def test_binder_environment_runs_the_walkthrough_notebook(tmp_path: Path) -> Non
         _, timings["postBuild"] = step([str(BINDER / "postBuild")], env=env, timeout=300, what="binder/postBuild")
         assert (home / "storage" / "gs" / "kfserving-examples" / "models" / "sklearn" / "1.0" / "model-2").is_dir()
         proc, timings["start + notebook"] = step(
-            [str(BINDER / "start"), str(venv / "bin" / "python"), "-c", RUNNER, str(NOTEBOOK), str(NOTEBOOK.parent), str(out)],
-            env=env, timeout=600, what="binder/start + executing 01-canary-release.ipynb",
+            [
+                str(BINDER / "start"),
+                str(venv / "bin" / "python"),
+                "-c",
+                RUNNER,
+                str(NOTEBOOK),
+                str(NOTEBOOK.parent),
+                str(out),
+            ],
+            env=env,
+            timeout=600,
+            what="binder/start + executing 01-canary-release.ipynb",
         )
     finally:
         manager.down(home)

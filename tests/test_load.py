@@ -156,7 +156,11 @@ def test_client_source_counts_what_the_run_observed(svc: kserve_nb.Service) -> N
     # Reading again adds nothing; a frame of the same results counts the same.
     assert source.snapshot(NS, svc.name, [R1])[R1] == snap[R1]
     again = ClientSource(df).snapshot(NS, svc.name, [R1, R2])
-    assert (again[R1].requests, again[R1].correct, again[R1].latency) == (snap[R1].requests, snap[R1].correct, snap[R1].latency)
+    assert (again[R1].requests, again[R1].correct, again[R1].latency) == (
+        snap[R1].requests,
+        snap[R1].correct,
+        snap[R1].latency,
+    )
     with pytest.raises(ValidationError, match="follows traffic to load-test/load-iris"):
         source.snapshot(NS, "another-service", [R1])
 
@@ -268,20 +272,31 @@ def test_progress_widget_shows_the_run_and_its_stop_button_stops_it(svc: kserve_
         ({"protocol": "v3"}, "protocol"),
     ],
 )
-def test_bad_arguments_are_one_line_errors_and_send_nothing(svc: kserve_nb.Service, kwargs: dict[str, Any], message: str) -> None:
+def test_bad_arguments_are_one_line_errors_and_send_nothing(
+    svc: kserve_nb.Service, kwargs: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ValidationError, match=message):
         svc.generate_load(X, progress=False, **kwargs)
 
 
 @pytest.mark.parametrize(
     ("prediction", "label", "expected"),
-    [(2, 2, True), ([2], 2, True), (2.0, 2, True), ([0.1, 0.7, 0.2], 1, True), (1, 2, False), ("setosa", "setosa", True)],
+    [
+        (2, 2, True),
+        ([2], 2, True),
+        (2.0, 2, True),
+        ([0.1, 0.7, 0.2], 1, True),
+        (1, 2, False),
+        ("setosa", "setosa", True),
+    ],
 )
 def test_matches_reads_classes_one_element_lists_and_probabilities(prediction: Any, label: Any, expected: bool) -> None:
     assert matches(prediction, label) is expected
 
 
-def test_in_a_jupyter_kernel_the_progress_is_a_live_widget(svc: kserve_nb.Service, local_cluster: manager.LocalCluster) -> None:
+def test_in_a_jupyter_kernel_the_progress_is_a_live_widget(
+    svc: kserve_nb.Service, local_cluster: manager.LocalCluster
+) -> None:
     """A real ipykernel, driven over the Jupyter protocol: the cell returns at once with a progress
     widget on display, and the widget keeps updating from the background while the kernel is idle."""
     from jupyter_client.manager import start_new_kernel
@@ -332,7 +347,9 @@ def test_service_send_warms_up_each_target_unless_told_not_to(svc: kserve_nb.Ser
     assert svc.send(X[:4], to="default", warmup=0).attrs["warmup"] == 0
 
 
-def test_closing_the_client_ends_a_run_cleanly(svc: kserve_nb.Service, session: Session, caplog: pytest.LogCaptureFixture) -> None:
+def test_closing_the_client_ends_a_run_cleanly(
+    svc: kserve_nb.Service, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
     client = PredictionClient(session.ingress, model=svc.name)
     run = generate_load(client, svc.target("default"), X, rate=20, duration=60, progress=False)
     deadline = time.monotonic() + 30

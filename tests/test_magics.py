@@ -215,7 +215,9 @@ def test_unknown_subcommand_suggests_the_closest(shell: InteractiveShell, capsys
     line = one_line_error(shell, "%kserve stauts mg-x", capsys, ValidationError)
     assert line.endswith(": unknown subcommand 'stauts'; did you mean status? (%kserve? lists them all)")
     assert "did you mean rollback?" in one_line_error(shell, "%kserve rolback mg-x", capsys, ValidationError)
-    line = one_line_error(shell, "%kserve canary mg-x --storage-uri gs://b/m --percent 5 --dryrun", capsys, ValidationError)
+    line = one_line_error(
+        shell, "%kserve canary mg-x --storage-uri gs://b/m --percent 5 --dryrun", capsys, ValidationError
+    )
     assert "unrecognized arguments: --dryrun (did you mean --dry-run?)" in line
 
 

@@ -293,7 +293,8 @@ _JS_COLOUR = """
 const rgba = (s) => { const m = (s || '').match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
   const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
   return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; };
-const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+const lum = (c) => {
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
   return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
 const over = (top, under) => ({r: top.r * top.a + under.r * (1 - top.a), g: top.g * top.a + under.g * (1 - top.a),
   b: top.b * top.a + under.b * (1 - top.a), a: 1});
@@ -322,13 +323,17 @@ UNREADABLE_JS = "() => {" + _JS_COLOUR + """
     const bg = background(e);
     const fg = over(rgba(style.color), bg);
     const c = contrast(fg, bg);
-    if (c < %(min)s) out.push(`contrast ${c.toFixed(2)} of ${JSON.stringify(text.slice(0, 40))} (${style.color} on rgb(${bg.r|0},${bg.g|0},${bg.b|0}))`);
+    if (c < %(min)s)
+      out.push(`contrast ${c.toFixed(2)} of ${JSON.stringify(text.slice(0, 40))} `
+               + `(${style.color} on rgb(${bg.r|0},${bg.g|0},${bg.b|0}))`);
     if (style.overflowX !== 'visible' && e.scrollWidth > e.clientWidth + 1)
       out.push(`clipped: ${JSON.stringify(text.slice(0, 40))} (${e.scrollWidth} > ${e.clientWidth} px)`);
     if (r.right > box.right + 1 || r.left < box.left - 1)
-      out.push(`outside the panel: ${JSON.stringify(text.slice(0, 40))} (${r.left|0}–${r.right|0} vs ${box.left|0}–${box.right|0})`);
+      out.push(`outside the panel: ${JSON.stringify(text.slice(0, 40))} `
+               + `(${r.left|0}–${r.right|0} vs ${box.left|0}–${box.right|0})`);
   }
-  if (box.right > window.innerWidth + 1) out.push(`the panel ends at ${box.right|0} px in a ${window.innerWidth} px window`);
+  if (box.right > window.innerWidth + 1)
+    out.push(`the panel ends at ${box.right|0} px in a ${window.innerWidth} px window`);
   return out;
 }""" % {"min": MIN_CONTRAST}  # noqa: UP031 - JavaScript is all braces: % keeps them literal
 
@@ -503,7 +508,9 @@ def _drive(page: Any, url: str, theme: str, name: str, kubectl: Any, corrupt: st
     expect_text(page, ".kserve-nb-feedback-release", "refused")
     expect_text(page, ".kserve-nb-feedback-release", "move to 50% first")
     assert on_screen(page, ".kserve-nb-feedback-release"), "the refusal is not on screen beside the slider"
-    page.wait_for_function("() => document.querySelector('.kserve-nb-slider .widget-readout').innerText.trim() === '20'")
+    page.wait_for_function(
+        "() => document.querySelector('.kserve-nb-slider .widget-readout').innerText.trim() === '20'"
+    )
     assert state(kubectl, name) == (20, {"00002": 20, "00001": 80})
     _readable(page, "after a refused move")
     shot("refused-move")
@@ -602,7 +609,9 @@ def store_panel_image(dest: Path = ROOT / "notebooks" / "images" / "panel.png") 
                 page.locator(".kserve-nb-tabs .lm-TabBar-tab", has_text="Test").click()
                 page.locator(".kserve-nb-n input").fill("150")
                 page.locator(".kserve-nb-send").click()
-                page.locator(".kserve-nb-figure-latency .js-plotly-plot .main-svg").first.wait_for(timeout=PANEL_TIMEOUT_MS)
+                page.locator(".kserve-nb-figure-latency .js-plotly-plot .main-svg").first.wait_for(
+                    timeout=PANEL_TIMEOUT_MS
+                )
                 expect_text(page, ".kserve-nb-feedback-test", "agreement")
                 time.sleep(1.0)  # plotly's transitions
                 look_at(page, ".kserve-nb-panel")

@@ -167,7 +167,11 @@ def test_promote_and_roll_back_buttons_act_after_confirmation(
     panel.promote_button.click()
     settle(panel)
     release = panel.feedback["release"]
-    assert visible(release.confirm_row) and "promote" in release.confirm_text.value and MODEL_2 in release.confirm_text.value
+    assert (
+        visible(release.confirm_row)
+        and "promote" in release.confirm_text.value
+        and MODEL_2 in release.confirm_text.value
+    )
     assert kubectl.canary_percent(name) == 10
     panel.confirm_button.click()
     settle(panel)

@@ -21,14 +21,18 @@ from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS, Histogram
 
 
 def test_templates_resolve_only_their_placeholders() -> None:
-    q = KNATIVE.resolve("requests", namespace="kserve-test", service="sklearn-iris", revisions=_alternation(["a-00001"]))
+    q = KNATIVE.resolve(
+        "requests", namespace="kserve-test", service="sklearn-iris", revisions=_alternation(["a-00001"])
+    )
     assert q == (
         'sum by (revision_name, response_code) (revision_app_request_count{namespace_name="kserve-test",'
         'configuration_name="sklearn-iris-predictor",revision_name=~"a-00001"})'
     )
     rate = KNATIVE.resolve("quantile", namespace="n", service="s", revisions=".+", window="5s", q="0.95")
     assert rate.startswith("histogram_quantile(0.95, ") and "[5s]" in rate and "{" in rate
-    assert "{namespace}" not in KSERVE_MODEL_SERVER.resolve("rps", namespace="n", service="s", revisions=".+", window="1m")
+    assert "{namespace}" not in KSERVE_MODEL_SERVER.resolve(
+        "rps", namespace="n", service="s", revisions=".+", window="1m"
+    )
 
 
 def test_revision_names_are_matched_exactly_and_cannot_break_the_query() -> None:
@@ -51,7 +55,9 @@ def test_own_templates_are_a_small_dataclass() -> None:
 def test_bad_urls_and_credentials_never_show() -> None:
     with pytest.raises(errors.ConfigError, match="must start with http"):
         PrometheusSource("prometheus:9090")
-    source = PrometheusSource("https://user:secret@prom.example.com/api?token=abc", headers={"Authorization": "Bearer t0k"})
+    source = PrometheusSource(
+        "https://user:secret@prom.example.com/api?token=abc", headers={"Authorization": "Bearer t0k"}
+    )
     shown = repr(source) + source.name
     assert "secret" not in shown and "abc" not in shown and "t0k" not in shown
 
@@ -74,7 +80,11 @@ def test_the_gateway_exporter_renders_knative_series() -> None:
             'service_name="sklearn-iris-predictor",revision_name="sklearn-iris-predictor-00002",response_code="200",'
             'response_code_class="2xx"} 3') in text
     assert 'response_code="503",response_code_class="5xx"} 1' in text
-    lines = [line for line in text.splitlines() if line.startswith("revision_app_request_latencies_bucket") and 'response_code="200"' in line]
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("revision_app_request_latencies_bucket") and 'response_code="200"' in line
+    ]
     assert len(lines) == len(LATENCY_BUCKETS_MS) + 1
     by_le = {line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
     assert by_le["0.5"] == 1 and by_le["1.5"] == 2 and by_le["8"] == 3 and by_le["+Inf"] == 3

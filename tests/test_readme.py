@@ -168,7 +168,9 @@ def test_the_readme_runs_verbatim_in_a_kernel(kernel: Kernel) -> None:
 
     predicted = next(e for e in shown if e.cell.startswith("%kserve predict"))
     text = predicted.results()[0]["data"]["text/plain"]
-    assert re.fullmatch(r"<PredictionResult latest → sklearn-iris-predictor-00002: \[\d\] \(HTTP 200, \d+\.\d ms\)>", text)
+    assert re.fullmatch(
+        r"<PredictionResult latest → sklearn-iris-predictor-00002: \[\d\] \(HTTP 200, \d+\.\d ms\)>", text
+    )
 
     # The progressive rollout of a faulty candidate rolled itself back at its first step.
     assert kernel.value("[r.phase, r.state.step]") == ["RolledBack", 0]
@@ -185,7 +187,9 @@ def test_the_readme_runs_verbatim_in_a_kernel(kernel: Kernel) -> None:
 
 
 def test_the_readme_kubectl_block_runs_against_the_same_cluster(env: dict[str, str]) -> None:
-    blocks = [body for lang, body in fenced_blocks(README.read_text()) if lang == "bash" and "kserve-nb local up" in body]
+    blocks = [
+        body for lang, body in fenced_blocks(README.read_text()) if lang == "bash" and "kserve-nb local up" in body
+    ]
     assert len(blocks) == 1
     if not shutil.which("kubectl") or not shutil.which("curl"):
         pytest.fail("kubectl and curl are installed by `make test`; install them to run the README's block")

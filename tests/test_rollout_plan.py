@@ -109,7 +109,11 @@ def test_plan_round_trips_and_describes_itself() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, fragment",
-    [({"alpha": 0.9}, "alpha"), ({"min_requests": 0}, "min_requests"), ({"on_inconclusive": "shrug"}, "on_inconclusive")],
+    [
+        ({"alpha": 0.9}, "alpha"),
+        ({"min_requests": 0}, "min_requests"),
+        ({"on_inconclusive": "shrug"}, "on_inconclusive"),
+    ],
 )
 def test_bad_plan_options(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(errors.ValidationError, match=fragment):
@@ -118,7 +122,9 @@ def test_bad_plan_options(kwargs: dict[str, object], fragment: str) -> None:
 
 def test_state_round_trips_through_its_configmap_form() -> None:
     plan = RolloutPlan.build("gs://b/m2", steps="10,50,100", interval="3s")
-    sample = RevisionSample("svc-predictor-00001", 10, 1, Histogram.from_samples([1.0, 2.0, 70.0]), 4, 3, {"200": 9, "500": 1})
+    sample = RevisionSample(
+        "svc-predictor-00001", 10, 1, Histogram.from_samples([1.0, 2.0, 70.0]), 4, 3, {"200": 9, "500": 1}
+    )
     assert sample_from_dict(json.loads(json.dumps(sample_to_dict(sample)))) == sample
     now = time.time()
     state = RolloutState(

@@ -94,7 +94,9 @@ def test_good_candidate_is_promoted(local_cluster, session, tmp_path) -> None:
     st = session.service("rb-good").status()
     assert st.ready and st.latest_percent == 100 and len(st.traffic) == 1
     assert st.latest_revision == "rb-good-predictor-00002" and st.storage_uri == MODEL_2
-    assert serving(session, "rb-good") == [{"revision": "rb-good-predictor-00002", "storageUri": MODEL_2, "percent": 100}]
+    assert serving(session, "rb-good") == [
+        {"revision": "rb-good-predictor-00002", "storageUri": MODEL_2, "percent": 100}
+    ]
     assert record["outcome"] == {
         "expected_storageUri": MODEL_2, "serving": serving(session, "rb-good"), "ready": "True", "consistent": True,
     }
@@ -183,7 +185,9 @@ def test_rerunning_a_finished_release_changes_nothing(local_cluster, session, tm
     assert record["decision"]["action"] == "none"
     assert "already serves 100%" in record["decision"]["reasons"][0]
     assert record["outcome"]["consistent"] is True and record["history"] == []
-    assert serving(session, "rb-rerun") == [{"revision": "rb-rerun-predictor-00002", "storageUri": MODEL_2, "percent": 100}]
+    assert serving(session, "rb-rerun") == [
+        {"revision": "rb-rerun-predictor-00002", "storageUri": MODEL_2, "percent": 100}
+    ]
     assert "RELEASE VERDICT: NO CHANGE" in verdict_text(nb)
 
 
@@ -200,7 +204,11 @@ def _verdict(*passed: bool | None) -> Verdict:
 def test_decide_puts_preflight_before_failure_before_the_verdict() -> None:
     good = _verdict(True, True)
     assert runbook.decide(good, failure="boom", blockers=["in flight"]).action == "none"
-    assert runbook.decide(good, failure="boom").to_dict() == {"action": "rollback", "reasons": ["boom"], "basis": "failure"}
+    assert runbook.decide(good, failure="boom").to_dict() == {
+        "action": "rollback",
+        "reasons": ["boom"],
+        "basis": "failure",
+    }
     assert runbook.decide(good).action == "promote"
     bad = runbook.decide(_verdict(True, False, None))
     assert (bad.action, bad.reasons, bad.basis) == ("rollback", ("check 1",), "verdict")

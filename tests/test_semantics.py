@@ -1,8 +1,9 @@
 """Table-driven tests of the pure KServe/Knative reconcile core.
 
 The tables are KServe's canary transitions (the rules and their KServe sources are listed in
-:mod:`kserve_nb.semantics`) and every step of KServe's canary walkthrough. A tiny simulator stands in for the model-server processes: it marks the latest created
-revision ready (or failed) between passes, exactly as the controller does when the runtime reports.
+:mod:`kserve_nb.semantics`) and every step of KServe's canary walkthrough. A tiny simulator stands
+in for the model-server processes: it marks the latest created revision ready (or failed) between
+passes, exactly as the controller does when the runtime reports.
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ class Recorder:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
                 body = json.loads(await reader.readexactly(int(headers["content-length"])))
                 x = body["instances"][0][0]
                 self.seen.append((headers["host"], x))
@@ -128,6 +130,9 @@ def test_bad_warmup_is_refused_before_sending(recorder: Recorder, bad: Any) -> N
     from kserve_nb.errors import ValidationError
 
     recorder.seen.clear()
-    with PredictionClient(f"http://127.0.0.1:{recorder.port}", model="m") as c, pytest.raises(ValidationError, match="warmup"):
+    with (
+        PredictionClient(f"http://127.0.0.1:{recorder.port}", model="m") as c,
+        pytest.raises(ValidationError, match="warmup"),
+    ):
         c.send([A, B], ROWS, warmup=bad)
     assert recorder.seen == []

@@ -204,7 +204,13 @@ def test_judge_rate_fails_a_clear_error_regression_with_its_evidence() -> None:
     assert ev.limit == pytest.approx(66 / 7301)
     assert (ev.n_candidate, ev.n_baseline) == (812, 7301)
     s = ev.statement
-    for part in ("error_rate 4.1% (n=812)", "prev 0.9% (n=7,301)", "difference +3.2 pts", "95% anytime-valid CI", "→ fail"):
+    for part in (
+        "error_rate 4.1% (n=812)",
+        "prev 0.9% (n=7,301)",
+        "difference +3.2 pts",
+        "95% anytime-valid CI",
+        "→ fail",
+    ):
         assert part in s, (part, s)
     assert str(ev) == s and "fail" in ev._repr_html_()
 
@@ -238,7 +244,10 @@ def test_judge_rate_is_inconclusive_below_min_samples_and_without_data() -> None
 
 def test_judge_rate_decision_is_monotone_in_candidate_errors() -> None:
     order = {"pass": 0, "inconclusive": 1, "fail": 2}
-    ranks = [order[judge_rate("error_rate", (k, 2000), (90, 18000), "<=", 1.0, 0.005, ALPHA).decision] for k in range(0, 80, 4)]
+    ranks = [
+        order[judge_rate("error_rate", (k, 2000), (90, 18000), "<=", 1.0, 0.005, ALPHA).decision]
+        for k in range(0, 80, 4)
+    ]
     assert ranks == sorted(ranks) and ranks[0] == 0 and ranks[-1] == 2
 
 

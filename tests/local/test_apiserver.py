@@ -128,13 +128,19 @@ def test_aggregated_discovery_v2_is_served_with_its_content_type(api: LocalApi) 
               "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
     with api.client() as client:
         response = client.get("/apis", headers={"Accept": accept})
-        assert response.headers["Content-Type"] == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        assert (
+            response.headers["Content-Type"] == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        )
         body = response.json()
         assert body["kind"] == "APIGroupDiscoveryList" and body["apiVersion"] == "apidiscovery.k8s.io/v2"
         groups = {g["metadata"]["name"]: g for g in body["items"]}
         resource = groups["serving.kserve.io"]["versions"][0]["resources"][0]
         assert resource["resource"] == "inferenceservices" and resource["scope"] == "Namespaced"
-        assert resource["responseKind"] == {"group": "serving.kserve.io", "version": "v1beta1", "kind": "InferenceService"}
+        assert resource["responseKind"] == {
+            "group": "serving.kserve.io",
+            "version": "v1beta1",
+            "kind": "InferenceService",
+        }
         assert resource["subresources"][0]["subresource"] == "status"
         core = client.get("/api", headers={"Accept": accept}).json()["items"][0]
         assert {r["resource"] for r in core["versions"][0]["resources"]} == {"namespaces", "configmaps", "pods",
@@ -164,7 +170,9 @@ def test_openapi_v3_advertises_field_validation_and_no_strategic_merge_for_crds(
         swagger = client.get("/openapi/v2").json()
         assert swagger["swagger"] == "2.0"
         assert "io.kserve.serving.v1beta1.InferenceService" in swagger["definitions"]
-        protobuf_only = client.get("/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+        protobuf_only = client.get(
+            "/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"}
+        )
         assert protobuf_only.status_code == 404
 
 
@@ -253,9 +261,15 @@ def test_wrong_kind_or_api_version_is_400(http: httpx.Client) -> None:
 
 
 def test_malformed_bodies_are_400(http: httpx.Client) -> None:
-    for content, ctype in ((b"{not json", "application/json"), (b"", "application/json"), (b"[1,2]", "application/json"),
-                           (b"\"a string\"", "application/json"), (b"a: [unclosed", "application/yaml"),
-                           (b"a: 1\n---\nb: 2\n", "application/yaml"), (b"\xff\xfe", "application/json")):
+    for content, ctype in (
+        (b"{not json", "application/json"),
+        (b"", "application/json"),
+        (b"[1,2]", "application/json"),
+        (b'"a string"', "application/json"),
+        (b"a: [unclosed", "application/yaml"),
+        (b"a: 1\n---\nb: 2\n", "application/yaml"),
+        (b"\xff\xfe", "application/json"),
+    ):
         response = http.post(ISVC_PATH, content=content, headers={"Content-Type": ctype})
         assert_status(response, 400, "BadRequest")
     response = http.post(ISVC_PATH, content=b"<xml/>", headers={"Content-Type": "application/xml"})
@@ -357,10 +371,15 @@ def test_warn_field_validation_prunes_unknown_fields_with_a_warning_header(http:
     body["spec"]["predictor"].pop("model")
     response = http.post(ISVC_PATH, json=body)  # default: Warn
     assert response.status_code == 201, response.text
-    assert response.headers.get_list("Warning") == ['299 - "unknown field \\"spec.predictor.containers[0].bogus\\""',
-                                                    '299 - "unknown field \\"spec.predictor.foo\\""'] or \
-        sorted(response.headers.get_list("Warning")) == sorted(['299 - "unknown field \\"spec.predictor.foo\\""',
-                                                                '299 - "unknown field \\"spec.predictor.containers[0].bogus\\""'])
+    assert response.headers.get_list("Warning") == [
+        '299 - "unknown field \\"spec.predictor.containers[0].bogus\\""',
+        '299 - "unknown field \\"spec.predictor.foo\\""',
+    ] or sorted(response.headers.get_list("Warning")) == sorted(
+        [
+            '299 - "unknown field \\"spec.predictor.foo\\""',
+            '299 - "unknown field \\"spec.predictor.containers[0].bogus\\""',
+        ]
+    )
     predictor = response.json()["spec"]["predictor"]
     assert "foo" not in predictor and predictor["containers"] == [{"name": "c", "image": "i"}]
     body["metadata"]["name"] = "ignored"
@@ -435,9 +454,13 @@ def test_replace_with_stale_resource_version_is_409_conflict(http: httpx.Client)
     http.patch(f"{ISVC_PATH}/sklearn-iris", json={"metadata": {"labels": {"a": "b"}}}, headers=MERGE)
     body = isvc_manifest(canary=20)
     body["metadata"]["resourceVersion"] = stale
-    response = assert_status(http.put(f"{ISVC_PATH}/sklearn-iris", json=body), 409, "Conflict",
-                             'Operation cannot be fulfilled on inferenceservices.serving.kserve.io "sklearn-iris": '
-                             "the object has been modified; please apply your changes to the latest version and try again")
+    response = assert_status(
+        http.put(f"{ISVC_PATH}/sklearn-iris", json=body),
+        409,
+        "Conflict",
+        'Operation cannot be fulfilled on inferenceservices.serving.kserve.io "sklearn-iris": '
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
     assert response["details"] == {"name": "sklearn-iris", "group": "serving.kserve.io", "kind": "inferenceservices"}
 
 
@@ -511,7 +534,10 @@ def test_json_patch_failures(http: httpx.Client) -> None:
     failing_test = [{"op": "test", "path": "/spec/predictor/canaryTrafficPercent", "value": 11}]
     body = assert_status(http.patch(f"{ISVC_PATH}/sklearn-iris", json=failing_test, headers=JSONPATCH), 422,
                          "Invalid", "the server rejected our request due to an error in our request")
-    assert body["details"]["causes"][0]["message"] == "testing value /spec/predictor/canaryTrafficPercent failed: test failed"
+    assert (
+        body["details"]["causes"][0]["message"]
+        == "testing value /spec/predictor/canaryTrafficPercent failed: test failed"
+    )
     missing = [{"op": "remove", "path": "/spec/predictor/nothing"}]
     assert_status(http.patch(f"{ISVC_PATH}/sklearn-iris", json=missing, headers=JSONPATCH), 422, "Invalid")
     not_a_list = {"op": "add"}
@@ -565,8 +591,11 @@ def test_server_side_apply_conflicts_between_managers(http: httpx.Client) -> Non
     http.patch(path, params={"fieldManager": "alice"}, headers=APPLY, json=isvc_manifest(canary=10))
     same_value = http.patch(path, params={"fieldManager": "bob"}, headers=APPLY, json=isvc_manifest(canary=10))
     assert same_value.status_code == 200  # co-ownership, no conflict
-    body = assert_status(http.patch(path, params={"fieldManager": "carol"}, headers=APPLY, json=isvc_manifest(canary=50)),
-                         409, "Conflict")
+    body = assert_status(
+        http.patch(path, params={"fieldManager": "carol"}, headers=APPLY, json=isvc_manifest(canary=50)),
+        409,
+        "Conflict",
+    )
     assert body["message"] == ('Apply failed with 2 conflicts: conflicts with "alice":\n'
                                '- .spec.predictor.canaryTrafficPercent\nconflicts with "bob":\n'
                                '- .spec.predictor.canaryTrafficPercent')
@@ -582,7 +611,9 @@ def test_server_side_apply_conflicts_between_managers(http: httpx.Client) -> Non
 
 def test_strategic_merge_patch_on_a_configmap(http: httpx.Client) -> None:
     path = f"/api/v1/namespaces/{NS}/configmaps"
-    http.post(path, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}})
+    http.post(
+        path, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}
+    )
     patch = {"data": {"a": None, "c": "3"}, "metadata": {"$setElementOrder/finalizers": []}}
     response = http.patch(f"{path}/c", json=patch, headers={"Content-Type": "application/strategic-merge-patch+json"})
     assert response.status_code == 200, response.text
@@ -650,7 +681,8 @@ def test_delete_returns_the_deleted_custom_resource(http: httpx.Client) -> None:
 
 def test_delete_of_a_configmap_returns_a_success_status(http: httpx.Client) -> None:
     path = f"/api/v1/namespaces/{NS}/configmaps"
-    uid = http.post(path, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}).json()["metadata"]["uid"]
+    created = http.post(path, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}).json()
+    uid = created["metadata"]["uid"]
     body = http.delete(f"{path}/c").json()
     assert body["kind"] == "Status" and body["status"] == "Success"
     assert body["details"] == {"name": "c", "kind": "configmaps", "uid": uid}
@@ -662,15 +694,22 @@ def test_delete_preconditions(http: httpx.Client) -> None:
     assert_status(http.request("DELETE", f"{ISVC_PATH}/sklearn-iris", json=stale), 409, "Conflict")
     wrong_uid = {"preconditions": {"uid": "nope"}}
     assert_status(http.request("DELETE", f"{ISVC_PATH}/sklearn-iris", json=wrong_uid), 409, "Conflict")
-    good = {"preconditions": {"uid": created["metadata"]["uid"], "resourceVersion": created["metadata"]["resourceVersion"]}}
+    good = {
+        "preconditions": {"uid": created["metadata"]["uid"], "resourceVersion": created["metadata"]["resourceVersion"]}
+    }
     assert http.request("DELETE", f"{ISVC_PATH}/sklearn-iris", json=good).status_code == 200
-    assert_status(http.request("DELETE", f"{ISVC_PATH}/x", content=b"{bad", headers={"Content-Type": "application/json"}),
-                  400, "BadRequest")
+    assert_status(
+        http.request("DELETE", f"{ISVC_PATH}/x", content=b"{bad", headers={"Content-Type": "application/json"}),
+        400,
+        "BadRequest",
+    )
 
 
 def test_deleting_a_namespace_removes_everything_in_it(api: LocalApi, http: httpx.Client) -> None:
     create_isvc(http)
-    http.post(f"/api/v1/namespaces/{NS}/configmaps", json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+    http.post(
+        f"/api/v1/namespaces/{NS}/configmaps", json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+    )
     api.call(api.store.create, PODS, pod_manifest("sklearn-iris-predictor-00001-deployment-abc"))
     response = http.delete(f"/api/v1/namespaces/{NS}")
     assert response.status_code == 200 and response.json()["status"]["phase"] == "Terminating"
@@ -692,11 +731,17 @@ def test_read_only_resources_refuse_writes_with_405(api: LocalApi, http: httpx.C
     for method, path in (("POST", pod_path), ("PUT", f"{pod_path}/p1"), ("PATCH", f"{pod_path}/p1"),
                          ("DELETE", f"{pod_path}/p1"), ("POST", rev_path), ("DELETE", f"{rev_path}/r")):
         response = http.request(method, path, json={}, headers=MERGE if method == "PATCH" else {})
-        assert_status(response, 405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        assert_status(
+            response, 405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
     assert http.get(f"{pod_path}/p1").json()["metadata"]["name"] == "p1"
     assert [p["metadata"]["name"] for p in http.get("/api/v1/pods").json()["items"]] == ["p1"]
-    assert http.get(rev_path).json() == {"apiVersion": "serving.knative.dev/v1", "items": [], "kind": "RevisionList",
-                                         "metadata": {"continue": "", "resourceVersion": http.get(rev_path).json()["metadata"]["resourceVersion"]}}
+    assert http.get(rev_path).json() == {
+        "apiVersion": "serving.knative.dev/v1",
+        "items": [],
+        "kind": "RevisionList",
+        "metadata": {"continue": "", "resourceVersion": http.get(rev_path).json()["metadata"]["resourceVersion"]},
+    }
 
 
 # ================================================================================= list
@@ -783,7 +828,9 @@ def test_table_include_object_options(http: httpx.Client) -> None:
     assert "object" not in bare["rows"][0]
     beta = http.get(ISVC_PATH, headers={"Accept": "application/json;as=Table;v=v1beta1;g=meta.k8s.io"}).json()
     assert beta["apiVersion"] == "meta.k8s.io/v1beta1"
-    partial = http.get(ISVC_PATH, headers={"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"}).json()
+    partial = http.get(
+        ISVC_PATH, headers={"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"}
+    ).json()
     assert partial["kind"] == "PartialObjectMetadataList" and partial["items"][0]["metadata"]["name"] == "sklearn-iris"
 
 
@@ -797,7 +844,12 @@ def test_pod_namespace_and_configmap_tables(api: LocalApi, http: httpx.Client) -
     assert [c["priority"] for c in pods["columnDefinitions"]] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
     rows = {r["cells"][0]: r["cells"] for r in pods["rows"]}
     assert rows["sklearn-iris-predictor-00001-deployment-7965bcc66-grdbq"][1:4] == ["2/2", "Running", "0"]
-    assert rows["sklearn-iris-predictor-00001-deployment-7965bcc66-grdbq"][5:] == ["127.0.0.1", "local", "<none>", "<none>"]
+    assert rows["sklearn-iris-predictor-00001-deployment-7965bcc66-grdbq"][5:] == [
+        "127.0.0.1",
+        "local",
+        "<none>",
+        "<none>",
+    ]
     assert rows["crashy"][1:3] == ["0/2", "CrashLoopBackOff"]
     assert rows["crashy"][3] in ("3 (90s ago)", "3 (91s ago)", "3 (92s ago)")
     namespaces = http.get("/api/v1/namespaces", headers={"Accept": TABLE_ACCEPT}).json()
@@ -810,16 +862,32 @@ def test_pod_namespace_and_configmap_tables(api: LocalApi, http: httpx.Client) -
 
 
 def test_revision_table_uses_knative_columns(api: LocalApi, http: httpx.Client) -> None:
-    revision = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                "metadata": {"name": "sklearn-iris-predictor-00001", "namespace": NS,
-                             "labels": {"serving.knative.dev/configuration": "sklearn-iris-predictor",
-                                        "serving.knative.dev/configurationGeneration": "1"}},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}], "actualReplicas": 1, "desiredReplicas": 1}}
+    revision = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Revision",
+        "metadata": {
+            "name": "sklearn-iris-predictor-00001",
+            "namespace": NS,
+            "labels": {
+                "serving.knative.dev/configuration": "sklearn-iris-predictor",
+                "serving.knative.dev/configurationGeneration": "1",
+            },
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True"}], "actualReplicas": 1, "desiredReplicas": 1},
+    }
     api.call(api.store.create, REVISIONS, revision)
     table = http.get(f"/apis/serving.knative.dev/v1/namespaces/{NS}/revisions", headers={"Accept": TABLE_ACCEPT}).json()
     assert [c["name"] for c in table["columnDefinitions"]] == [
         "Name", "Config Name", "Generation", "Ready", "Reason", "Actual Replicas", "Desired Replicas"]
-    assert table["rows"][0]["cells"] == ["sklearn-iris-predictor-00001", "sklearn-iris-predictor", "1", "True", None, 1, 1]
+    assert table["rows"][0]["cells"] == [
+        "sklearn-iris-predictor-00001",
+        "sklearn-iris-predictor",
+        "1",
+        "True",
+        None,
+        1,
+        1,
+    ]
 
 
 def _ago(seconds: int) -> str:
@@ -832,7 +900,9 @@ def _ago(seconds: int) -> str:
 class WatchReader:
     """Reads a watch stream on a thread, collecting decoded events."""
 
-    def __init__(self, client: httpx.Client, path: str, params: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, client: httpx.Client, path: str, params: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         self.events: list[dict[str, Any]] = []
         self.done = threading.Event()
         self.status = 0
@@ -1061,9 +1131,23 @@ def test_fuzzed_bodies_never_cause_a_500(http: httpx.Client) -> None:
 def test_fuzzed_json_patch_operations_never_cause_a_500(http: httpx.Client) -> None:
     rng = random.Random(7)
     create_isvc(http, name="target", canary=10)
-    pointers = ["", "/", "/spec", "/spec/predictor/-", "/metadata/labels/a", "/spec/predictor/containers/0",
-                "/spec/predictor/containers/-", "/x~2y", "/spec/predictor/canaryTrafficPercent", "no-slash",
-                "/metadata/name", "/kind", "/apiVersion", "/metadata/namespace", "/spec/predictor/model/modelFormat/name"]
+    pointers = [
+        "",
+        "/",
+        "/spec",
+        "/spec/predictor/-",
+        "/metadata/labels/a",
+        "/spec/predictor/containers/0",
+        "/spec/predictor/containers/-",
+        "/x~2y",
+        "/spec/predictor/canaryTrafficPercent",
+        "no-slash",
+        "/metadata/name",
+        "/kind",
+        "/apiVersion",
+        "/metadata/namespace",
+        "/spec/predictor/model/modelFormat/name",
+    ]
     for _ in range(300):
         op: dict[str, Any] = {"op": rng.choice(["add", "remove", "replace", "move", "copy", "test", "bogus", 3])}
         if rng.random() < 0.9:
@@ -1140,27 +1224,84 @@ def test_isvc_first_match_only_and_date_cells() -> None:
     ("status", "meta", "expected"),
     [
         ({"phase": "Pending"}, {}, ["0/1", "Pending", "0"]),
-        ({"phase": "Running", "containerStatuses": [{"name": "c", "ready": True, "restartCount": 2,
-                                                      "state": {"running": {}}}]}, {}, ["1/1", "Running", "2"]),
-        ({"phase": "Running", "containerStatuses": [{"name": "c", "ready": False, "restartCount": 0,
-                                                      "state": {"waiting": {"reason": "ContainerCreating"}}}]}, {},
-         ["0/1", "ContainerCreating", "0"]),
-        ({"phase": "Failed", "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 2}}}]}, {},
-         ["0/1", "ExitCode:2", "0"]),
-        ({"phase": "Running", "containerStatuses": [{"name": "c", "ready": True, "state": {"running": {}}}]},
-         {"deletionTimestamp": "2024-01-01T00:00:00Z"}, ["1/1", "Terminating", "0"]),
-        ({"phase": "Pending", "initContainerStatuses": [{"name": "storage-initializer", "state": {"waiting": {"reason": "PodInitializing"}}}]},
-         {}, ["0/1", "Init:0/1", "0"]),
-        ({"phase": "Pending", "initContainerStatuses": [{"name": "storage-initializer", "restartCount": 1,
-                                                          "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]},
-         {}, ["0/1", "Init:Error", "1"]),
-        ({"phase": "Running", "containerStatuses": [{"name": "c", "ready": False, "restartCount": 4,
-                                                      "lastState": {"terminated": {"finishedAt": "2024-01-01T00:58:00Z"}},
-                                                      "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}, {},
-         ["0/1", "CrashLoopBackOff", "4 (2m ago)"]),
+        (
+            {
+                "phase": "Running",
+                "containerStatuses": [{"name": "c", "ready": True, "restartCount": 2, "state": {"running": {}}}],
+            },
+            {},
+            ["1/1", "Running", "2"],
+        ),
+        (
+            {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                    }
+                ],
+            },
+            {},
+            ["0/1", "ContainerCreating", "0"],
+        ),
+        (
+            {"phase": "Failed", "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 2}}}]},
+            {},
+            ["0/1", "ExitCode:2", "0"],
+        ),
+        (
+            {"phase": "Running", "containerStatuses": [{"name": "c", "ready": True, "state": {"running": {}}}]},
+            {"deletionTimestamp": "2024-01-01T00:00:00Z"},
+            ["1/1", "Terminating", "0"],
+        ),
+        (
+            {
+                "phase": "Pending",
+                "initContainerStatuses": [
+                    {"name": "storage-initializer", "state": {"waiting": {"reason": "PodInitializing"}}}
+                ],
+            },
+            {},
+            ["0/1", "Init:0/1", "0"],
+        ),
+        (
+            {
+                "phase": "Pending",
+                "initContainerStatuses": [
+                    {
+                        "name": "storage-initializer",
+                        "restartCount": 1,
+                        "state": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                    }
+                ],
+            },
+            {},
+            ["0/1", "Init:Error", "1"],
+        ),
+        (
+            {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "ready": False,
+                        "restartCount": 4,
+                        "lastState": {"terminated": {"finishedAt": "2024-01-01T00:58:00Z"}},
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    }
+                ],
+            },
+            {},
+            ["0/1", "CrashLoopBackOff", "4 (2m ago)"],
+        ),
     ],
 )
-def test_pod_cells_follow_the_kubectl_printer(status: dict[str, Any], meta: dict[str, Any], expected: list[str]) -> None:
+def test_pod_cells_follow_the_kubectl_printer(
+    status: dict[str, Any], meta: dict[str, Any], expected: list[str]
+) -> None:
     now = datetime(2024, 1, 1, 1, 0, 0, tzinfo=UTC)
     init = [{"name": "storage-initializer"}] if "initContainerStatuses" in status else []
     pod = {"metadata": {"name": "p", "creationTimestamp": "2024-01-01T00:00:00Z", **meta},

@@ -220,8 +220,14 @@ def test_a_change_right_after_a_promotion_keeps_the_promotions_bookkeeping(
         client.post(BASE, json=manifest("quick", M1)).raise_for_status()
         wait_for(client, "quick", ready)
         client.patch(f"{BASE}/quick", json=manifest("quick", M2, canary=10), headers=merge).raise_for_status()
-        wait_for(client, "quick", lambda o: ready(o) and split(o) == [("quick-predictor-00002", 10), ("quick-predictor-00001", 90)])
-        client.patch(f"{BASE}/quick", json={"spec": {"predictor": {"canaryTrafficPercent": None}}}, headers=merge).raise_for_status()
+        wait_for(
+            client,
+            "quick",
+            lambda o: ready(o) and split(o) == [("quick-predictor-00002", 10), ("quick-predictor-00001", 90)],
+        )
+        client.patch(
+            f"{BASE}/quick", json={"spec": {"predictor": {"canaryTrafficPercent": None}}}, headers=merge
+        ).raise_for_status()
         client.patch(f"{BASE}/quick", json=manifest("quick", M1, canary=20), headers=merge).raise_for_status()
         done = wait_for(client, "quick", lambda o: ready(o) and split(o)[0][0] == "quick-predictor-00003")
         assert split(done) == [("quick-predictor-00003", 20), ("quick-predictor-00002", 80)]

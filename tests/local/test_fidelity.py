@@ -244,7 +244,10 @@ def test_pinned_revision_keeps_its_pod_at_min_scale(cluster: Cluster) -> None:
     wait_for("revision 2 ready", lambda: cluster.isvc("pinned")["status"]["components"]["predictor"]
              .get("latestReadyRevision") == revision("pinned", 2))
     traffic = cluster.isvc("pinned")["status"]["components"]["predictor"]["traffic"]
-    assert {(t["revisionName"], t["percent"]) for t in traffic} == {(revision("pinned", 2), 0), (revision("pinned", 1), 100)}
+    assert {(t["revisionName"], t["percent"]) for t in traffic} == {
+        (revision("pinned", 2), 0),
+        (revision("pinned", 1), 100),
+    }
     # Knative keeps a routed revision at min-scale (1): both pods run and are Ready.
     wait_for("both pods Ready", lambda: cluster.ready_pods("pinned") == {revision("pinned", 1), revision("pinned", 2)})
     time.sleep(1.0)  # and stay so once the controller has settled
@@ -269,7 +272,9 @@ def test_unknown_runtime_fails_the_model_status_and_creates_nothing(cluster: Clu
         "IngressReady": "Unknown", "PredictorReady": "Unknown", "Ready": "Unknown"}
     assert "components" not in status
     assert cluster.revisions("nort") == [] and not cluster.core.list_namespaced_pod(cluster.ns).items
-    warning = wait_for("the InternalError event", lambda: [e for e in cluster.events("nort") if e.reason == "InternalError"])
+    warning = wait_for(
+        "the InternalError event", lambda: [e for e in cluster.events("nort") if e.reason == "InternalError"]
+    )
     assert (warning[0].type, warning[0].message) == (
         "Warning", "No ServingRuntimes or ClusterServingRuntimes with the name: kserve-nope")
 
@@ -278,7 +283,10 @@ def test_unknown_runtime_fails_the_model_status_and_creates_nothing(cluster: Clu
                                               "runtime": "kserve-tensorflow-serving", "storageUri": M1}})
     info = wait_for("NoSupportingRuntime", lambda: (
         (cluster.isvc("wrongrt").get("status") or {}).get("modelStatus", {}).get("lastFailureInfo")))
-    assert info == {"reason": "NoSupportingRuntime", "message": "Specified runtime does not support specified framework/version"}
+    assert info == {
+        "reason": "NoSupportingRuntime",
+        "message": "Specified runtime does not support specified framework/version",
+    }
 
     # Naming the sklearn runtime works, and is what an unnamed sklearn model gets.
     cluster.create_isvc("namedrt", {"model": {"modelFormat": {"name": "sklearn"},
@@ -343,7 +351,9 @@ def test_out_of_range_percent_fails_the_predictor_and_records_events(cluster: Cl
     assert [(t["revisionName"], t["percent"]) for t in traffic] == [(revision("wide", 1), 100)]
     assert cluster.predict(cluster.host("wide"), "wide").status_code == 200
 
-    events = wait_for("the InternalError event", lambda: [e for e in cluster.events("wide") if e.reason == "InternalError"])
+    events = wait_for(
+        "the InternalError event", lambda: [e for e in cluster.events("wide") if e.reason == "InternalError"]
+    )
     assert (events[0].type, events[0].message) == ("Warning", expected)
     reasons = {e.reason for e in cluster.events("wide")}
     assert {"InferenceServiceReady", "InferenceServiceNotReady", "InternalError"} <= reasons

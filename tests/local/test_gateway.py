@@ -208,8 +208,12 @@ def test_v2_and_get_requests_are_forwarded(cluster: Cluster) -> None:
 
     async def go() -> tuple[int, Any, int, Any]:
         async with aiohttp.ClientSession() as s:
-            body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [[6.8, 2.8, 4.8, 1.4]]}]}
-            async with s.post(f"http://127.0.0.1:{cluster.port}/v2/models/{ISVC}/infer", json=body, headers={"Host": HOST}) as r:
+            body = {
+                "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [[6.8, 2.8, 4.8, 1.4]]}]
+            }
+            async with s.post(
+                f"http://127.0.0.1:{cluster.port}/v2/models/{ISVC}/infer", json=body, headers={"Host": HOST}
+            ) as r:
                 infer = (r.status, await r.json())
             async with s.get(f"http://127.0.0.1:{cluster.port}/v1/models/{ISVC}", headers={"Host": HOST}) as r:
                 return (*infer, r.status, await r.json())
@@ -499,7 +503,8 @@ def test_an_oversized_body_is_a_413_and_closes(cluster: Cluster, monkeypatch: py
         reader, writer = await _connect(cluster.port)
         length = gateway_module.MAX_BODY_BYTES + 1
         writer.write(
-            f"POST {PREDICT} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode()
+            f"POST {PREDICT} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {length}\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
         )
         status, _, _ = await _response(reader)
         return status, await _closed_by_peer(reader)
@@ -588,7 +593,9 @@ class SlowModel:
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).lower()
-                length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head else 0
+                length = (
+                    int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head else 0
+                )
                 await reader.readexactly(length)
                 await asyncio.sleep(self.delay)
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")

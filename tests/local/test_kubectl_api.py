@@ -125,7 +125,9 @@ def test_kubectl_sees_a_v1_32_server_without_warnings(api: LocalApi) -> None:
     assert "Server Version: v1.32.0" in result.stdout
     assert "WARNING" not in result.stderr and result.stderr == ""
     resources = kubectl(api, "api-resources", "--no-headers").stdout
-    assert re.search(r"^inferenceservices\s+isvc\s+serving.kserve.io/v1beta1\s+true\s+InferenceService$", resources, re.M)
+    assert re.search(
+        r"^inferenceservices\s+isvc\s+serving.kserve.io/v1beta1\s+true\s+InferenceService$", resources, re.M
+    )
     assert re.search(r"^revisions\s+rev\s+serving.knative.dev/v1\s+true\s+Revision$", resources, re.M)
 
 
@@ -194,7 +196,9 @@ def test_kubectl_server_side_apply(api: LocalApi, ns: str) -> None:
     assert conflict.returncode == 1
     assert conflict.stderr.startswith('error: Apply failed with 1 conflict: conflict with "kubectl": '
                                       ".spec.predictor.model.storageUri")
-    kubectl(api, "apply", "--server-side", "--force-conflicts", "--field-manager=other", "-n", ns, "-f", "-", stdin=STEP1)
+    kubectl(
+        api, "apply", "--server-side", "--force-conflicts", "--field-manager=other", "-n", ns, "-f", "-", stdin=STEP1
+    )
 
 
 @needs_kubectl
@@ -228,9 +232,23 @@ def test_kubectl_get_pods_prints_revision_pods(api: LocalApi, ns: str) -> None:
     out = kubectl(api, "get", "pod", "-n", ns).stdout.splitlines()
     assert out[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert re.fullmatch(rf"sklearn-iris-predictor-00001-deployment-7965bcc66-grdbq\s+2/2\s+Running\s+0\s+{AGE}", out[1])
-    assert re.fullmatch(rf"sklearn-iris-predictor-00002-deployment-6744dbbd8c-wfghv\s+2/2\s+Running\s+0\s+{AGE}", out[2])
+    assert re.fullmatch(
+        rf"sklearn-iris-predictor-00002-deployment-6744dbbd8c-wfghv\s+2/2\s+Running\s+0\s+{AGE}", out[2]
+    )
     wide = lines(kubectl(api, "get", "pods", "-n", ns, "-o", "wide").stdout)
-    assert wide[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    assert wide[0] == [
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+        "NOMINATED",
+        "NODE",
+        "READINESS",
+        "GATES",
+    ]
     assert wide[1][5:] == ["127.0.0.1", "local", "<none>", "<none>"]
     assert kubectl(api, "delete", "pod", "-n", ns, wide[1][0], check=False).returncode != 0
 
@@ -242,7 +260,9 @@ def test_kubectl_patch_merge_and_json(api: LocalApi, ns: str) -> None:
     out = kubectl(api, "patch", "isvc", "sklearn-iris", "-n", ns, "--type", "merge",
                   "-p", '{"spec":{"predictor":{"canaryTrafficPercent":50}}}').stdout.strip()
     assert out == "inferenceservice.serving.kserve.io/sklearn-iris patched"
-    value = kubectl(api, "get", "isvc", "sklearn-iris", "-n", ns, "-o", "jsonpath={.spec.predictor.canaryTrafficPercent}")
+    value = kubectl(
+        api, "get", "isvc", "sklearn-iris", "-n", ns, "-o", "jsonpath={.spec.predictor.canaryTrafficPercent}"
+    )
     assert value.stdout == "50"
     kubectl(api, "patch", "isvc", "sklearn-iris", "-n", ns, "--type", "json",
             "-p", '[{"op":"remove","path":"/spec/predictor/canaryTrafficPercent"}]')
@@ -346,7 +366,9 @@ def test_kubectl_wait_for_ready_condition(api: LocalApi, ns: str) -> None:
     assert proc.returncode == 0, err
     assert out.strip() == "inferenceservice.serving.kserve.io/sklearn-iris condition met"
     describe = kubectl(api, "describe", "isvc", "sklearn-iris", "-n", ns).stdout
-    assert "Canary Traffic Percent" not in describe and "Latest Ready Revision:  sklearn-iris-predictor-00002" in describe
+    assert (
+        "Canary Traffic Percent" not in describe and "Latest Ready Revision:  sklearn-iris-predictor-00002" in describe
+    )
 
 
 @needs_kubectl
@@ -451,7 +473,9 @@ def test_kubernetes_client_watch_stream_on_custom_objects(api: LocalApi, k8s: An
     w = watch.Watch()
 
     def mutate() -> None:
-        custom.patch_namespaced_custom_object(*args, "sklearn-iris", {"spec": {"predictor": {"canaryTrafficPercent": 10}}})
+        custom.patch_namespaced_custom_object(
+            *args, "sklearn-iris", {"spec": {"predictor": {"canaryTrafficPercent": 10}}}
+        )
 
     for event in w.stream(custom.list_namespaced_custom_object, *args, timeout_seconds=5):
         seen.append((event["type"], event["object"]["spec"]["predictor"].get("canaryTrafficPercent")))

@@ -185,8 +185,12 @@ def test_every_request_is_counted_once_under_its_revision_code_and_latency(meter
             assert metrics["revision_app_request_latencies_count"][labels] == n
     # The ingress times the revision's part of each request: more than nothing, less than the client saw.
     for rev in (REV1, REV2):
-        ms = sum(v for metrics in after.values()
-                 for k, v in metrics.get("revision_app_request_latencies_sum", {}).items() if dict(k)["revision_name"] == rev)
+        ms = sum(
+            v
+            for metrics in after.values()
+            for k, v in metrics.get("revision_app_request_latencies_sum", {}).items()
+            if dict(k)["revision_name"] == rev
+        )
         assert 0 < ms < metered.client_ms[rev], (rev, ms, metered.client_ms[rev])
 
 
@@ -374,8 +378,17 @@ def test_failed_revisions_count_as_502_and_503_once(plane: str, tmp_path: Path) 
         exporter = MetricsServer(ingress.metrics.render, "tok")
         await exporter.start()
         try:
-            routes = {"h.ns.example.com": [("ns", "h-predictor-00001", 100)], "r.ns.example.com": [("ns", "r-predictor-00001", 100)]}
-            ingress.update(routes, {("ns", "h-predictor-00001"): ("127.0.0.1", hanging), ("ns", "r-predictor-00001"): ("127.0.0.1", refused)})
+            routes = {
+                "h.ns.example.com": [("ns", "h-predictor-00001", 100)],
+                "r.ns.example.com": [("ns", "r-predictor-00001", 100)],
+            }
+            ingress.update(
+                routes,
+                {
+                    ("ns", "h-predictor-00001"): ("127.0.0.1", hanging),
+                    ("ns", "r-predictor-00001"): ("127.0.0.1", refused),
+                },
+            )
             if isinstance(ingress, NginxIngress):
                 await ingress.wait_programmed()
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ingress.port}", timeout=30) as client:

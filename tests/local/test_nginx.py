@@ -137,7 +137,9 @@ def test_updates_are_pushed_then_reported_and_a_dead_nginx_is_restarted(tmp_path
             workers = ingress._workers_seen | ingress._workers()
             await ingress.close()
         assert pid is not None and workers
-        assert not [p for p in [pid, *workers] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert not [
+            p for p in [pid, *workers] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
 
     uvloop.run(go())
 
@@ -174,7 +176,9 @@ def test_a_restarted_daemon_adopts_the_running_nginx_with_its_port_and_table(tmp
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).lower()
-                length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head else 0
+                length = (
+                    int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head else 0
+                )
                 await reader.readexactly(length)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -206,12 +210,16 @@ def test_a_restarted_daemon_adopts_the_running_nginx_with_its_port_and_table(tmp
                 assert down.status_code == 503 and "kserve-nb local up" in down.json()["error"]
 
                 reported: list[dict] = []
-                second = NginxIngress(directory, metrics_token="metrics", on_programmed=lambda t: reported.append(dict(t)))
+                second = NginxIngress(
+                    directory, metrics_token="metrics", on_programmed=lambda t: reported.append(dict(t))
+                )
                 survivors.append(second)
                 assert await second.start() == port and second.pid == master
                 # Before any update the gateway behind nginx serves nginx's table (a body nginx
                 # hands to it: not JSON).
-                slow = await client.post("/", content=b"x", headers={"Host": "a.ns.example.com", "Content-Type": "text/plain"})
+                slow = await client.post(
+                    "/", content=b"x", headers={"Host": "a.ns.example.com", "Content-Type": "text/plain"}
+                )
                 assert slow.status_code == 200 and slow.headers["x-kserve-revision"] == "r1"
                 second.update(routes, endpoints)
                 assert reported == [routes]  # nginx holds this table already: nothing pushed
@@ -233,7 +241,9 @@ def test_a_restarted_daemon_adopts_the_running_nginx_with_its_port_and_table(tmp
             workers = {w for s in [first, *survivors] for w in s._workers_seen | s._workers()}
             await survivors[-1].close() if survivors else await first.close()
             upstream.close()
-        assert not [p for p in [master, *workers] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert not [
+            p for p in [master, *workers] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         assert not (directory / "ingress.json").exists()
 
     uvloop.run(go())

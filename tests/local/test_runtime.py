@@ -62,7 +62,9 @@ class Harness:
                     return state
             seen = len(self.events)
             await asyncio.sleep(0.002)
-        raise AssertionError(f"{revision}: no matching state in {[s for _, s in self.events if s.revision == revision]}")
+        raise AssertionError(
+            f"{revision}: no matching state in {[s for _, s in self.events if s.revision == revision]}"
+        )
 
     def start_ready(self, spec: RevisionSpec) -> RevisionState:
         self.runtime.ensure_running(spec)
@@ -333,7 +335,8 @@ def test_kill_9_of_the_daemon_leaves_revisions_serving_for_the_next_runtime_to_a
 
         async def main():
             ready = asyncio.get_running_loop().create_future()
-            rt = Runtime(Path({str(state_dir)!r}), lambda s: s.phase == "Ready" and not ready.done() and ready.set_result(s))
+            rt = Runtime(Path({str(state_dir)!r}),
+                         lambda s: s.phase == "Ready" and not ready.done() and ready.set_result(s))
             await rt.start()
             rt.ensure_running(RevisionSpec("ns", "m", "m-predictor-00001", {MODEL_1!r}, "sklearn"))
             state = await asyncio.wait_for(ready, 30)

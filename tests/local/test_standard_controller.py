@@ -122,7 +122,8 @@ class Std:
 
     # ---- what KServe creates
     def deployments(self, name: str) -> dict[str, Any]:
-        items = self.apps.list_namespaced_deployment(self.ns, label_selector=f"serving.kserve.io/inferenceservice={name}")
+        selector = f"serving.kserve.io/inferenceservice={name}"
+        items = self.apps.list_namespaced_deployment(self.ns, label_selector=selector)
         return {d.metadata.name: d for d in items.items}
 
     def services(self, name: str) -> set[str]:
@@ -142,7 +143,8 @@ class Std:
         """Pod name → uid of a Deployment's pods, found through its selector as KServe's e2e test does."""
         dep = self.apps.read_namespaced_deployment(deployment, self.ns)
         selector = ",".join(f"{k}={v}" for k, v in dep.spec.selector.match_labels.items())
-        return {p.metadata.name: p.metadata.uid for p in self.core.list_namespaced_pod(self.ns, label_selector=selector).items}
+        pods = self.core.list_namespaced_pod(self.ns, label_selector=selector).items
+        return {p.metadata.name: p.metadata.uid for p in pods}
 
     def all_pods(self, name: str) -> set[str]:
         items = self.core.list_namespaced_pod(self.ns, label_selector=f"serving.kserve.io/inferenceservice={name}")
@@ -320,10 +322,12 @@ def test_the_webhook_refuses_what_kserve_refuses(std: Std, kubectl: Any) -> None
     cases = [
         ({"spec": {"canary": [canary("v2", 60, M2), canary("v3", 50, M2)]}},
          "sum of canary trafficPercent values (110) must be <= 100"),
-        ({"spec": {"canary": [canary("v2", 10, M2), canary("v2", 10, M2)]}}, 'canary predictor.name "v2" is duplicated'),
+        ({"spec": {"canary": [canary("v2", 10, M2), canary("v2", 10, M2)]}},
+         'canary predictor.name "v2" is duplicated'),
         ({"spec": {"canary": [{"predictor": predictor(M2, None, None), "trafficPercent": 10}]}},
          "canary[0] predictor.name is required"),
-        ({"spec": {"canary": [canary("v2", 101, M2)]}}, 'canary "v2" trafficPercent must be between 0 and 100, got 101'),
+        ({"spec": {"canary": [canary("v2", 101, M2)]}},
+         'canary "v2" trafficPercent must be between 0 and 100, got 101'),
         ({"spec": {"canary": [{"predictor": {**predictor(M2, "v2", 3)}, "trafficPercent": 10}]}},
          'canary "v2" minReplicas (3) must not exceed stable predictor minReplicas (2)'),
         ({"spec": {"canary": [{"predictor": {**predictor(M2, "v2", None), "maxReplicas": 3}, "trafficPercent": 10}]}},
