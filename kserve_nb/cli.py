@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from kserve_nb.errors import KServeNbError
+from kserve_nb.resources import LOCAL_CONTEXT
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -15,7 +16,7 @@ def _local(args: argparse.Namespace) -> int:
     if args.action == "up":
         cluster = manager.up(args.state_dir)
         print(f"local cluster running (pid {cluster.pid})")
-        print(f"  API      {cluster.api}   (context kserve-nb-local)")
+        print(f"  API      {cluster.api}   (context {LOCAL_CONTEXT})")
         print(f"  ingress  {cluster.ingress}   ({cluster.ingress_proxy})")
         print(f"  state    {cluster.state_dir}")
         print('use it from a shell:  eval "$(kserve-nb local env)"')

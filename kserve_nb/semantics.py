@@ -51,13 +51,13 @@ INFO_CONDITIONS = frozenset(
 )
 
 
-STOP_ANNOTATION = "serving.kserve.io/stop"
+STOP_ANNOTATION = r.STOP_ANNOTATION
 #: KServe's ``constants.DefaultMinReplicas``: the min-scale of a predictor without ``minReplicas``.
 DEFAULT_MIN_REPLICAS = 1
 KPA_CLASS = "kpa.autoscaling.knative.dev"
 CLASS_ANNOTATION = "autoscaling.knative.dev/class"
-MIN_SCALE_ANNOTATION = "autoscaling.knative.dev/min-scale"
-MAX_SCALE_ANNOTATION = "autoscaling.knative.dev/max-scale"
+MIN_SCALE_ANNOTATION = r.MIN_SCALE_ANNOTATION
+MAX_SCALE_ANNOTATION = r.MAX_SCALE_ANNOTATION
 METRIC_ANNOTATION = "autoscaling.knative.dev/metric"
 TARGET_ANNOTATION = "autoscaling.knative.dev/target"
 

@@ -40,7 +40,7 @@ from kserve_nb.semantics import storage_uri_of
 
 STANDARD = "Standard"
 LEGACY_RAW = "RawDeployment"
-STOP_ANNOTATION = "serving.kserve.io/stop"
+STOP_ANNOTATION = r.STOP_ANNOTATION
 AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
 CANARY_READY = "CanaryPredictorReady"
 STOPPED_REASON = "Stopped"

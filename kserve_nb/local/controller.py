@@ -506,8 +506,8 @@ def _labels(ns: str, name: str, rev: Revision) -> dict[str, str]:
         r.COMPONENT_LABEL: "predictor",
         r.REVISION_LABEL: rev.name,
         r.CONFIGURATION_LABEL: r.predictor_name(name),
-        "serving.knative.dev/service": r.predictor_name(name),
-        "serving.knative.dev/configurationGeneration": str(rev.number),
+        r.KNATIVE_SERVICE_LABEL: r.predictor_name(name),
+        r.CONFIGURATION_GENERATION_LABEL: str(rev.number),
         "app": rev.name,
     }
 
@@ -534,7 +534,7 @@ def revision_object(
     serving = state is not None and state.phase == "Ready"
     fmt = model_format_of(template.get("predictor") or {}) or "unknown"
     return {
-        "apiVersion": "serving.knative.dev/v1",
+        "apiVersion": r.KNATIVE_API_VERSION,
         "kind": "Revision",
         "metadata": {
             "name": rev.name,
@@ -589,7 +589,7 @@ def ksvc_object(
     if r.ROLLOUT_DURATION_ANNOTATION in (meta.get("annotations") or {}):
         ksvc_annotations[r.ROLLOUT_DURATION_ANNOTATION] = meta["annotations"][r.ROLLOUT_DURATION_ANNOTATION]
     return {
-        "apiVersion": "serving.knative.dev/v1",
+        "apiVersion": r.KNATIVE_API_VERSION,
         "kind": "Service",
         "metadata": {
             "name": r.predictor_name(name),
@@ -685,7 +685,7 @@ def pod_object(ns: str, name: str, rev: Revision, state: Any) -> dict[str, Any]:
             "annotations": {r.STORAGE_URI_ANNOTATION: rev.storage_uri or ""},
         },
         "spec": {
-            "nodeName": "kserve-nb-local",
+            "nodeName": r.LOCAL_CONTEXT,
             "initContainers": [{"name": "storage-initializer", "image": "kserve/storage-initializer"}],
             "containers": [
                 {"name": "kserve-container", "image": kserve["image"], "args": _container_args(name)},

@@ -38,8 +38,7 @@ from typing import Any
 
 import yaml
 
-CONTEXT = "kserve-nb-local"
-DOMAIN_DEFAULT = "example.com"
+from kserve_nb.resources import DEFAULT_DOMAIN, LOCAL_CONTEXT
 
 log = logging.getLogger("kserve_nb.local")
 
@@ -128,7 +127,7 @@ async def _start_ingress(state_dir: Path, port: int, metrics_token: str) -> tupl
     raise AssertionError("unreachable")
 
 
-async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
+async def serve(state_dir: Path, domain: str = DEFAULT_DOMAIN) -> None:
     """Run the local cluster until SIGTERM/SIGINT."""
     from aiohttp import web
 
@@ -198,10 +197,8 @@ async def serve(state_dir: Path, domain: str = DOMAIN_DEFAULT) -> None:
     await seeded
 
     server = f"https://127.0.0.1:{api_port}"
-    write_private(
-        state_dir / "kubeconfig",
-        yaml.safe_dump(kubeconfig(server, token, tls.ca_pem, context=CONTEXT, namespace="default"), sort_keys=False),
-    )
+    config = kubeconfig(server, token, tls.ca_pem, context=LOCAL_CONTEXT, namespace="default")
+    write_private(state_dir / "kubeconfig", yaml.safe_dump(config, sort_keys=False))
     write_private(state_dir / "ports.json", json.dumps({"api": api_port, "ingress": ingress_port}))
     endpoint = {
         "pid": os.getpid(),
@@ -235,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the daemon process (``python -m kserve_nb.local.daemon``)."""
     parser = argparse.ArgumentParser(prog="kserve-nb-local-daemon")
     parser.add_argument("--state-dir", required=True, type=Path)
-    parser.add_argument("--domain", default=DOMAIN_DEFAULT)
+    parser.add_argument("--domain", default=DEFAULT_DOMAIN)
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.expanduser().resolve()
     # Everything the daemon and its children (zygote, model servers, nginx) create is private.

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from kserve_nb.errors import LocalClusterError
+from kserve_nb.resources import DEFAULT_DOMAIN
 
 if TYPE_CHECKING:
     from kserve_nb.local.prometheus import LocalPrometheus
@@ -45,7 +46,7 @@ class LocalCluster:
     ingress_host: str
     ingress_port: int
     kubeconfig: Path
-    domain: str = "example.com"
+    domain: str = DEFAULT_DOMAIN
     ingress_proxy: str = "python"  # what serves the ingress port: "nginx" or "python" (the Gateway alone)
     #: The ingress' metrics endpoints (exporter name → loopback port; ``/metrics``, metrics token).
     metrics: tuple[tuple[str, int], ...] = ()
@@ -143,7 +144,7 @@ def _cluster(sd: Path, info: dict[str, Any]) -> LocalCluster:
         ingress_host=info["ingress_host"],
         ingress_port=int(info["ingress_port"]),
         kubeconfig=Path(info["kubeconfig"]),
-        domain=info.get("domain", "example.com"),
+        domain=info.get("domain", DEFAULT_DOMAIN),
         ingress_proxy=info.get("ingress_proxy", "python"),
         metrics=tuple(sorted((str(k), int(v)) for k, v in (info.get("metrics") or {}).items())),
     )

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from kserve_nb import resources
 from kserve_nb.patches import clone
 
 # Keep this many events for watch resumption; older resourceVersions answer 410 Gone.
@@ -128,17 +129,18 @@ PODS = ResourceType(
     user_writable=False, verbs=READ_ONLY_VERBS,
 )
 INFERENCESERVICES = ResourceType(
-    "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService", "inferenceservice",
+    resources.GROUP, resources.VERSION, resources.PLURAL, resources.KIND, resources.KIND.lower(),
     short_names=("isvc",), categories=("all",),
 )
 REVISIONS = ResourceType(
-    "serving.knative.dev", "v1", "revisions", "Revision", "revision", short_names=("rev",),
+    resources.KNATIVE_GROUP, resources.KNATIVE_VERSION, "revisions", "Revision", "revision", short_names=("rev",),
     categories=("all", "knative", "serving"), user_writable=False, verbs=READ_ONLY_VERBS,
 )
 # The Knative Service KServe creates per component, derived from the isvc (read-only here).
 KSERVICES = ResourceType(
-    "serving.knative.dev", "v1", "services", "Service", "service", short_names=("kservice", "ksvc"),
-    categories=("all", "knative", "serving"), user_writable=False, verbs=READ_ONLY_VERBS,
+    resources.KNATIVE_GROUP, resources.KNATIVE_VERSION, "services", "Service", "service",
+    short_names=("kservice", "ksvc"), categories=("all", "knative", "serving"),
+    user_writable=False, verbs=READ_ONLY_VERBS,
 )
 # core/v1 Events the controller records (read-only for users).
 EVENTS = ResourceType(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kserve_nb import resources as r
 from kserve_nb.errors import ValidationError
 from kserve_nb.magics.display import Banner, Note, load_json
 
@@ -234,7 +235,7 @@ def delete(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     """``%kserve delete NAME``."""
     svc = _service(m, args)
     svc.delete()
-    return _announced(svc, Note(f"inferenceservice.serving.kserve.io/{args.name} deleted"))
+    return _announced(svc, Note(f"{r.KUBECTL_RESOURCE}/{args.name} deleted"))
 
 
 # ---------------------------------------------------------------------- predictions

@@ -10,6 +10,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from kserve_nb.resources import LOCAL_CONTEXT
+
 
 @dataclass(frozen=True)
 class TlsMaterial:
@@ -90,7 +92,7 @@ def self_signed_tls(hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: i
     )
 
 
-def kubeconfig(server: str, token: str, ca_pem: bytes, *, context: str = "kserve-nb-local",
+def kubeconfig(server: str, token: str, ca_pem: bytes, *, context: str = LOCAL_CONTEXT,
                namespace: str | None = None) -> dict[str, Any]:
     """A kubeconfig document for the local cluster (write it with mode 0600: it holds the token)."""
     ctx: dict[str, Any] = {"cluster": context, "user": context}
