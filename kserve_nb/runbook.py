@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kserve_nb import __version__, errors
 from kserve_nb.history import actor
+from kserve_nb.splits import split_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -129,7 +130,7 @@ def status_snapshot(st: ServiceStatus | None) -> dict[str, Any] | None:
     """The release state as plain JSON (what ``kubectl get isvc`` and its traffic block say)."""
     if st is None:
         return None
-    return {
+    snapshot: dict[str, Any] = {
         "summary": st.summary(),
         "ready": st.ready_status,
         "url": st.url,
@@ -151,10 +152,31 @@ def status_snapshot(st: ServiceStatus | None) -> dict[str, Any] | None:
         "generation": st.generation,
         "observedGeneration": st.observed_generation,
     }
+    if st.standard:  # Standard mode has sides instead of revisions
+        snapshot["deploymentMode"] = st.deployment_mode
+        snapshot["sides"] = [
+            {"side": s.name, "deployment": s.deployment, "storageUri": s.storage_uri, "ready": s.ready,
+             "percent": s.percent, "routed": s.routed}
+            for s in st.sides
+        ]
+    return snapshot
 
 
 def serving(svc: Service) -> pd.DataFrame:
-    """Revisions that receive traffic right now, with their model (``revision, storageUri, percent``)."""
+    """Revisions that receive traffic right now, with their model (``revision, storageUri, percent``).
+
+    Standard mode: the sides the route sends traffic to, ``revision`` naming the side's Deployment.
+    """
+    import pandas as pd
+
+    st = svc.status()
+    if st.standard:
+        rows = [
+            {"revision": s.deployment, "storageUri": s.storage_uri or "", "percent": s.routed}
+            for s in st.sides
+            if s.routed
+        ]
+        return pd.DataFrame(rows, columns=["revision", "storageUri", "percent"])
     revs = svc.revisions()
     return revs[revs["percent"] > 0][["revision", "storageUri", "percent"]].reset_index(drop=True)
 
@@ -221,7 +243,7 @@ def preflight(svc: Service, baseline_uri: str, candidate_uri: str) -> list[str]:
     uris = sorted(set(live["storageUri"]))
     problems = []
     if len(live) > 1:
-        split = " + ".join(f"{p}% {r}" for r, p in zip(live["revision"], live["percent"]))
+        split = split_text(zip(live["revision"], live["percent"]))
         problems.append(f"a canary is already in flight ({split}): promote or roll it back first")
     elif uris == [candidate_uri]:
         problems.append(f"the candidate {candidate_uri} already serves 100% of {svc.name}: nothing to release")
@@ -352,10 +374,20 @@ def carry_out(
       still names the broken model and the service is not Ready, so the baseline model is deployed
       again (:meth:`Service.deploy`), which makes the service Ready on the baseline model.
     - rollback when nothing was applied (pre-flight of the storageUri refused it): nothing to undo.
+
+    Standard mode: the candidate is a ``spec.canary[]`` entry beside an untouched stable, so a
+    rollback removes it whether it became ready or not (:meth:`Service.rollback`).
     """
     if decision.action == NONE:
         return "nothing done: " + "; ".join(decision.reasons)
     now = svc.status()
+    if now.standard:
+        added = {c.name for c in now.canaries} - {c.name for c in before.canaries}
+        if decision.action == PROMOTE:
+            return svc.promote().summary()
+        if not added:
+            return f"nothing to undo: the candidate was never applied; {before.summary()}"
+        return svc.rollback().summary()
     applied = now.latest_created_revision != before.latest_created_revision
     if decision.action == PROMOTE:
         return svc.promote().summary()
@@ -537,10 +569,12 @@ class RunbookVerdict:
 
     def lines(self) -> list[str]:
         where = f"{self.namespace}/{self.service}"
-        served = " + ".join(f"{pct}% {rev} ({uri})" for rev, uri, pct in self.serving) or "nothing"
+        served = split_text(((f"{rev} ({uri})", pct) for rev, uri, pct in self.serving), empty="nothing")
         out = [f"RELEASE VERDICT: {self.headline}", f"{where} candidate {self.candidate_uri}", f"now serving: {served}"]
         if not self.consistent:
-            out.append("the cluster is NOT in the state this decision needs: check `%kserve status` before anything else")
+            out.append(
+                "the cluster is NOT in the state this decision needs: check `%kserve status` before anything else"
+            )
         out.append("why:")
         out += [f"  - {r}" for r in self.decision.reasons]
         if self.record_path:

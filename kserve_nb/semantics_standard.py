@@ -951,7 +951,10 @@ def ingress_routes(
 
     Both route hosts split by the route's weights; each predictor Service is also reachable on its
     own component host ``{service}-{ns}.{domain}`` (a local extension: KServe creates no route for
-    it) so per-side test predictions can reach the stable and each canary.
+    it) so per-side test predictions can reach the stable and each canary. An unnamed stable's
+    component host is the predictor route's own (weighted) host, so every Service is also routed
+    on its in-cluster name ``{service}.{ns}.svc.{cluster domain}``, which never clashes: the host
+    the client calls a side on (``kserve_nb.standard.side_host``).
     """
     settings = settings or StandardSettings()
     meta = _meta(isvc)
@@ -965,6 +968,7 @@ def ingress_routes(
     for rec in workloads(state):
         if rec.available:
             table.setdefault(domain_name(rec.name, ns, settings), [(ns, rec.name, 100)])
+            table.setdefault(service_host(rec.name, ns, settings), [(ns, rec.name, 100)])
     return table
 
 

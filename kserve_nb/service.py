@@ -4,6 +4,12 @@ Every mutating operation follows the same path (:meth:`Service._release`): read 
 validate, build a JSON merge patch, either return a dry-run :class:`~kserve_nb.plan.Plan` or send the
 patch guarded by the object's ``resourceVersion``, record it in the release history, and wait until
 the cluster reports the intended state.
+
+The same verbs work in both KServe modes, chosen from the live object. Knative mode patches
+``canaryTrafficPercent`` and waits on revisions and the traffic block. Standard (RawDeployment)
+mode patches ``spec.canary[]`` (:mod:`kserve_nb.semantics_standard`'s patch builders) and waits on
+``canaryStatuses[name].ready`` and the HTTPRoute's weights — not on ``Ready``, which ignores
+canaries there, nor on ``observedGeneration``, which is the stable Deployment's.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from kserve_nb import errors
+from kserve_nb import errors, standard
 from kserve_nb import resources as r
+from kserve_nb import semantics_standard as std
 from kserve_nb.history import APPLIED, DONE, FAILED, PENDING, History, HistoryWarning, new_entry
 from kserve_nb.manifests import check_percent, check_storage_uri, isvc_manifest
 from kserve_nb.plan import Plan, plan
 from kserve_nb.progress import Progress
+from kserve_nb.splits import split_text
 from kserve_nb.status import ServiceStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +41,12 @@ if TYPE_CHECKING:  # pragma: no cover
 CONFLICT_RETRIES = 3
 #: Seconds an InvalidSpec model status must persist before a wait gives up on it.
 SPEC_FAILURE_GRACE_SECONDS = 2.0
+#: Seconds between reads of a not-ready canary's Deployment while a Standard-mode step waits.
+FAILURE_CHECK_SECONDS = 0.5
 TARGET_NAMES = ("default", "latest", "prev")
+#: Standard mode's own target names besides each canary's name (``latest``/``prev`` are aliases of
+#: the newest canary and the stable, so a runbook reads the same in both modes).
+STANDARD_TARGETS = ("default", "stable", "latest", "prev")
 
 
 @dataclass(frozen=True)
@@ -50,10 +63,14 @@ class Release:
     waited: bool = True
     #: Where it happened, e.g. ``local cluster · context kserve-nb-local`` (see ``Session.where``).
     where: str = ""
+    #: Standard mode: the canary the step acted on (None: every canary, e.g. a rollback, or Knative mode).
+    canary: str | None = None
 
     def summary(self) -> str:
         """One line describing the outcome."""
         rev = f" (new revision {self.new_revision})" if self.new_revision else ""
+        if self.canary:
+            rev = f" (canary {self.canary}: Deployment {std.predictor_service_name(self.service, self.canary)})"
         state = "applied" if not self.waited else f"done in {self.seconds:.1f}s"
         return f"{self.action} {self.namespace}/{self.service}{rev} {state}: {self.status.summary()}"
 
@@ -67,6 +84,12 @@ class Release:
         # One headline (what, where, how long), then the settled state as the status shows it below
         # its own headline: the split is told once, by the bar and the tables.
         rev = f" → new revision <code>{html.escape(self.new_revision)}</code>" if self.new_revision else ""
+        if self.canary:
+            deployment = std.predictor_service_name(self.service, self.canary)
+            rev = (
+                f" → canary <code>{html.escape(self.canary)}</code> "
+                f"(Deployment <code>{html.escape(deployment)}</code>)"
+            )
         state = "applied, not waited for" if not self.waited else f"done in {self.seconds:.1f}s"
         where = f' <span style="opacity:0.7">· {html.escape(self.where)}</span>' if self.where else ""
         return (
@@ -85,6 +108,10 @@ class _Step:
     settled: Callable[[ServiceStatus, str | None], bool]
     touches: tuple[str, ...] = ()
     fields: dict[str, Any] = field(default_factory=dict)
+    #: Standard mode: the canary this step adds or moves (its failure fails the wait), if any.
+    canary: str | None = None
+    #: A Standard-mode step (``spec.canary[]``); every other step writes ``canaryTrafficPercent``.
+    standard: bool = False
 
 
 class Service:
@@ -94,6 +121,8 @@ class Service:
         self.session = session
         self.name = name
         self.namespace = namespace
+        # When a wait last read a not-ready canary's Deployment for a failure (see _standard_failure).
+        self._failure_checked = 0.0
 
     def __repr__(self) -> str:
         return f"<Service {self.namespace}/{self.name} on {self.session.banner}>"
@@ -113,12 +142,25 @@ class Service:
             return False
 
     def status(self) -> ServiceStatus:
-        """The current release state (READY, split, revisions, conditions)."""
-        return ServiceStatus.from_isvc(self.get())
+        """The current release state (READY, split, revisions or sides, conditions)."""
+        return self._status_of(self.get())
+
+    def _status_of(self, isvc: Mapping[str, Any]) -> ServiceStatus:
+        """Parse ``isvc``; in Standard mode with the predictor HTTPRoute's live backends."""
+        if standard.is_standard(isvc):
+            route = standard.read_route(self.session.cluster, self.name, self.namespace)
+            return ServiceStatus.from_isvc(isvc, route=route)
+        return ServiceStatus.from_isvc(isvc)
 
     def revisions(self) -> pd.DataFrame:
-        """Every revision of the predictor with its model, readiness, traffic and role."""
+        """Every revision of the predictor with its model, readiness, traffic and role.
+
+        Standard mode has no revisions: one row per side instead (:attr:`ServiceStatus.sides_table`:
+        side, Deployment, model, ready, configured percent, routed share).
+        """
         st = self.status()
+        if st.standard:
+            return st.sides_table
         objs = self.session.cluster.list_revisions(self.name, self.namespace)
         split = st.split()
         tags: dict[str, list[str]] = {}
@@ -135,10 +177,8 @@ class Service:
         for rev in names:
             obj = by_name.get(rev, {})
             meta = obj.get("metadata") or {}
-            ready = next(
-                (c.get("status") for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"),
-                None,
-            )
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
             roles = [
                 role
                 for role, holder in (
@@ -194,6 +234,12 @@ class Service:
         uri = self._check_uri(storage_uri)
         if not self.exists():
             return self._create(uri, model_format or "sklearn", tag_routing, dry_run, wait, timeout, cancel)
+        if standard.is_standard(self.get()):
+            raise errors.ValidationError(
+                f"{self.name} runs in Standard mode: roll a model out as a canary and promote it "
+                f"(%kserve canary {self.name} --storage-uri URI --percent P, then %kserve promote {self.name}); "
+                "promotion keeps the canary's pods, a direct rollout would restart the stable's"
+            )
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
             return self._model_patch(isvc, uri, None, model_format, tag_routing, remove_canary=True)
@@ -212,12 +258,16 @@ class Service:
         *,
         tag_routing: bool | None = None,
         model_format: str | None = None,
+        name: str | None = None,
         dry_run: bool = False,
         wait: bool = True,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
     ) -> Release | Plan:
         """Deploy ``storage_uri`` as a new revision and send it ``percent`` % of the traffic.
+
+        In Standard mode it adds (or, for an existing ``name``, replaces) a ``spec.canary[]`` entry:
+        its own Deployment, which gets ``percent`` % once its pods are available.
 
         Parameters
         ----------
@@ -234,9 +284,21 @@ class Service:
             Wait until the new revision is ready and the split is in place (``timeout`` seconds).
         cancel:
             Setting this event stops the wait early (the change stays applied), e.g. from a panel.
+        name:
+            Standard mode: the canary's ``predictor.name`` (default: the next free ``vN``, e.g. ``v2``).
+            Knative mode has no names (the new revision is numbered); giving one there is refused.
         """
         pct = check_percent(percent)
         uri = self._check_uri(storage_uri)
+        isvc = self.get()
+        if standard.is_standard(isvc):
+            return self._standard_canary(
+                isvc, uri, pct, name, model_format, tag_routing, dry_run, wait, timeout, cancel
+            )
+        if name is not None:
+            raise errors.ValidationError(
+                f"{self.name} runs in Knative mode, where a canary is the next revision and has no name; drop name="
+            )
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
             return self._model_patch(isvc, uri, pct, model_format, tag_routing)
@@ -268,13 +330,23 @@ class Service:
         self,
         percent: int,
         *,
+        canary: str | None = None,
         dry_run: bool = False,
         wait: bool = True,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
     ) -> Release | Plan:
-        """Set ``canaryTrafficPercent`` of the revision in flight (no new revision)."""
+        """Set ``canaryTrafficPercent`` of the revision in flight (no new revision).
+
+        Standard mode: set ``trafficPercent`` of canary ``canary`` (default: the newest one). Moving
+        a canary to 0 % keeps one pod (``minReplicas: 1``) so it stays ready, as a Knative revision
+        at 0 % does; KServe would otherwise size it to ceil(min × 0 / 100) = 0 pods.
+        """
         pct = check_percent(percent)
+        isvc = self.get()
+        if standard.is_standard(isvc):
+            return self._standard_traffic(isvc, pct, canary, dry_run, wait, timeout, cancel)
+        self._no_canary_name(canary)
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
             st = ServiceStatus.from_isvc(isvc)
@@ -296,12 +368,22 @@ class Service:
     def promote(
         self,
         *,
+        canary: str | None = None,
         dry_run: bool = False,
         wait: bool = True,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
     ) -> Release | Plan:
-        """Send 100% to the latest ready revision (removes ``canaryTrafficPercent``)."""
+        """Send 100% to the latest ready revision (removes ``canaryTrafficPercent``).
+
+        Standard mode: canary ``canary`` (default: the newest) becomes the stable predictor — the
+        stable takes its name and model, so its Deployment keeps serving with no pod restart, and
+        KServe deletes the old stable's. Refused while that canary is not ready.
+        """
+        isvc = self.get()
+        if standard.is_standard(isvc):
+            return self._standard_promote(isvc, canary, dry_run, wait, timeout, cancel)
+        self._no_canary_name(canary)
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
             st = ServiceStatus.from_isvc(isvc)
@@ -330,12 +412,22 @@ class Service:
     def rollback(
         self,
         *,
+        canary: str | None = None,
         dry_run: bool = False,
         wait: bool = True,
         timeout: float | None = None,
         cancel: threading.Event | None = None,
     ) -> Release | Plan:
-        """Send 100% back to the previously rolled-out revision (``canaryTrafficPercent: 0``)."""
+        """Send 100% back to the previously rolled-out revision (``canaryTrafficPercent: 0``).
+
+        Standard mode: remove canary ``canary`` (default: every canary); KServe deletes its
+        Deployment and the stable serves 100% again. After a promotion there is nothing to roll back
+        to: deploy the previous model as a new canary instead.
+        """
+        isvc = self.get()
+        if standard.is_standard(isvc):
+            return self._standard_rollback(isvc, canary, dry_run, wait, timeout, cancel)
+        self._no_canary_name(canary)
 
         def patch(isvc: Mapping[str, Any]) -> dict[str, Any]:
             st = ServiceStatus.from_isvc(isvc)
@@ -367,12 +459,20 @@ class Service:
     # ------------------------------------------------------------------ predictions
 
     def target(self, to: str, status: ServiceStatus | None = None) -> Any:
-        """The :class:`~kserve_nb.predict.client.Target` for ``default``, ``latest`` or ``prev``."""
+        """The :class:`~kserve_nb.predict.client.Target` for ``default``, ``latest`` or ``prev``.
+
+        Standard mode: ``default`` (the weighted route), ``stable``, or a canary's name; ``latest``
+        means the newest canary and ``prev`` the stable, so code written for Knative mode runs as
+        it is. Each side answers on its component host ``{deployment}-{ns}.{domain}`` (see
+        ``docs/standard-mode-canary.md`` §9); the Target's revision names the side's Deployment.
+        """
         from kserve_nb.predict.client import Target
 
+        st = status or self.status()
+        if st.standard:
+            return self._standard_target(to, st)
         if to not in TARGET_NAMES:
             raise errors.ValidationError(f"unknown target {to!r}; use one of {', '.join(TARGET_NAMES)}")
-        st = status or self.status()
         if to == "default":
             if not st.url:
                 raise errors.PredictionError(
@@ -387,6 +487,43 @@ class Service:
                 hint = "a prev- URL exists only while traffic is split (during a canary or after a rollback)"
             raise errors.PredictionError(f"{self.name} has no {to!r} URL right now; {hint}")
         return Target(to, urlparse(url).hostname or url, st.tag_revision(to))
+
+    def _standard_target(self, to: str, st: ServiceStatus) -> Any:
+        from kserve_nb.predict.client import Target
+
+        if to == "default":
+            if not st.url:
+                raise errors.PredictionError(
+                    f"{self.name} has no URL yet (READY {st.ready_status}); wait until it is ready"
+                )
+            return Target("default", urlparse(st.url).hostname or st.url, None)
+        if to in ("latest", "prev", "stable"):
+            side = st.stable if to in ("prev", "stable") else st.newest_canary
+        else:
+            side = st.side(to)
+        if side is None:
+            if to == "latest":
+                raise errors.PredictionError(
+                    f"{self.name} has no canary, so there is no 'latest' side (in Standard mode latest is the "
+                    "newest canary); add one with canary(), or send to 'stable' or 'default'"
+                )
+            names = ", ".join([*STANDARD_TARGETS, *(c.name for c in st.canaries)])
+            raise errors.ValidationError(f"unknown target {to!r}; {self.name} has: {names}")
+        host = standard.side_host(st, side)
+        if not self.session.is_local:
+            # KServe routes no per-side host: only an HTTPRoute of the user's own reaches one side.
+            routed = standard.routed_hosts(self.session.cluster, self.namespace)
+            found = [h for h in standard.side_hosts(st, side) if h in routed]
+            if not found:
+                raise errors.PredictionError(
+                    f"no route reaches side {side.name} of {self.name} from outside the cluster: KServe routes only "
+                    f"the weighted hosts. Add an HTTPRoute for host {host} to Service {side.deployment} port 80 on "
+                    f"your Gateway (then --to {to} works), or call it through the API server: kubectl proxy, then "
+                    f"POST /api/v1/namespaces/{self.namespace}/services/{side.deployment}:80/proxy/v1/models/"
+                    f"{self.name}:predict"
+                )
+            host = found[0]
+        return Target(to, host, side.deployment)
 
     def predict(self, payload: Any, *, to: str = "default", protocol: str = "v1") -> Any:
         """Send one prediction request to ``to`` and return the parsed result."""
@@ -417,10 +554,29 @@ class Service:
         client = self.session.prediction_client(self.name)
         return client.send(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
 
-    def compare(self, inputs: Any, *, repeat: int = 1, protocol: str = "v1", warmup: int = 3, **kwargs: Any) -> Any:
-        """Send ``inputs`` to latest and prev (warmed up, interleaved) and compare them (a :class:`Comparison`)."""
+    def compare(
+        self, inputs: Any, *, repeat: int = 1, protocol: str = "v1", warmup: int = 3, canary: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Send ``inputs`` to latest and prev (warmed up, interleaved) and compare them (a :class:`Comparison`).
+
+        Standard mode: the sides are ``stable`` (baseline) and canary ``canary`` (default: the
+        newest), named so in the results and figures.
+        """
         from kserve_nb.analysis import compare
 
+        st = self.status()
+        if st.standard:
+            if canary is None and st.newest_canary is None:
+                raise errors.ValidationError(
+                    f"{self.name} has no canary to compare with the stable; add one with canary() first"
+                )
+            cname = canary or (st.newest_canary.name if st.newest_canary else "")
+            results = self.send(inputs, to=(cname, "stable"), repeat=repeat, protocol=protocol, warmup=warmup)
+            kwargs.setdefault("baseline", "stable")
+            kwargs.setdefault("candidate", cname)
+            return compare(results, **kwargs)
+        self._no_canary_name(canary)
         results = self.send(inputs, to=("latest", "prev"), repeat=repeat, protocol=protocol, warmup=warmup)
         return compare(results, **kwargs)
 
@@ -496,6 +652,176 @@ class Service:
 
         return abort(self)
 
+    # ------------------------------------------------------------------ Standard mode (spec.canary[])
+
+    def _no_canary_name(self, canary: str | None) -> None:
+        if canary is not None:
+            raise errors.ValidationError(
+                f"{self.name} runs in Knative mode, which has one canary (the latest revision) and no canary "
+                "names; drop canary="
+            )
+
+    def _standard_canary(
+        self,
+        isvc: Mapping[str, Any],
+        uri: str,
+        pct: int,
+        name: str | None,
+        model_format: str | None,
+        tag_routing: bool | None,
+        dry_run: bool,
+        wait: bool,
+        timeout: float | None,
+        cancel: threading.Event | None,
+    ) -> Release | Plan:
+        if tag_routing:
+            raise errors.ValidationError(
+                "tag routing (latest-/prev- URLs) exists only in Knative mode; in Standard mode each side answers "
+                f"on its own host: svc.send(rows, to=('stable', 'v2')) or %kserve predict {self.name} --to v2"
+            )
+        cname = name or standard.next_canary_name(isvc)
+        self._stable_ready(timeout, cancel)
+
+        def patch(live: Mapping[str, Any]) -> dict[str, Any]:
+            return std.add_canary_patch(live, cname, uri, pct, model_format=model_format)
+
+        step = _Step("canary", patch, self._settled_standard(cname), ("spec",),
+                     {"storageUri": uri, "percent": pct, "canary": cname}, canary=cname, standard=True)
+        return self._release(step, dry_run, wait, timeout, cancel)
+
+    def _stable_ready(self, timeout: float | None, cancel: threading.Event | None) -> None:
+        """A canary splits with the stable: wait for a stable created a moment ago to serve (as
+        :meth:`_first_revision_ready` does for Knative), or refuse when it cannot."""
+        st = self.status()
+        if st.stable is not None and st.stable.ready and st.url:
+            return
+        predictor = st.condition("PredictorReady")
+        if predictor is not None and predictor.status == "False" and predictor.reason == "ProgressDeadlineExceeded":
+            raise errors.ValidationError(
+                f"{self.name}'s stable Deployment cannot become ready ({predictor.message}); fix its model first"
+            )
+        self._wait(
+            "stable predictor of", lambda s, _: bool(s.stable and s.stable.ready and s.url), None, timeout, cancel
+        )
+
+    def _pick_canary(self, st: ServiceStatus, canary: str | None, action: str) -> str:
+        if not st.canaries:
+            hint = (
+                " (a promotion leaves none: deploy the previous model as a new canary to go back)"
+                if action == "roll back" else f"; add one with %kserve canary {self.name} --storage-uri URI --percent P"
+            )
+            raise errors.ValidationError(f"nothing to {action}: {self.name} has no canary{hint}")
+        if canary is None:
+            newest = st.newest_canary
+            assert newest is not None  # st.canaries is not empty
+            return newest.name
+        if st.side(canary) is None or canary == "stable":
+            names = ", ".join(c.name for c in st.canaries)
+            raise errors.ValidationError(f"{self.name} has no canary named {canary!r}; its canaries: {names}")
+        return canary
+
+    def _standard_traffic(
+        self, isvc: Mapping[str, Any], pct: int, canary: str | None, dry_run: bool, wait: bool,
+        timeout: float | None, cancel: threading.Event | None,
+    ) -> Release | Plan:
+        cname = self._pick_canary(self._status_of(isvc), canary, "move")
+
+        def patch(live: Mapping[str, Any]) -> dict[str, Any]:
+            body = std.set_percent_patch(live, pct, cname)
+            if pct == 0:
+                for entry in body["spec"]["canary"]:
+                    if std.canary_name(entry) == cname and entry["predictor"].get("minReplicas") is None:
+                        entry["predictor"]["minReplicas"] = 1  # stay ready at 0 %, as a Knative revision does
+            return body
+
+        step = _Step("traffic", patch, self._settled_standard(cname), ("spec.canary",),
+                     {"percent": pct, "canary": cname}, canary=cname, standard=True)
+        return self._release(step, dry_run, wait, timeout, cancel)
+
+    def _standard_promote(
+        self, isvc: Mapping[str, Any], canary: str | None, dry_run: bool, wait: bool,
+        timeout: float | None, cancel: threading.Event | None,
+    ) -> Release | Plan:
+        st = self._status_of(isvc)
+        cname = self._pick_canary(st, canary, "promote")
+        side = st.side(cname)
+        if side is not None and not side.ready:
+            why = standard.deployment_failure(self.session.cluster, side.deployment, self.namespace)
+            raise errors.RolloutError(
+                f"refusing to promote: canary {cname} (Deployment {side.deployment}) is not ready"
+                f"{' (' + why + ')' if why else ''}; wait until it is, or roll back"
+            )
+
+        def patch(live: Mapping[str, Any]) -> dict[str, Any]:
+            return std.promote_patch(live, cname)
+
+        step = _Step("promote", patch, self._settled_standard(None), ("spec",),
+                     {"storageUri": side.storage_uri if side else None, "canary": cname}, canary=cname, standard=True)
+        return self._release(step, dry_run, wait, timeout, cancel)
+
+    def _standard_rollback(
+        self, isvc: Mapping[str, Any], canary: str | None, dry_run: bool, wait: bool,
+        timeout: float | None, cancel: threading.Event | None,
+    ) -> Release | Plan:
+        st = self._status_of(isvc)
+        if canary is not None or not st.canaries:
+            self._pick_canary(st, canary, "roll back")
+
+        def patch(live: Mapping[str, Any]) -> dict[str, Any]:
+            return std.rollback_patch(live, canary)
+
+        fields = {"canary": canary} if canary else {"canary": ",".join(c.name for c in st.canaries)}
+        step = _Step("rollback", patch, self._settled_standard(None), ("spec.canary",), fields,
+                     canary=canary, standard=True)
+        return self._release(step, dry_run, wait, timeout, cancel)
+
+    @staticmethod
+    def _settled_standard(canary: str | None) -> Callable[[ServiceStatus, str | None], bool]:
+        """Settled in Standard mode: the status describes the spec, the stable serves, ``canary``
+        (if any) is ready, and the HTTPRoute's weights are the ones KServe's rule gives."""
+
+        def settled(st: ServiceStatus, _: str | None) -> bool:
+            if not (st.spec_observed and st.route_settled and st.stable is not None and st.stable.ready):
+                return False
+            if canary is None:
+                return True
+            side = st.side(canary)
+            if side is None:
+                return False
+            entry = next((e for e in std.canaries(st.raw) if std.canary_name(e) == canary), None)
+            if entry is not None and std.canary_replicas(st.raw, entry) == 0:
+                return not side.ready  # a canary sized to no pods is never ready, never routed
+            return side.ready and side.routed is not None
+
+        return settled
+
+    def _standard_failure(self, st: ServiceStatus, canary: str | None) -> str | None:
+        predictor = st.condition("PredictorReady")
+        stable = st.stable
+        if (
+            predictor is not None and predictor.status == "False"
+            and predictor.reason in ("ProgressDeadlineExceeded", "ReplicaFailure") and stable is not None
+        ):
+            return (
+                f"the stable Deployment {stable.deployment} of {self.name} cannot become ready "
+                f"({predictor.message or predictor.reason}); the route keeps its last weights"
+            )
+        side = st.side(canary) if canary else None
+        if side is None or side.ready or not st.spec_observed:
+            return None
+        now = time.monotonic()
+        if now - self._failure_checked < FAILURE_CHECK_SECONDS:
+            return None
+        self._failure_checked = now
+        why = standard.deployment_failure(self.session.cluster, side.deployment, self.namespace)
+        if why is None:
+            return None
+        return (
+            f"canary {canary} (Deployment {side.deployment}, {side.storage_uri}) cannot become ready: {why} — "
+            f"it serves nothing; traffic stays on {st._standard_split_text()}; fix the model and run the canary "
+            "again, or roll back"
+        )
+
     # ------------------------------------------------------------------ internals
 
     def _check_uri(self, storage_uri: str) -> str:
@@ -564,7 +890,9 @@ class Service:
         timeout: float | None,
         cancel: threading.Event | None,
     ) -> Release | Plan:
-        manifest = isvc_manifest(self.name, self.namespace, uri, model_format=model_format, tag_routing=bool(tag_routing))
+        manifest = isvc_manifest(
+            self.name, self.namespace, uri, model_format=model_format, tag_routing=bool(tag_routing)
+        )
         if dry_run:
             empty = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": {}}
             return plan("create", empty, manifest)
@@ -577,7 +905,8 @@ class Service:
                 "create", lambda st, new: self._latest_is(st, None) and st.latest_percent == 100, None, timeout, cancel
             ) if wait else self.status()
         except errors.KServeNbError as err:
-            self._settle(intent, new_entry("create", self.session.context, storageUri=uri, outcome=FAILED, error=str(err)))
+            failed = new_entry("create", self.session.context, storageUri=uri, outcome=FAILED, error=str(err))
+            self._settle(intent, failed)
             raise
         self._settle(intent, new_entry(
             "create", self.session.context, storageUri=uri, outcome=DONE if wait else APPLIED, split=_split_text(final)
@@ -590,7 +919,8 @@ class Service:
     ) -> Release | Plan:
         started = time.monotonic()
         isvc = self.get()
-        self._check_mode(ServiceStatus.from_isvc(isvc))
+        if not step.standard:
+            self._check_mode(ServiceStatus.from_isvc(isvc))
         # The intent is recorded before the patch and settled after it: a step cut short (kernel or
         # control plane gone) still shows in the history as sent, with its outcome ``pending``.
         intent: str | None = None
@@ -598,15 +928,16 @@ class Service:
         try:
             for attempt in range(CONFLICT_RETRIES):
                 body = step.patch(isvc)
-                preview = plan(step.action, isvc, body)
+                preview = plan(step.action, isvc, body, before=self._status_of(isvc))
                 if dry_run:
                     return preview
                 if not recorded:
-                    before_text = ServiceStatus.from_isvc(isvc).summary()
+                    before_text = preview.before.summary()
                     intent = self._record(new_entry(step.action, self.session.context, outcome=PENDING,
                                                     **step.fields, before=before_text))
                     recorded = True
-                guarded = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": isvc["metadata"]["resourceVersion"]}}
+                guard = {"resourceVersion": isvc["metadata"]["resourceVersion"]}
+                guarded = {**body, "metadata": {**body.get("metadata", {}), **guard}}
                 try:
                     self.session.cluster.patch_isvc(self.name, self.namespace, guarded)
                     break
@@ -625,16 +956,17 @@ class Service:
                 self._settle(intent, new_entry(step.action, self.session.context, outcome=FAILED, error=str(err),
                                                **step.fields))
             raise
-        before = ServiceStatus.from_isvc(isvc)
+        before = preview.before
         entry_fields = {**step.fields, "before": before.summary()}
         try:
             final = (
-                self._wait(step.action, step.settled, preview.new_revision, timeout, cancel, before)
+                self._wait(step.action, step.settled, preview.new_revision, timeout, cancel, before, canary=step.canary)
                 if wait
                 else self.status()
             )
         except errors.KServeNbError as err:
-            self._settle(intent, new_entry(step.action, self.session.context, outcome=FAILED, error=str(err), **entry_fields))
+            failed = new_entry(step.action, self.session.context, outcome=FAILED, error=str(err), **entry_fields)
+            self._settle(intent, failed)
             raise
         self._settle(
             intent,
@@ -646,7 +978,7 @@ class Service:
             ),
         )
         return Release(step.action, self.name, self.namespace, body, final, preview.new_revision,
-                       time.monotonic() - started, wait, self.session.where)
+                       time.monotonic() - started, wait, self.session.where, canary=step.canary)
 
     @staticmethod
     def _safe_to_retry(old: Mapping[str, Any], new: Mapping[str, Any], step: _Step) -> bool:
@@ -669,6 +1001,8 @@ class Service:
         timeout: float | None,
         cancel: threading.Event | None = None,
         before: ServiceStatus | None = None,
+        *,
+        canary: str | None = None,
     ) -> ServiceStatus:
         cfg = self.session.config
         cancel = cancel or threading.Event()
@@ -681,13 +1015,17 @@ class Service:
                 # The outcome's headline is the returned Release; this line only closes the wait.
                 progress.done(f"settled on {_split_text(st)}")
                 return st
-            failure = self._failure(st, new_revision, before)
+            failure = self._failure(st, new_revision, before, canary=canary)
             # KServe reports a spec it cannot serve (no such runtime) only in modelStatus, and Ready
             # never turns False: without this the wait would run to its deadline. It must persist
             # for a moment, since the status read right after a patch may still be the old one's.
             invalid_since = (invalid_since or time.monotonic()) if st.spec_failure else None
-            if not failure and invalid_since is not None and time.monotonic() - invalid_since >= SPEC_FAILURE_GRACE_SECONDS:
-                failure = f"KServe cannot serve {self.name} as specified ({st.spec_failure}); fix the runtime or the model format"
+            persisted = invalid_since is not None and time.monotonic() - invalid_since >= SPEC_FAILURE_GRACE_SECONDS
+            if not failure and persisted:
+                failure = (
+                    f"KServe cannot serve {self.name} as specified ({st.spec_failure}); "
+                    "fix the runtime or the model format"
+                )
             if failure:
                 progress.done(failure, ok=False)
                 raise errors.RolloutError(failure)
@@ -699,7 +1037,7 @@ class Service:
                 )
                 progress.done(msg, ok=False)
                 raise errors.RolloutError(msg)
-            progress.update(_waiting_text(st, new_revision))
+            progress.update(_waiting_text(st, new_revision, canary))
             if cancel.wait(self.session.poll_interval):
                 msg = (
                     f"stopped waiting for {action} of {self.name}; the change is applied and the cluster "
@@ -709,17 +1047,26 @@ class Service:
                 raise errors.RolloutError(msg)
             st = self.status()
 
-    def _failure(self, st: ServiceStatus, new_revision: str | None, before: ServiceStatus | None = None) -> str | None:
+    def _failure(
+        self,
+        st: ServiceStatus,
+        new_revision: str | None,
+        before: ServiceStatus | None = None,
+        *,
+        canary: str | None = None,
+    ) -> str | None:
         predictor_ready = st.condition("PredictorReady")
         if predictor_ready is not None and predictor_ready.reason == "ReconcileFailed":
             return f"the cluster rejected the change to {self.name}: {predictor_ready.message}"
+        if st.standard:
+            return self._standard_failure(st, canary)
         # Only the revision this step created can fail it: a rollback or a traffic change must
         # still go through while an older canary revision is failed.
         if st.failure and new_revision is not None and st.latest_created_revision == new_revision:
             # Say where traffic settled, not where we hoped: the canary percent applies to the
             # latest *ready* revision, so a failed canary can still move traffic (e.g. 0% → 10%).
             def split(s: ServiceStatus) -> str:  # per revision: two tags on one revision are one share
-                return " + ".join(f"{pct}% {rev}" for rev, pct in s.split().items()) or "nothing"
+                return split_text(s.split(), empty="nothing")
 
             moved = before is not None and before.split() != st.split()
             where = f"traffic moved from {split(before)} to {split(st)}" if moved and before else ""
@@ -761,9 +1108,13 @@ class Service:
 
 
 def _split_text(st: ServiceStatus) -> str:
-    return " + ".join(f"{e.percent}% {e.revision}" for e in st.traffic) or "no traffic yet"
+    return split_text(((e.revision, e.percent) for e in st.traffic), empty="no traffic yet")
 
 
-def _waiting_text(st: ServiceStatus, new_revision: str | None) -> str:
+def _waiting_text(st: ServiceStatus, new_revision: str | None, canary: str | None = None) -> str:
+    if st.standard:
+        side = st.side(canary) if canary else None
+        wait = f"waiting for canary {canary} to be ready; " if side is not None and not side.ready else ""
+        return f"{wait}READY {st.ready_status}; traffic {st._standard_split_text()}"
     rev = f"waiting for {new_revision} " if new_revision and st.latest_ready_revision != new_revision else ""
     return f"{rev}READY {st.ready_status}; traffic {_split_text(st)}"

@@ -30,14 +30,14 @@ SUMMARY: dict[str, str] = {
     "history": "release operations recorded for NAME",
     "deploy": "create NAME, or roll a new model out to 100%",
     "canary": "deploy a new model as a canary with --percent of the traffic",
-    "traffic": "set canaryTrafficPercent of NAME",
-    "promote": "send 100% to the latest ready revision",
-    "rollback": "send 100% back to the previously rolled-out revision",
+    "traffic": "set the canary's share of NAME (Knative: canaryTrafficPercent; Standard: its trafficPercent)",
+    "promote": "send 100% to the latest ready revision (Standard: the canary becomes the stable)",
+    "rollback": "send 100% back to the previously rolled-out revision (Standard: remove the canary)",
     "delete": "delete the InferenceService NAME",
     "apply": "%%kserve apply: create or update objects from a YAML manifest body",
     "predict": "one prediction request (-d @file.json | --data JSON | VARIABLE | %%kserve body)",
-    "send": "send every row of INPUTS to latest and prev; one row per request",
-    "compare": "send INPUTS to latest and prev and compare them",
+    "send": "send every row of INPUTS to latest and prev (Standard: the newest canary and stable)",
+    "compare": "send INPUTS to both sides and compare them",
     "rollout": "progressive rollout of a new model: steps, gates judged each interval, automatic rollback",
     "panel": "the interactive release panel of NAME",
     "watch": "live per-revision request rate, errors, latency and traffic weights of NAME",
@@ -82,6 +82,17 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 
 #: Subcommands that accept a cell body (``%%kserve …``).
 CELL_COMMANDS = ("apply", "predict")
+
+
+class Suggested(tuple[str, ...]):
+    """Choices that Tab completion offers but argparse does not enforce: an open set.
+
+    ``--to`` takes ``default``/``latest``/``prev`` in both modes and, in Standard mode, ``stable`` or
+    any canary's name, which only the live service knows; the façade checks the value.
+    """
+
+    def __contains__(self, item: object) -> bool:
+        return True
 
 
 class HelpShown(Exception):
@@ -321,12 +332,16 @@ def build_parser() -> Parser:
     p = _add(sub, "canary", scope, release)
     p.add_argument("name", metavar="NAME")
     _model(p, required=True)
-    p.add_argument("--percent", required=True, type=_percent, metavar="P", help="canaryTrafficPercent, 0–100")
+    p.add_argument("--percent", required=True, type=_percent, metavar="P", help="the canary's share, 0–100")
+    p.add_argument("--canary", metavar="C", help="Standard mode: the canary's name (default: the next free vN)")
     p = _add(sub, "traffic", scope, release)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("percent", type=_percent, metavar="P", help="canaryTrafficPercent, 0–100")
-    for name in ("promote", "rollback"):
-        _add(sub, name, scope, release).add_argument("name", metavar="NAME")
+    p.add_argument("percent", type=_percent, metavar="P", help="the canary's share, 0–100")
+    p.add_argument("--canary", metavar="C", help="Standard mode: which canary (default: the newest)")
+    for name, which in (("promote", "the newest"), ("rollback", "every canary")):
+        p = _add(sub, name, scope, release)
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--canary", metavar="C", help=f"Standard mode: which canary (default: {which})")
     _add(sub, "delete", scope).add_argument("name", metavar="NAME")
 
     p = _add(sub, "apply")
@@ -345,7 +360,12 @@ def build_parser() -> Parser:
         p.add_argument("--repeat", type=_positive, default=1, metavar="K", help="send the whole set K times")
         p.add_argument("--protocol", choices=["v1", "v2"])
         if name == "send":
-            p.add_argument("--to", default="latest,prev", help="comma-separated targets: latest, prev, default")
+            p.add_argument(
+                "--to", default="latest,prev",
+                help="comma-separated targets: latest, prev, default (Standard mode also: stable, a canary's name)",
+            )
+        else:
+            p.add_argument("--canary", metavar="C", help="Standard mode: the canary to compare (default: the newest)")
     p = _add(sub, "rollout", scope)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--storage-uri", metavar="URI", help="the candidate model (to start or resume a rollout)")
@@ -371,9 +391,15 @@ def build_parser() -> Parser:
     _add(sub, "panel", scope).add_argument("name", metavar="NAME")
     p = _add(sub, "watch", scope)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--interval", type=_duration, default=2.0, metavar="S", help="seconds between refreshes (default 2s)")
-    p.add_argument("--window", type=_duration, default=300.0, metavar="W", help="history shown, e.g. 90s, 5m (default 5m)")
-    p.add_argument("--duration", type=_duration, default=600.0, metavar="D", help="stop refreshing after D (default 10m)")
+    p.add_argument(
+        "--interval", type=_duration, default=2.0, metavar="S", help="seconds between refreshes (default 2s)"
+    )
+    p.add_argument(
+        "--window", type=_duration, default=300.0, metavar="W", help="history shown, e.g. 90s, 5m (default 5m)"
+    )
+    p.add_argument(
+        "--duration", type=_duration, default=600.0, metavar="D", help="stop refreshing after D (default 10m)"
+    )
 
     p = _add(sub, "local")
     p.add_argument("action", choices=["up", "down", "status"])
@@ -395,7 +421,10 @@ def _finish(top: Parser, sub: Any) -> None:
 
 
 def _targets(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--to", choices=["default", "latest", "prev"], default=default or "default")
+    p.add_argument(
+        "--to", default=default or "default", metavar="TARGET", choices=Suggested(("default", "latest", "prev")),
+        help="default, latest or prev (Standard mode: default, stable, latest, prev or a canary's name)",
+    )
     p.add_argument("--protocol", choices=["v1", "v2"], help="inference protocol (default: %%config KServeNb.protocol)")
 
 

@@ -33,7 +33,7 @@ def _display(obj: Any) -> None:
 
 
 def _service(m: KServeMagics, args: argparse.Namespace) -> Service:
-    """The service named on the line, after checking the declared context (peers §d.15)."""
+    """The service named on the line, after checking the declared context."""
     session = m.session
     expected = getattr(args, "expect_context", None)
     if expected and expected != session.context:
@@ -208,7 +208,7 @@ def canary(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     svc = _service(m, args)
     release = svc.canary(
         args.storage_uri, args.percent, tag_routing=args.tag_routing, model_format=args.model_format,
-        **_release_kwargs(args),
+        name=args.canary, **_release_kwargs(args),
     )
     return _announced(svc, release)
 
@@ -216,19 +216,19 @@ def canary(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
 def traffic(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     """``%kserve traffic NAME P``."""
     svc = _service(m, args)
-    return _announced(svc, svc.set_traffic(args.percent, **_release_kwargs(args)))
+    return _announced(svc, svc.set_traffic(args.percent, canary=args.canary, **_release_kwargs(args)))
 
 
 def promote(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     """``%kserve promote NAME``."""
     svc = _service(m, args)
-    return _announced(svc, svc.promote(**_release_kwargs(args)))
+    return _announced(svc, svc.promote(canary=args.canary, **_release_kwargs(args)))
 
 
 def rollback(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     """``%kserve rollback NAME``."""
     svc = _service(m, args)
-    return _announced(svc, svc.rollback(**_release_kwargs(args)))
+    return _announced(svc, svc.rollback(canary=args.canary, **_release_kwargs(args)))
 
 
 def delete(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
@@ -264,7 +264,9 @@ def compare(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     ``_repr_html_`` (so a bare magic shows it once, and ``c = %kserve compare …`` keeps it).
     """
     inputs = _lookup(m, args.inputs, "INPUTS")
-    result = _service(m, args).compare(inputs, repeat=args.repeat, protocol=args.protocol or m.settings.protocol)
+    result = _service(m, args).compare(
+        inputs, repeat=args.repeat, protocol=args.protocol or m.settings.protocol, canary=args.canary
+    )
     for figure in result.figures().values():
         _display(figure)
     return result
@@ -283,7 +285,7 @@ def watch(m: KServeMagics, args: argparse.Namespace, cell: str | None) -> Any:
     from kserve_nb.widgets.live import LiveMetrics
 
     svc = _service(m, args)
-    svc.status()  # a missing service is one NotFound line now, not a chart that never fills
+    svc.status()  # a missing service is one NotFound line, not a chart that never fills
     return m.track_panel(LiveMetrics(svc, interval=args.interval, window=args.window, max_duration=args.duration))
 
 

@@ -7,7 +7,7 @@ what happened in :attr:`PanelController.log`, and reports its progress and outco
 because in the panel actions run on a worker thread where an exception would be lost. Observers
 (:meth:`PanelController.observe`) hear about every change, from whatever thread made it.
 
-Guards (peers §d.2): a traffic move larger than ``config.max_step`` is **refused**, not clamped: a
+Guards: a traffic move larger than ``config.max_step`` is **refused**, not clamped: a
 guard must never apply a percentage nobody chose, and the notice says how far one move may go.
 Raising the canary above ``config.confirm_above`` waits for :meth:`confirm`; so do promote, rollback,
 deploys above that percent, and — whatever the percent — a deploy that would send traffic to an
@@ -16,6 +16,10 @@ see :meth:`PanelController.promote_blocker`) when they would do nothing.
 
 Nothing shown is stale without saying so: any release step clears the dry-run plan (its "before" is
 gone), and a comparison made at another split carries :attr:`PanelController.comparison_stale`.
+
+Standard (RawDeployment) mode works the same from the user's side: the slider sets the newest
+canary's ``trafficPercent``, Promote makes it the stable, Roll back removes every canary, and Test
+compares the stable with the newest canary on their own hosts.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kserve_nb import resources as r
+from kserve_nb import splits
 from kserve_nb.errors import KServeNbError, NotFound, ValidationError
 from kserve_nb.widgets.samples import IRIS_COLUMNS, IRIS_SOURCE, iris_rows
 
@@ -138,8 +143,7 @@ class Basis:
 
 def split_text(split: Mapping[str, int]) -> str:
     """``20% …-00002 + 80% …-00001``, biggest share first; ``no traffic`` when empty."""
-    items = sorted(split.items(), key=lambda kv: (-kv[1], kv[0]))
-    return " + ".join(f"{pct}% {rev}" for rev, pct in items) or "no traffic"
+    return splits.split_text(split, biggest_first=True)
 
 
 class PanelController:
@@ -275,6 +279,8 @@ class PanelController:
         return st
 
     def _revisions_outdated(self, st: ServiceStatus) -> bool:
+        if st.standard:
+            return False  # no revisions: the status itself names each side's Deployment and model
         named = {n for n in (st.latest_revision, st.prev_revision, st.latest_created_revision, *st.split()) if n}
         if not named <= set(self.revisions):
             return True
@@ -309,8 +315,12 @@ class PanelController:
 
     @property
     def live_percent(self) -> int | None:
-        """The LATEST column: percent of traffic on the latest ready revision."""
+        """The LATEST column: percent of traffic on the latest ready revision (Standard mode: the
+        newest canary's configured ``trafficPercent``, what the slider sets)."""
         st = self.status
+        if st is not None and st.standard:
+            newest = st.newest_canary
+            return None if newest is None else newest.percent
         return None if st is None else st.latest_percent
 
     # ------------------------------------------------------------------ what is possible now
@@ -320,6 +330,10 @@ class PanelController:
         st = self.status
         if st is None:
             return self._missing()
+        if st.standard:
+            if st.newest_canary is None:
+                return f"{self.service.name} has no canary, so there is no split to move: deploy one first"
+            return None
         if not st.latest_rolledout_revision or st.latest_percent is None:
             return f"{self.service.name} has no rolled-out revision yet, so there is no split to move"
         return None
@@ -329,6 +343,13 @@ class PanelController:
         st = self.status
         if st is None:
             return self._missing()
+        if st.standard:
+            newest = st.newest_canary
+            if newest is None:
+                return f"nothing to promote: {self.service.name} has no canary"
+            if not newest.ready:
+                return f"canary {newest.name} ({newest.deployment}) is not ready yet; wait, or roll it back"
+            return None
         if not st.latest_ready_revision:
             return f"{self.service.name} has no ready revision to promote yet"
         if st.failure and st.latest_created_revision != st.latest_ready_revision:
@@ -344,6 +365,13 @@ class PanelController:
         st = self.status
         if st is None:
             return self._missing()
+        if st.standard:
+            if not st.canaries:
+                return (
+                    f"nothing to roll back: {self.service.name} has no canary (after a promotion, deploy the "
+                    "previous model as a new canary to go back)"
+                )
+            return None
         has_target = st.previous_rolledout_revision or (
             st.latest_rolledout_revision and st.latest_created_revision != st.latest_rolledout_revision
         )
@@ -540,7 +568,15 @@ class PanelController:
         if blocker:
             return self._refuse("promote", blocker)
         st = self.status
-        assert st is not None and st.latest_ready_revision
+        assert st is not None
+        if st.standard and st.newest_canary is not None:
+            c = st.newest_canary
+            return self._ask(
+                "promote",
+                f"promote {self.service.name}: canary {c.name} ({c.storage_uri}) becomes the stable, 100% on "
+                f"{c.deployment}?",
+            )
+        assert st.latest_ready_revision
         rev = st.latest_ready_revision
         uri = self.revision_uris.get(rev, "")
         return self._ask("promote", f"promote {self.service.name}: 100% to {rev} ({uri})?")
@@ -554,6 +590,13 @@ class PanelController:
             return self._refuse("rollback", blocker)
         st = self.status
         assert st is not None
+        if st.standard and st.stable is not None:
+            names = ", ".join(c.name for c in st.canaries)
+            return self._ask(
+                "rollback",
+                f"roll back {self.service.name}: remove canary {names}; 100% to the stable "
+                f"{st.stable.deployment} ({st.stable.storage_uri})?",
+            )
         rev = st.prev_revision or st.previous_rolledout_revision or st.latest_rolledout_revision or "?"
         uri = self.revision_uris.get(rev, "")
         return self._ask("rollback", f"roll back {self.service.name}: 100% to {rev} ({uri})?")
@@ -626,7 +669,9 @@ class PanelController:
             st = self._read()
             if st is None:
                 raise ValidationError(f"{self.service.name} does not exist: deploy a model first")
-            if st.tag_url("latest") and st.tag_url("prev"):
+            if (st.standard and st.newest_canary is not None and st.newest_canary.ready) or (
+                st.tag_url("latest") and st.tag_url("prev")
+            ):
                 return self.service.compare(inputs), Basis.of(st), True
             results = self.service.send(inputs, to="default")
             return compare(results, configured_split=st.split()), Basis.of(st), False
@@ -639,7 +684,7 @@ class PanelController:
         self._set("results", comparison.results)
         self._set("comparison", comparison)
         if paired:
-            text = f"{n} rows to latest and prev: {_one_line(comparison)}"
+            text = f"{n} rows to {comparison.candidate} and {comparison.baseline}: {_one_line(comparison)}"
         else:
             text = f"{n} rows to the weighted route at {basis.text if basis else '?'} (tag routing compares both sides)"
         self._record("send", text)
@@ -752,6 +797,9 @@ class PanelController:
 
 
 def _split_after(plan: Plan) -> str:
+    if plan.standard:
+        made = f"new Deployment {', '.join(plan.new_deployments)}, " if plan.new_deployments else "no new Deployment, "
+        return made + "traffic → " + split_text(plan.after.split())
     rev = f"new revision {plan.new_revision}, " if plan.new_revision else "no new revision, "
     return rev + "traffic → " + split_text(plan.after.split())
 

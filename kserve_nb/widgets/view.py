@@ -579,6 +579,8 @@ def header_html(c: PanelController) -> str:
     cond = st.condition("Ready")
     ready = cond.status if cond is not None else "Unknown"
     color = {"True": style.OK, "False": style.ERROR}.get(ready, style.WARN)
+    if st.standard:
+        return head + _standard_header(st, ready, color) + problem
     rows = [_side_row(c, role, rev, pct) for role, rev, pct in (
         ("latest", st.latest_revision, st.latest_percent), ("prev", st.prev_revision, st.prev_percent)
     ) if rev]
@@ -596,6 +598,39 @@ def header_html(c: PanelController) -> str:
         f"{head}<div><span class=\"kserve-nb-ready\" style=\"color:{color};font-weight:bold\">READY {ready}</span> "
         f'<code class="kserve-nb-url">{html.escape(st.url or "")}</code></div>'
         f"{table}{failed}{style.split_bar_html(st.traffic, latest_percent=st.latest_percent)}{problem}"
+    )
+
+
+def _standard_header(st: Any, ready: str, color: str) -> str:
+    """Standard mode: no revisions — each side's Deployment, model and the share the route sends it
+    (a canary not ready yet is said so: its configured share stays with the stable)."""
+    newest = st.newest_canary
+    rows = []
+    for side in st.sides:
+        role = "prev" if side.role == "stable" else "latest"  # the palette: stable blue, canaries orange
+        serving = bool(side.routed)
+        if side.routed is not None:
+            share = f"{side.routed}%" + ("" if serving else " (no traffic)")
+        else:
+            share = f"0% — not ready yet ({side.percent}% configured)"
+        warn = "" if side.ready else f' style="color:{style.WARN}"'
+        rows.append(
+            f'<tr class="kserve-nb-side kserve-nb-side-{html.escape(side.name)}" data-serving="{str(serving).lower()}">'
+            f'<td class="kserve-nb-nowrap"><span style="display:inline-block;width:9px;height:9px;margin-right:4px;'
+            f'background:{style.SIDE_COLORS[role]}"></span><b>{html.escape(side.name)}</b></td>'
+            f"<td><code>{html.escape(side.deployment)}</code></td>"
+            f'<td><code class="kserve-nb-model">{html.escape(side.storage_uri or "")}</code></td>'
+            f'<td class="kserve-nb-nowrap"{warn}>{html.escape(share)}</td></tr>'
+        )
+    table = (
+        '<table class="kserve-nb-serving"><thead><tr><th>side</th><th>Deployment</th><th>model (storageUri)</th>'
+        f"<th>traffic</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    return (
+        f"<div><span class=\"kserve-nb-ready\" style=\"color:{color};font-weight:bold\">READY {ready}</span> "
+        f'<code class="kserve-nb-url">{html.escape(st.url or "")}</code> '
+        f'<span style="color:{style.MUTED}">Standard mode</span></div>'
+        f"{table}{style.split_bar_html(st.traffic, latest_percent=newest.routed if newest else None)}"
     )
 
 
@@ -633,15 +668,19 @@ def _info_row(role: str, info: RevisionInfo, detail: str) -> str:
     # across the table so a long message never squeezes the columns.
     color = style.WARN
     return (
-        f'<tr class="kserve-nb-side kserve-nb-{role}"><td class="kserve-nb-nowrap"><b style="color:{color}">{role}</b></td>'
+        f'<tr class="kserve-nb-side kserve-nb-{role}">'
+        f'<td class="kserve-nb-nowrap"><b style="color:{color}">{role}</b></td>'
         f"<td><code>{html.escape(info.name)}</code></td>"
         f'<td><code class="kserve-nb-model">{html.escape(info.storage_uri)}</code></td><td>0%</td></tr>'
-        f'<tr class="kserve-nb-{role}-reason"><td></td><td colspan="3" style="color:{color}">{html.escape(detail)}</td></tr>'
+        f'<tr class="kserve-nb-{role}-reason"><td></td>'
+        f'<td colspan="3" style="color:{color}">{html.escape(detail)}</td></tr>'
     )
 
 
 def plan_html(plan: Any) -> str:
     """A dry-run plan, compactly: what changes, the patch, and the traffic before → after."""
+    if plan.standard:
+        return _standard_plan_html(plan)
     before, after = plan.before.split(), plan.after.split()
     revs = sorted(set(before) | set(after), key=lambda rv: -_number(rv))
     rows = "".join(
@@ -657,9 +696,36 @@ def plan_html(plan: Any) -> str:
         f"<div class=\"kserve-nb-plan-body\"><div><b>Dry run of {html.escape(plan.action)}</b> "
         f"<code class=\"kserve-nb-plan-uri\">{html.escape(plan.after.storage_uri or '')}</code>{pct}: {new}; "
         f"nothing is applied until Deploy.</div>"
-        f"<table><thead><tr><th>revision</th><th>traffic now</th><th>after</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<table><thead><tr><th>revision</th><th>traffic now</th><th>after</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
         f"<details><summary>patch</summary><code>{patch}</code></details></div>"
     )
+
+
+def _standard_plan_html(plan: Any) -> str:
+    before = {s.deployment: s for s in plan.before.sides}
+    after = {s.deployment: s for s in plan.after.sides}
+    rows = "".join(
+        f"<tr><td>{html.escape((after.get(d) or before[d]).name)}</td><td><code>{html.escape(d)}</code></td>"
+        f"<td>{_routed(before.get(d))}</td><td>{_routed(after.get(d))}</td></tr>"
+        for d in [*before, *(d for d in after if d not in before)]
+    )
+    made = ", ".join(plan.new_deployments)
+    new = f"new Deployment <code>{html.escape(made)}</code>" if made else "no new Deployment"
+    patch = html.escape(json.dumps(plan.patch, sort_keys=True))
+    return (
+        f"<div class=\"kserve-nb-plan-body\"><div><b>Dry run of {html.escape(plan.action)}</b>: {new}; "
+        f"traffic as if every canary were ready; nothing is applied until Deploy.</div>"
+        f"<table><thead><tr><th>side</th><th>Deployment</th><th>traffic now</th><th>after</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        f"<details><summary>patch</summary><code>{patch}</code></details></div>"
+    )
+
+
+def _routed(side: Any) -> str:
+    if side is None:
+        return "–"
+    return "0% (not ready)" if side.routed is None else f"{side.routed}%"
 
 
 def _number(revision: str) -> int:

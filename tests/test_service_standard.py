@@ -1,0 +1,168 @@
+"""The façade's release verbs on a Standard-mode (RawDeployment) service, against the real local cluster.
+
+The same calls as in Knative mode — ``canary``, ``set_traffic``, ``promote``, ``rollback``, ``send``,
+``compare`` — drive ``spec.canary[]``. The cluster's own objects (the isvc and the HTTPRoute, read
+with the real kubectl) must follow each applied step; predictions are real HTTP through the local
+ingress, and ``x-kserve-revision`` names the Deployment (``{deployment}-{pod-template-hash}``) that
+answered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kserve_nb import errors
+from kserve_nb.history import DONE
+from kserve_nb.plan import Plan
+from kserve_nb.service import Release, Service
+from kserve_nb.session import Session
+
+NS = "std-service"
+M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
+M2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
+ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
+MODE = {"serving.kserve.io/deploymentMode": "Standard", "serving.kserve.io/autoscalerClass": "none"}
+
+
+def manifest(name: str, uri: str = M1) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": NS, "annotations": dict(MODE)},
+        "spec": {"predictor": {"minReplicas": 2, "model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri}}},
+    }
+
+
+@pytest.fixture()
+def svc(session: Session, request: pytest.FixtureRequest) -> Iterator[Service]:
+    """A Standard-mode service unique to the test (created, not waited for), deleted afterwards."""
+    name = "sd-" + request.node.name.removeprefix("test_").replace("_", "-")[:24].rstrip("-")
+    session.apply(manifest(name), namespace=NS)
+    service = session.service(name, NS)
+    yield service
+    try:
+        service.delete()
+    except errors.NotFound:
+        pass
+
+
+def route_weights(kubectl: Any, name: str) -> dict[str, int]:
+    """Service → weight of the predictor HTTPRoute's first rule, as kubectl prints it."""
+    route = json.loads(kubectl.run("get", "httproute", f"{name}-predictor", "-n", NS, "-o", "json").stdout)
+    return {ref["name"]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
+
+
+def deployment(revision: str | None) -> str:
+    """The Deployment of an ``x-kserve-revision`` value ``{deployment}-{pod-template-hash}``."""
+    assert revision, "the local ingress names the serving process in x-kserve-revision"
+    return revision.rsplit("-", 1)[0]
+
+
+def test_canary_dry_run_applies_nothing(svc: Service, kubectl: Any) -> None:
+    plan = svc.canary(M2, 20, dry_run=True)
+    assert isinstance(plan, Plan) and plan.standard
+    assert plan.new_deployments == (f"{svc.name}-v2-predictor",)
+    assert plan.after.split() == {f"{svc.name}-predictor": 80, f"{svc.name}-v2-predictor": 20}
+    assert plan.patch["spec"]["canary"][0]["predictor"]["name"] == "v2"
+    assert "canary" not in kubectl.isvc(svc.name, NS)["spec"]
+    assert svc.history().empty or "canary" not in set(svc.history()["action"])
+
+
+def test_canary_traffic_compare_promote(svc: Service, kubectl: Any) -> None:
+    release = svc.canary(M2, 20)
+    assert isinstance(release, Release) and release.canary == "v2"
+    stable, canary = f"{svc.name}-predictor", f"{svc.name}-v2-predictor"
+    st = release.status
+    assert st.standard and st.split() == {stable: 80, canary: 20}
+    assert [(s.name, s.ready, s.percent, s.routed) for s in st.sides] == [
+        ("stable", True, 80, 80), ("v2", True, 20, 20),
+    ]
+    assert route_weights(kubectl, svc.name) == {stable: 80, canary: 20}
+    spec = kubectl.isvc(svc.name, NS)["spec"]
+    assert spec["canary"][0]["trafficPercent"] == 20 and "canaryTrafficPercent" not in spec["predictor"]
+
+    # each side on its own host; latest/prev are the newest canary and the stable
+    for to, want in (("v2", canary), ("latest", canary), ("stable", stable), ("prev", stable)):
+        answer = svc.predict({"instances": ROWS[:1]}, to=to)
+        assert answer.target == to and deployment(answer.revision) == want
+    results = svc.send(ROWS, to=("v2", "stable"), repeat=2)
+    assert len(results) == 16 and results["error"].isna().all()
+    for target, want in (("v2", canary), ("stable", stable)):
+        assert {deployment(r) for r in results[results["target"] == target]["revision"]} == {want}
+
+    cmp = svc.compare(ROWS)
+    assert (cmp.baseline, cmp.candidate) == ("stable", "v2")
+    assert cmp.agreement.n_pairs == len(ROWS)
+
+    moved = svc.set_traffic(50)
+    assert isinstance(moved, Release) and moved.status.split() == {stable: 50, canary: 50}
+    assert route_weights(kubectl, svc.name) == {stable: 50, canary: 50}
+    sampled = svc.send(ROWS * 25, to="default", warmup=0)
+    by_side = Counter(deployment(r) for r in sampled["revision"])
+    assert set(by_side) == {stable, canary} and min(by_side.values()) > 15  # 100 requests at 50/50
+
+    promoted = svc.promote()
+    assert isinstance(promoted, Release)
+    assert promoted.status.stable is not None and promoted.status.stable.deployment == canary
+    assert promoted.status.split() == {canary: 100} and promoted.status.canaries == ()
+    live = kubectl.isvc(svc.name, NS)
+    assert live["spec"]["predictor"]["name"] == "v2" and "canary" not in live["spec"]
+    assert live["spec"]["predictor"]["model"]["storageUri"] == M2
+    assert list(route_weights(kubectl, svc.name)) == [canary]
+    assert deployment(svc.predict({"instances": ROWS[:1]}, to="stable").revision) == canary
+
+    history = svc.history()
+    steps = history[history["action"].isin(["canary", "traffic", "promote"])]
+    assert list(steps["action"]) == ["canary", "traffic", "promote"]
+    assert set(steps["outcome"]) == {DONE}
+    assert "promote" in kubectl.run("get", "configmap", f"{svc.name}-kserve-nb-history", "-n", NS, "-o",
+                                    "json").stdout
+
+
+def test_rollback_removes_the_canary(svc: Service, kubectl: Any) -> None:
+    svc.canary(M2, 30, name="candidate")
+    plan = svc.rollback(dry_run=True)
+    assert isinstance(plan, Plan) and plan.removed_deployments == (f"{svc.name}-candidate-predictor",)
+    release = svc.rollback()
+    assert isinstance(release, Release)
+    assert release.status.split() == {f"{svc.name}-predictor": 100} and release.status.canaries == ()
+    assert "canary" not in kubectl.isvc(svc.name, NS)["spec"]
+    assert list(route_weights(kubectl, svc.name)) == [f"{svc.name}-predictor"]
+    with pytest.raises(errors.ValidationError, match="nothing to roll back"):
+        svc.rollback()
+    with pytest.raises(errors.PredictionError, match="no canary"):
+        svc.predict({"instances": ROWS[:1]}, to="latest")
+
+
+def test_refusals_are_one_clear_line(svc: Service) -> None:
+    with pytest.raises(errors.ValidationError, match="nothing to promote"):
+        svc.promote()
+    with pytest.raises(errors.ValidationError, match="no canary"):
+        svc.set_traffic(10)
+    with pytest.raises(errors.ValidationError, match="only in Knative mode"):
+        svc.canary(M2, 10, tag_routing=True)
+    with pytest.raises(errors.ValidationError, match="Standard mode: roll a model out as a canary"):
+        svc.deploy(M2)
+    svc.canary(M2, 60)
+    with pytest.raises(errors.ValidationError, match="at most 100%"):
+        svc.canary(M2, 50)  # a second canary (v3) would make 110%
+    with pytest.raises(errors.ValidationError, match="no canary named 'v9'"):
+        svc.set_traffic(10, canary="v9")
+    with pytest.raises(errors.ValidationError, match="unknown target 'v9'"):
+        svc.predict({"instances": ROWS[:1]}, to="v9")
+
+
+def test_a_canary_at_zero_keeps_a_ready_pod(svc: Service, kubectl: Any) -> None:
+    svc.canary(M2, 10)
+    release = svc.set_traffic(0)
+    assert isinstance(release, Release)
+    v2 = release.status.side("v2")
+    assert v2 is not None and v2.ready and v2.routed == 0
+    assert kubectl.isvc(svc.name, NS)["spec"]["canary"][0]["predictor"]["minReplicas"] == 1
+    answer = svc.predict({"instances": ROWS[:1]}, to="v2")  # still answers on its own host
+    assert deployment(answer.revision) == f"{svc.name}-v2-predictor"
