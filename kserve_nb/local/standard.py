@@ -94,7 +94,7 @@ class _Isvc:
         return {"state": self.state.to_json(), "processes": {k: asdict(p) for k, p in self.processes.items()}}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "_Isvc":
+    def from_json(cls, data: Mapping[str, Any]) -> _Isvc:
         return cls(
             ss.StandardState.from_json(data.get("state") or {"uid": ""}),
             {k: Process(**v) for k, v in (data.get("processes") or {}).items()},
@@ -193,7 +193,8 @@ class StandardDriver:
         # A template without a storageUri can never load: fail it now with a message that says why.
         changed = False
         for rec in state.deployments.values():
-            if rec.replicas > 0 and rec.failed is None and not rec.storage_uri and rec.serving_hash != rec.template_hash:
+            unloadable = rec.replicas > 0 and rec.failed is None and not rec.storage_uri
+            if unloadable and rec.serving_hash != rec.template_hash:
                 changed |= state.mark_failed(rec.name, _MISSING_URI, rec.template_hash)
         return changed
 
@@ -473,7 +474,8 @@ def pod_object(isvc: Mapping[str, Any], proc: Process, state: Any, labels: Mappi
     elif ready:
         container["state"] = {"running": {"startedAt": started}}
     elif phase == "Restarting":
-        container["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": getattr(state, "message", None) or ""}}
+        message = getattr(state, "message", None) or ""
+        container["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
     else:
         container["state"] = {"waiting": {"reason": "ContainerCreating"}}
         pod_phase = "Pending"
