@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from kserve_nb.splits import split_text
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "notebooks" / "03-release-runbook.ipynb"
 PROGRESSIVE = ROOT / "notebooks" / "03b-progressive-runbook.ipynb"
@@ -185,8 +187,9 @@ def show_record(record: dict[str, Any]) -> None:
     say(f"RELEASE VERDICT: {headline}")
     for reason in decision.get("reasons", []):
         say(f"  - {reason}")
-    served = " + ".join(f"{s['percent']}% {s['revision']} ({s['storageUri']})" for s in outcome.get("serving", []))
-    say(f"  now serving: {served or 'nothing'}")
+    served = split_text(((f"{s['revision']} ({s['storageUri']})", s["percent"]) for s in outcome.get("serving", [])),
+                        empty="nothing")
+    say(f"  now serving: {served}")
 
 
 # ---------------------------------------------------------------------- main
