@@ -34,7 +34,6 @@ from kserve_nb import semantics_standard as ss
 from kserve_nb.local import store as st
 from kserve_nb.local.events import EventRecorder
 from kserve_nb.local.runtime import RevisionSpec
-from kserve_nb.local.standard import PRIVATE_PREFIX as STANDARD_PREFIX
 from kserve_nb.local.standard import StandardDriver
 from kserve_nb.semantics import (
     KsvcState,
@@ -288,7 +287,9 @@ class Controller:
             self._published[key] = table
             self._pending.pop(key, None)
             if status != stored_status:
-                self.store.update(st.INFERENCESERVICES, {**isvc, "status": status}, subresource="status", check_rv=False)
+                self.store.update(
+                    st.INFERENCESERVICES, {**isvc, "status": status}, subresource="status", check_rv=False
+                )
                 for event in readiness_events(stored_status, status, name):
                     self._record(isvc, event)
             self.standard.write_routes(isvc)
