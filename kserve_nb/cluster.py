@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ class Cluster:
         """Close the HTTP pool."""
         try:
             self.api_client.close()
-        except Exception:  # pragma: no cover - closing must never raise
+        except Exception:  # noqa: BLE001, S110 - closing must never raise  # pragma: no cover
             pass
 
     # ------------------------------------------------------------------ pre-flight
@@ -150,7 +150,7 @@ class Cluster:
 
     # ------------------------------------------------------------------ calls
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         try:
             return fn(*args, **kwargs)
@@ -163,11 +163,16 @@ class Cluster:
                 raise
             raise translate(exc, what, self.target.server) from exc
 
+    def _call_object(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`_call` of a kubernetes client method that answers one object, as a JSON dict."""
+        obj: dict[str, Any] = self._call(what, fn, *args, **kwargs)
+        return obj
+
     # InferenceServices
     def get_isvc(self, name: str, namespace: str) -> dict[str, Any]:
         """The InferenceService as a dict. Raises NotFound with a helpful message."""
         try:
-            return self._call(
+            return self._call_object(
                 f'inferenceservice "{name}"',
                 self.custom.get_namespaced_custom_object,
                 r.GROUP, r.VERSION, namespace, r.PLURAL, name,
@@ -196,7 +201,7 @@ class Cluster:
     def create_isvc(self, body: Mapping[str, Any], namespace: str, dry_run: bool = False) -> dict[str, Any]:
         """Create an InferenceService."""
         kwargs = {"dry_run": "All"} if dry_run else {}
-        return self._call(
+        return self._call_object(
             f'create inferenceservice "{body["metadata"]["name"]}"',
             self.custom.create_namespaced_custom_object,
             r.GROUP, r.VERSION, namespace, r.PLURAL, dict(body), **kwargs,
@@ -209,7 +214,7 @@ class Cluster:
         kwargs = {"dry_run": "All"} if dry_run else {}
         # The client picks the content type from the body: a dict is sent as a merge patch for
         # custom objects (application/merge-patch+json).
-        return self._call(
+        return self._call_object(
             f'patch inferenceservice "{name}"',
             self.custom.patch_namespaced_custom_object,
             r.GROUP, r.VERSION, namespace, r.PLURAL, name, dict(patch), **kwargs,

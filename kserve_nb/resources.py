@@ -1,7 +1,7 @@
 """Pure InferenceService vocabulary shared by the client and the local cluster.
 
-Names, URLs and the ``kubectl get isvc`` printer columns exactly as KServe and Knative form them
-(see ``kserve-canary-semantics.md`` §3 and §4). Nothing here does I/O.
+Names, URLs and the ``kubectl get isvc`` printer columns exactly as KServe and Knative form them.
+Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def _first(entries: list[Mapping[str, Any]], pred: Any, field: str) -> Any:
 
 def condition(obj: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
     """The status condition of type ``ctype``, or None."""
-    for cond in (obj.get("status") or {}).get("conditions") or []:
+    conditions: list[Mapping[str, Any]] = (obj.get("status") or {}).get("conditions") or []
+    for cond in conditions:
         if cond.get("type") == ctype:
             return cond
     return None

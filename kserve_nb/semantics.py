@@ -5,16 +5,17 @@ One InferenceService predictor owns one emulated Knative Service (Configuration 
 reconciliation and returns the InferenceService status KServe would write. It is pure: the caller
 feeds in revision readiness (from the model-server processes) and persists the returned state.
 
-The rules, with their sources, are in ``shared/spec/kserve-canary-semantics.md``:
+The rules, and the KServe and Knative code they come from:
 
-- §2a ``createKnativeService``: desired traffic from ``canaryTrafficPercent`` (P) and
-  ``latestRolledoutRevision`` (R); ``latest`` tag only with tag routing, ``prev`` tag always.
+- KServe's ``createKnativeService`` (the ksvc reconciler): desired traffic from
+  ``canaryTrafficPercent`` (P) and ``latestRolledoutRevision`` (R); ``latest`` tag only with tag
+  routing, ``prev`` tag always.
 - Knative: a new revision only when the revision template changes; the ``latestRevision`` target
   resolves to the *latest ready* revision; a named target must be ready or the route keeps its old
   programming; each percent 0..100 and the sum 100, else the ksvc update is rejected whole.
-- §2b ``PropagateStatus``: the promotion rule and the rollback rule, run until stable, which gives
-  the two-pass rollback after a promotion.
-- §3 URLs and tag URLs, §5 conditions, ``observedGeneration`` = the ksvc generation.
+- KServe's ``PropagateStatus`` (the InferenceService status): the promotion rule and the rollback
+  rule, run until stable, which gives the two-pass rollback after a promotion.
+- URLs and tag URLs, conditions, ``observedGeneration`` = the ksvc generation.
 - KServe's ServingRuntime lookup (:mod:`kserve_nb.servingruntimes`) before anything else: an
   unknown or unsuitable runtime leaves the ksvc alone and fails ``modelStatus`` (InvalidSpec).
 - ``serving.kserve.io/stop: "true"``: KServe deletes the ksvc (its revisions and pods go with it)
@@ -209,7 +210,7 @@ def template_hash(template: Mapping[str, Any]) -> str:
 def desired_traffic(
     canary_percent: Any, rolled_out: str | None, tag_routing: bool
 ) -> list[dict[str, Any]]:
-    """The ksvc ``spec.traffic`` KServe writes (``createKnativeService``, semantics §2a)."""
+    """The ksvc ``spec.traffic`` KServe writes (its ``createKnativeService``)."""
     latest: dict[str, Any] = {"latestRevision": True}
     if tag_routing:
         latest["tag"] = "latest"
@@ -642,7 +643,8 @@ def _stopped(status: dict[str, Any], ks: KsvcState, now: str) -> ReconcileResult
         old = []
     predictor_ready = _cond("PredictorReady", "False", "Stopped")
     ingress = _cond("IngressReady", "False", "Stopped")
-    conditions = [predictor_ready, ingress, _cond("Stopped", "True"), _cond("Ready", *_combine(predictor_ready, ingress))]
+    ready = _cond("Ready", *_combine(predictor_ready, ingress))
+    conditions = [predictor_ready, ingress, _cond("Stopped", "True"), ready]
     status["conditions"] = _merge_conditions(old, conditions, now)
     return ReconcileResult(status, changed, stopped=True)
 

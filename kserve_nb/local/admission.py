@@ -11,7 +11,7 @@ Two layers, in the order a real cluster applies them:
    ``admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: …``.
 
 KServe deliberately does *not* range-check ``canaryTrafficPercent`` and does not require a
-``storageUri``; neither do we (see ``kserve-canary-semantics.md`` §1).
+``storageUri``; neither do we.
 """
 
 from __future__ import annotations

@@ -177,7 +177,9 @@ def _container(doc: Any, tokens: list[str], pointer: str, opname: str) -> Any:
             try:
                 node = node[_array_index(token, len(node), allow_end=False)]
             except PatchError:
-                raise PatchError(f"{opname} operation does not apply: doc is missing path: \"{pointer}\": missing value") from None
+                raise PatchError(
+                    f"{opname} operation does not apply: doc is missing path: \"{pointer}\": missing value"
+                ) from None
         else:
             raise PatchError(f"{opname} operation does not apply: doc is missing path: \"{pointer}\": missing value")
     return node

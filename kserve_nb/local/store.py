@@ -22,10 +22,11 @@ import json
 import os
 import sqlite3
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from kserve_nb import resources
 from kserve_nb.patches import clone
@@ -147,7 +148,6 @@ EVENTS = ResourceType(
     "", "v1", "events", "Event", "event", short_names=("ev",), has_status=False,
     user_writable=False, verbs=READ_ONLY_VERBS,
 )
-
 # Standard (RawDeployment) mode: the predictor Deployments and Services and the Gateway API
 # HTTPRoutes KServe creates per isvc (read-only here: the controller writes them).
 DEPLOYMENTS = ResourceType(
@@ -253,7 +253,7 @@ def updated_object(
 
 def now_rfc3339() -> str:
     """Current UTC time in Kubernetes' RFC 3339 seconds format."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -430,7 +430,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
         self._rv = rv
-        stored = json.loads(body)
+        stored: dict[str, Any] = json.loads(body)
         self._publish(WatchEvent(rv, etype, rt.key, namespace, stored))
         return stored
 

@@ -143,7 +143,7 @@ def _filter_match(item: Any, keys: Sequence[str], literal: Any) -> bool:
         node = node[key]
     if isinstance(literal, bool) or isinstance(node, bool):
         return isinstance(node, bool) and isinstance(literal, bool) and node == literal
-    return node == literal
+    return bool(node == literal)
 
 
 # ------------------------------------------------------------------------- column types
@@ -490,7 +490,10 @@ def column_definitions(rt: ResourceType) -> list[dict[str, Any]]:
     if rt.key == HTTPROUTES.key:
         return list(_HTTPROUTE.definitions)
     # Any other type: the CRD default of Name and Age.
-    return [column("Name", fmt="name", description=NAME_DESCRIPTION), column("Age", "date", description=AGE_DESCRIPTION)]
+    return [
+        column("Name", fmt="name", description=NAME_DESCRIPTION),
+        column("Age", "date", description=AGE_DESCRIPTION),
+    ]
 
 
 def row(rt: ResourceType, obj: Mapping[str, Any], now: datetime) -> dict[str, Any]:

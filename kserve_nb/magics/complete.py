@@ -72,7 +72,9 @@ class ServiceNames:
             self._fetching.pop(namespace, None)
 
 
-def candidates(parser: Any, rest: str, services: Callable[[str | None], list[str]], variables: Callable[[], list[str]]) -> list[str] | None:
+def candidates(
+    parser: Any, rest: str, services: Callable[[str | None], list[str]], variables: Callable[[], list[str]]
+) -> list[str] | None:
     """What may come next after ``%kserve `` + ``rest``; None when this is not for us to say (paths, URIs)."""
     words = rest.split()
     current = "" if not rest or rest[-1].isspace() else words.pop()
@@ -108,7 +110,9 @@ def _matching(choices: Any, current: str) -> list[str]:
     return [str(c) for c in choices if str(c).startswith(current)]
 
 
-def _positional_at(sub: argparse.ArgumentParser, args: list[str], options: dict[str, argparse.Action]) -> argparse.Action | None:
+def _positional_at(
+    sub: argparse.ArgumentParser, args: list[str], options: dict[str, argparse.Action]
+) -> argparse.Action | None:
     """The positional argument the next word fills, skipping options and their values."""
     positionals = [a for a in sub._actions if not a.option_strings]
     count, skip = 0, False

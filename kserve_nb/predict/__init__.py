@@ -1,4 +1,5 @@
-"""Prediction payloads (:mod:`~kserve_nb.predict.protocol`) and the ingress client (:mod:`~kserve_nb.predict.client`)."""
+"""Prediction payloads (:mod:`~kserve_nb.predict.protocol`) and the ingress client
+(:mod:`~kserve_nb.predict.client`)."""
 
 from __future__ import annotations
 

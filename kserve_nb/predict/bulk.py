@@ -83,7 +83,9 @@ class Outcome(NamedTuple):
     error: str | None
 
 
-def interpret(status: int, content: bytes, revision: str | None, latency_ms: float, *, protocol: str, single: bool) -> Outcome:
+def interpret(
+    status: int, content: bytes, revision: str | None, latency_ms: float, *, protocol: str, single: bool
+) -> Outcome:
     """Turn an HTTP answer into an :class:`Outcome` (whichever transport carried it)."""
     try:
         body: Any = loads(content) if content else None

@@ -164,7 +164,9 @@ def _basic_auth(user: str, password: str) -> str:
 def _check_header(name: str, value: str) -> None:
     # CR/LF in a header would let a value inject headers or requests on the raw wire path.
     if not isinstance(name, str) or not isinstance(value, str):
-        raise ValidationError(f"header names and values must be strings, got {type(name).__name__}: {type(value).__name__}")
+        raise ValidationError(
+            f"header names and values must be strings, got {type(name).__name__}: {type(value).__name__}"
+        )
     if not name or any(c in name for c in " \t\r\n:") or any(c in value for c in "\r\n\0"):
         raise ValidationError(f"invalid header {name!r}: names are tokens, values may not contain line breaks")
 

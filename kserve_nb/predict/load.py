@@ -94,7 +94,9 @@ class LoadRun:
         self.rate = _positive_number("rate", rate, MAX_RATE, "requests per second")
         self.duration = _positive_number("duration", duration, math.inf, "seconds")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
-            raise ValidationError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}")
+            raise ValidationError(
+                f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}"
+            )
         if max_requests is not None and (
             isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1
         ):

@@ -210,7 +210,9 @@ _JsonSafeLoader.yaml_implicit_resolvers = {
 
 def _jsonable(value: Any, path: str = "") -> Any:
     if isinstance(value, dict):
-        return {str(k) if not isinstance(k, bool) else str(k).lower(): _jsonable(v, f"{path}.{k}") for k, v in value.items()}
+        return {
+            str(k) if not isinstance(k, bool) else str(k).lower(): _jsonable(v, f"{path}.{k}") for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_jsonable(v, path) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
@@ -219,7 +221,9 @@ def _jsonable(value: Any, path: str = "") -> Any:
         raise bad_request(f"error converting YAML to JSON: {value} is not valid JSON")
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
-    raise bad_request(f"error converting YAML to JSON: unsupported value of type {type(value).__name__} at {path or '<root>'}")
+    raise bad_request(
+        f"error converting YAML to JSON: unsupported value of type {type(value).__name__} at {path or '<root>'}"
+    )
 
 
 def decode_body(raw: bytes, content_type: str) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kserve_nb.local import openapi
+from kserve_nb.local import discovery
 from kserve_nb.local.apiserver.status import bad_request
 from kserve_nb.local.store import ResourceType
 
@@ -34,7 +34,7 @@ def parse_target(segments: list[str]) -> Target | None:
         group, version, rest = segments[1], segments[2], segments[3:]
     else:
         return None
-    kinds = openapi.BY_GROUP_VERSION.get((group, version))
+    kinds = discovery.BY_GROUP_VERSION.get((group, version))
     if kinds is None or not rest:
         return None
     watch = False
@@ -45,7 +45,8 @@ def parse_target(segments: list[str]) -> Target | None:
     namespace = None
     # /namespaces/{ns}/{plural}/... names a namespaced collection, except the namespace's own
     # subresources (/api/v1/namespaces/{name}/status|finalize).
-    if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize")):
+    namespace_subresource = group == "" and len(rest) == 3 and rest[2] in ("status", "finalize")
+    if rest[0] == "namespaces" and len(rest) >= 3 and not namespace_subresource:
         namespace, rest = rest[1], rest[2:]
     rt = kinds.get(rest[0])
     if rt is None or len(rest) > 3:
@@ -108,5 +109,7 @@ class WriteOptions:
         mode = params.get("fieldValidation", "") or "Warn"
         canonical = {"strict": "Strict", "warn": "Warn", "ignore": "Ignore"}.get(mode.lower())
         if canonical is None:
-            raise bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Strict", "Warn"')
+            raise bad_request(
+                f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Strict", "Warn"'
+            )
         return cls(bool(dry), canonical)
