@@ -191,7 +191,10 @@ def test_predict_v1_payload_on_v2_is_refused_before_sending(client: PredictionCl
 
 
 def test_connection_refused_asks_whether_the_cluster_is_up() -> None:
-    with PredictionClient(f"http://127.0.0.1:{free_port()}", model=MODEL) as c, pytest.raises(IngressUnreachable) as err:
+    with (
+        PredictionClient(f"http://127.0.0.1:{free_port()}", model=MODEL) as c,
+        pytest.raises(IngressUnreachable) as err,
+    ):
         c.predict(LATEST, ROWS)
     assert "is the cluster up?" in str(err.value)
     assert isinstance(err.value.__cause__, httpx.ConnectError)
@@ -214,7 +217,12 @@ def test_send_returns_one_row_per_request_and_target(client: PredictionClient) -
     assert df["error"].isna().all() and (df["status_code"] == 200).all()
     assert (df["latency_ms"] > 0).all()
     # order: repeat -> row -> target
-    assert df[["repeat", "row", "target"]].head(4).values.tolist() == [[0, 0, "latest"], [0, 0, "prev"], [0, 1, "latest"], [0, 1, "prev"]]
+    assert df[["repeat", "row", "target"]].head(4).values.tolist() == [
+        [0, 0, "latest"],
+        [0, 0, "prev"],
+        [0, 1, "latest"],
+        [0, 1, "prev"],
+    ]
     assert set(df.loc[df.target == "prev", "revision"]) == {PREV.revision}
     single = client.predict(LATEST, ROWS).predictions
     assert df[(df.target == "latest") & (df.repeat == 0)]["prediction"].tolist() == single
@@ -348,7 +356,9 @@ class WireServer:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.requests.append((lines[0], headers, body))
                 served += 1
@@ -367,7 +377,9 @@ class WireServer:
                     await writer.drain()
                     break
                 elif mode == "continue":
-                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(ok) + ok)
+                    writer.write(
+                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(ok) + ok
+                    )
                 elif mode == "garbage":
                     writer.write(b"SPDY/9 banana\r\n\r\n")
                 elif mode == "slow":
@@ -382,7 +394,9 @@ class WireServer:
                     page = b"<html><body>upstream connect error</body></html>"
                     writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % len(page) + page)
                 else:
-                    writer.write(b"HTTP/1.1 200 OK\r\nx-kserve-revision: rev-wire\r\nContent-Length: %d\r\n\r\n" % len(ok) + ok)
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nx-kserve-revision: rev-wire\r\nContent-Length: %d\r\n\r\n" % len(ok) + ok
+                    )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -659,7 +673,10 @@ def test_close_is_idempotent_and_stops_the_loop_thread(server: str) -> None:
 @pytest.mark.parametrize(
     ("url", "host"),
     [
-        ("http://latest-sklearn-iris-predictor.kserve-test.example.com", "latest-sklearn-iris-predictor.kserve-test.example.com"),
+        (
+            "http://latest-sklearn-iris-predictor.kserve-test.example.com",
+            "latest-sklearn-iris-predictor.kserve-test.example.com",
+        ),
         ("https://prev-m-predictor.ns.example.com:8443/x", "prev-m-predictor.ns.example.com"),
         ("m-predictor.ns.example.com", "m-predictor.ns.example.com"),
     ],

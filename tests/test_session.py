@@ -246,7 +246,9 @@ def test_kernel_loop_is_not_blocked_by_send(session: Session) -> None:
 def test_rollback_pins_traffic_away_from_a_failed_canary(session: Session) -> None:
     svc = _fresh(session, "failed-then-back")
     # Bypass the client pre-flight to let the cluster fail the revision itself.
-    session.apply(isvc_manifest("failed-then-back", NS, "gs://kfserving-examples/models/sklearn/1.0/none", canary_percent=20))
+    session.apply(
+        isvc_manifest("failed-then-back", NS, "gs://kfserving-examples/models/sklearn/1.0/none", canary_percent=20)
+    )
     deadline = time.monotonic() + 20
     while svc.status().failure is None and time.monotonic() < deadline:
         time.sleep(0.05)
