@@ -2,8 +2,10 @@
 
 One test per group of rows of the transition table in ``docs/standard-mode-canary.md``: create,
 add a 20 % canary, change its percent, promote it (its process and pod survive), an unready canary
-that gets no traffic, roll back, the stop annotation, the webhook's refusals, a ``kill -9`` of the
-daemon (state, processes and routes survive), and delete (every object goes). Which side answered
+that gets no traffic, roll back, a canary rolling to a new model under load (no failed request), a
+stable model that cannot load (the old pod keeps serving), the stop annotation, the webhook's
+refusals, a ``kill -9`` of the daemon (state, processes and routes survive), and delete (every
+object goes). Which side answered
 is read from ``x-kserve-revision`` (``{deployment}-{pod-template-hash}``).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -270,6 +273,83 @@ def test_an_unready_canary_gets_no_traffic_and_rollback_removes_it(std: Std) -> 
     assert std.services(name) == {S}
     assert std.cond(name, "CanaryPredictorReady") is None
     assert not any(p.startswith(C2) for p in std.all_pods(name))
+    std.delete(name)
+
+
+# ------------------------------------------------------------------------------ rows 10, 11b
+
+
+class Load:
+    """Predictions sent one after another on a thread: every (status, x-kserve-revision) seen."""
+
+    def __init__(self, std: Std, name: str) -> None:
+        self.std, self.name = std, name
+        self.answers: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.std.local.ingress, timeout=30) as http:
+            while not self._stop.is_set():
+                try:
+                    resp = http.post(f"/v1/models/{self.name}:predict", json=IRIS,
+                                     headers={"Host": self.std.host(self.name)})
+                    self.answers.append((resp.status_code, resp.headers.get("x-kserve-revision", "")))
+                except httpx.HTTPError as e:
+                    self.answers.append((0, repr(e)))
+
+
+def test_a_canary_rolling_to_a_new_model_serves_on_its_old_pod_until_the_new_one_is_ready(std: Std) -> None:
+    name = "ctl-f"
+    S, C2 = f"{name}-predictor", f"{name}-v2-predictor"
+    std.create(name, predictor(M1), [canary("v2", 50, M2)])
+    wait_for("the canary to be ready", settled(std, name, [("v2", True, 50)]))
+    wait_for("the 50/50 route", lambda: std.backends(S) == [(S, 50), (C2, 50)])
+    with Load(std, name) as load:
+        wait_for("answers from both sides", lambda: {deployment_of(rev) for _, rev in load.answers} == {S, C2})
+        old = {rev for _, rev in load.answers if deployment_of(rev) == C2}
+        std.patch(name, {"spec": {"canary": [canary("v2", 50, M1)]}})
+        wait_for("the canary's new pod to answer",
+                 lambda: any(deployment_of(rev) == C2 and rev not in old for _, rev in load.answers[-20:]))
+        seen = len(load.answers)
+        wait_for("more answers", lambda: len(load.answers) > seen + 20)
+    assert {code for code, _ in load.answers} == {200}, Counter(load.answers)
+    assert std.canary_statuses(name) == [("v2", True, 50)]
+    assert std.backends(S) == [(S, 50), (C2, 50)]  # the route never changed
+    # the old pod went once the ingress stopped routing to it; only the new template's pod is left
+    wait_for("the old pod to go", lambda: len(std.pods(C2)) == 1)
+    (pod,) = std.pods(C2)
+    assert not any(pod.startswith(rev) for rev in old)
+    std.delete(name)
+
+
+def test_a_stable_model_that_cannot_load_leaves_the_old_pod_serving(std: Std) -> None:
+    name = "ctl-g"
+    S = f"{name}-predictor"
+    std.create(name, predictor(M1))
+    wait_for("the stable to be ready", settled(std, name))
+    std.patch(name, {"spec": {"predictor": predictor(MISSING)}})
+    wait_for("the rollout to fail", lambda: std.cond(name, "PredictorReady") == ("False", "ProgressDeadlineExceeded"))
+    status = std.isvc(name)["status"]
+    assert std.cond(name, "Ready")[0] == "False"  # type: ignore[index]
+    assert std.cond(name, "IngressReady") == ("True", None)
+    assert status["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
+    assert status["modelStatus"]["states"]["targetModelState"] == "FailedToLoad"
+    assert std.send(std.host(name), name, 10) == Counter({(200, S): 10})  # the old template serves
+    assert len(std.pods(S)) == 2  # the serving pod and the failing one
+    # a model that loads fixes it: the failed template goes, the new one serves
+    std.patch(name, {"spec": {"predictor": predictor(M2)}})
+    wait_for("the stable to be ready again",
+             lambda: std.cond(name, "PredictorReady") == ("True", "NewReplicaSetAvailable"))
+    wait_for("one pod again", lambda: len(std.pods(S)) == 1)
     std.delete(name)
 
 
