@@ -166,3 +166,23 @@ def test_a_canary_at_zero_keeps_a_ready_pod(svc: Service, kubectl: Any) -> None:
     assert kubectl.isvc(svc.name, NS)["spec"]["canary"][0]["predictor"]["minReplicas"] == 1
     answer = svc.predict({"instances": ROWS[:1]}, to="v2")  # still answers on its own host
     assert deployment(answer.revision) == f"{svc.name}-v2-predictor"
+
+
+def test_a_canary_whose_model_cannot_load_fails_the_wait_fast(
+    svc: Service, kubectl: Any, tmp_path: Any
+) -> None:
+    bad = tmp_path / "bad-model"
+    bad.mkdir()
+    (bad / "model.joblib").write_bytes(b"not a pickle")
+    with pytest.raises(errors.RolloutError, match=r"canary v2 \(Deployment .*-v2-predictor.*\) cannot become ready"):
+        svc.canary(f"file://{bad}", 20, timeout=60)
+    st = svc.status()
+    v2 = st.side("v2")
+    assert v2 is not None and not v2.ready and v2.routed is None
+    assert st.ready and st.split() == {f"{svc.name}-predictor": 100}  # the stable keeps everything
+    history = svc.history()
+    assert history.iloc[-1]["action"] == "canary" and history.iloc[-1]["outcome"] == "failed"
+    with pytest.raises(errors.RolloutError, match="refusing to promote: canary v2"):
+        svc.promote()
+    release = svc.rollback()
+    assert isinstance(release, Release) and release.status.canaries == ()

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from kserve_nb import errors
+from kserve_nb import errors, standard
 from kserve_nb import semantics_standard as std
-from kserve_nb import standard
 from kserve_nb.patches import merge_patch
 from kserve_nb.plan import plan
 from kserve_nb.service import Service
@@ -27,7 +26,9 @@ def base_isvc(**predictor: Any) -> dict[str, Any]:
         "kind": "InferenceService",
         "metadata": {
             "name": "my-model", "namespace": "default", "generation": 1, "resourceVersion": "1",
-            "annotations": {"serving.kserve.io/deploymentMode": "Standard", "serving.kserve.io/autoscalerClass": "none"},
+            "annotations": {
+                "serving.kserve.io/deploymentMode": "Standard", "serving.kserve.io/autoscalerClass": "none",
+            },
         },
         "spec": {"predictor": {"minReplicas": 2, "model": {"modelFormat": {"name": "sklearn"},
                                                           "storageUri": "gs://m/v1"}, **predictor}},
@@ -212,3 +213,18 @@ def test_knative_status_is_unchanged() -> None:
     assert not st.standard and st.sides == () and st.canaries == ()
     assert st.split() == {"x-predictor-00002": 10, "x-predictor-00001": 90}
     assert "PREV" in st.table.columns
+
+
+def test_the_local_ingress_routes_each_side_on_its_service_host(stable: dict[str, Any], cluster: Cluster) -> None:
+    # An unnamed stable's component host is the weighted predictor host: the side hosts never are.
+    isvc = cluster.settle(merge_patch(stable, std.add_canary_patch(stable, "v2", "gs://m/v2", 20)))
+    table = std.ingress_routes(isvc, cluster.state)
+    st = ServiceStatus.from_isvc(isvc, route=cluster.route())
+    stable_side, v2 = st.stable, st.side("v2")
+    assert stable_side is not None and v2 is not None
+    assert table[standard.side_host(st, stable_side)] == [("default", "my-model-predictor", 100)]
+    assert table[standard.side_host(st, v2)] == [("default", "my-model-v2-predictor", 100)]
+    assert standard.side_host(st, stable_side) == "my-model-predictor.default.svc.cluster.local"
+    assert len(table["my-model-predictor-default.example.com"]) == 2  # the weighted route
+    assert standard.side_hosts(st, stable_side) == ["my-model-predictor.default.svc.cluster.local"]
+    assert standard.side_hosts(st, v2)[1] == "my-model-v2-predictor-default.example.com"
