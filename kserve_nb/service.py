@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -35,7 +35,12 @@ from kserve_nb.splits import split_text
 from kserve_nb.status import ServiceStatus
 
 if TYPE_CHECKING:  # pragma: no cover
+    from kserve_nb.analysis.compare import Comparison
+    from kserve_nb.predict.client import PredictionResult, Target
     from kserve_nb.predict.load import LoadRun
+    from kserve_nb.rollout.api import RolloutPreview
+    from kserve_nb.rollout.runner import RolloutResult
+    from kserve_nb.rollout.state import RolloutState
     from kserve_nb.session import Session
 
 CONFLICT_RETRIES = 3
@@ -458,7 +463,7 @@ class Service:
 
     # ------------------------------------------------------------------ predictions
 
-    def target(self, to: str, status: ServiceStatus | None = None) -> Any:
+    def target(self, to: str, status: ServiceStatus | None = None) -> Target:
         """The :class:`~kserve_nb.predict.client.Target` for ``default``, ``latest`` or ``prev``.
 
         Standard mode: ``default`` (the weighted route), ``stable``, or a canary's name; ``latest``
@@ -488,7 +493,7 @@ class Service:
             raise errors.PredictionError(f"{self.name} has no {to!r} URL right now; {hint}")
         return Target(to, urlparse(url).hostname or url, st.tag_revision(to))
 
-    def _standard_target(self, to: str, st: ServiceStatus) -> Any:
+    def _standard_target(self, to: str, st: ServiceStatus) -> Target:
         from kserve_nb.predict.client import Target
 
         if to == "default":
@@ -525,7 +530,7 @@ class Service:
             host = found[0]
         return Target(to, host, side.deployment)
 
-    def predict(self, payload: Any, *, to: str = "default", protocol: str = "v1") -> Any:
+    def predict(self, payload: Any, *, to: str = "default", protocol: str = "v1") -> PredictionResult:
         """Send one prediction request to ``to`` and return the parsed result."""
         client = self.session.prediction_client(self.name)
         return client.predict(self.target(to), payload, protocol=protocol)
@@ -557,7 +562,7 @@ class Service:
     def compare(
         self, inputs: Any, *, repeat: int = 1, protocol: str = "v1", warmup: int = 3, canary: str | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Comparison:
         """Send ``inputs`` to latest and prev (warmed up, interleaved) and compare them (a :class:`Comparison`).
 
         Standard mode: the sides are ``stable`` (baseline) and canary ``canary`` (default: the
@@ -614,7 +619,14 @@ class Service:
 
     # ------------------------------------------------------------------ progressive rollout
 
-    def rollout(self, storage_uri: str, **options: Any) -> Any:
+    @overload
+    def rollout(self, storage_uri: str, *, dry_run: Literal[True], **options: Any) -> RolloutPreview: ...
+    @overload
+    def rollout(self, storage_uri: str, *, dry_run: Literal[False] = ..., **options: Any) -> RolloutResult: ...
+    @overload
+    def rollout(self, storage_uri: str, *, dry_run: bool, **options: Any) -> RolloutResult | RolloutPreview: ...
+
+    def rollout(self, storage_uri: str, *, dry_run: bool = False, **options: Any) -> RolloutResult | RolloutPreview:
         """Roll ``storage_uri`` out step by step, judging gates each interval, rolling back by itself.
 
         Options (all optional): ``steps`` (``"5,10,25,50,100"``; ``pause`` entries wait for
@@ -632,21 +644,21 @@ class Service:
         """
         from kserve_nb.rollout.api import rollout
 
-        return rollout(self, storage_uri, **options)
+        return rollout(self, storage_uri, dry_run=dry_run, **options)
 
-    def rollout_state(self) -> Any:
+    def rollout_state(self) -> RolloutState | None:
         """The saved state of this service's latest rollout (a ``RolloutState``), or None."""
         from kserve_nb.rollout.state import StateStore
 
         return StateStore(self.session.cluster, self.name, self.namespace).load()
 
-    def approve_rollout(self) -> Any:
+    def approve_rollout(self) -> RolloutState:
         """Approve the ``pause`` step the rollout waits at."""
         from kserve_nb.rollout.runner import approve
 
         return approve(self)
 
-    def abort_rollout(self) -> Any:
+    def abort_rollout(self) -> RolloutState:
         """Stop the rollout in progress and send all traffic back to the baseline."""
         from kserve_nb.rollout.runner import abort
 
