@@ -500,7 +500,7 @@ def pod_object(isvc: Mapping[str, Any], proc: Process, state: Any, labels: Mappi
             }],
         },
         "spec": {
-            "nodeName": "kserve-nb-local",
+            "nodeName": r.LOCAL_CONTEXT,
             "initContainers": [{"name": "storage-initializer", "image": init["image"],
                                 "args": [proc.storage_uri, "/mnt/models"]}],
             "containers": [{

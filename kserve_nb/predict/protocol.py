@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kserve_nb.errors import PredictionError, ValidationError
+from kserve_nb.resources import TAG_ROUTING_ANNOTATION
 
 PROTOCOLS = ("v1", "v2")
 
@@ -463,7 +464,7 @@ def describe_http_error(
         else:
             hint = (
                 "no route for this Host; check the target host and that tag routing is enabled "
-                "(annotation serving.kserve.io/enable-tag-routing: \"true\") for latest-/prev- hosts"
+                f'(annotation {TAG_ROUTING_ANNOTATION}: "true") for latest-/prev- hosts'
             )
         return f"{where} answered 404{said}; {hint}"
     if status == 500 and (m := _EXPECTS.search(msg)):
