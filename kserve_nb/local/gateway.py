@@ -1,6 +1,7 @@
 """The local cluster's ingress gateway: Host-based, weighted routing to revision model servers.
 
-It plays the part of Istio's ingress gateway + Knative's routing in the canary walkthrough:
+It routes by the table and the rule of :mod:`kserve_nb.local.routing` (nginx's Lua does the same
+in front of it), playing the part of Istio's ingress gateway + Knative's routing:
 
 - ``Host: sklearn-iris.kserve-test.example.com`` (or ``…-predictor…``) → the weighted split of the
   InferenceService's traffic block; ``latest-…`` / ``prev-…`` → one tagged revision;
@@ -31,23 +32,21 @@ import asyncio
 import json
 import logging
 import posixpath
-import random
 import re
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote
 
 import httptools
 
 from kserve_nb import http1
-from kserve_nb.local.exporter import RequestMetrics, series_labels
+from kserve_nb.local import routing
+from kserve_nb.local.exporter import RequestMetrics
+from kserve_nb.local.routing import Endpoints, Route, Routes, Target
 
 log = logging.getLogger(__name__)
 
-REVISION_HEADER = b"x-kserve-revision"
 #: KServe's model repository API: a client that may send predictions must not unload the model
 #: (the revision would answer 404 while its InferenceService stays Ready). nginx refuses it too,
 #: with this text inside a single-quoted string: no quotes, backslashes or dollars in it.
@@ -95,67 +94,6 @@ _REQUEST_DROP = frozenset(
 )
 
 
-# --- routing table ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Target:
-    revision: str
-    revision_line: bytes  # the whole ``x-kserve-revision`` header line, built once per table
-    endpoint: tuple[str, int]
-    weight: int  # the traffic percent
-    series: str  # the revision's metric labels (exporter.series_labels), built once per table
-
-
-@dataclass(frozen=True)
-class _Route:
-    host: str
-    live: tuple[_Target, ...]  # ready targets with percent > 0
-    total: int  # sum of the live weights: the split is renormalised over the ready targets
-    unready: tuple[tuple[str, int], ...]  # (revision, percent) with traffic but no ready endpoint
-
-    def pick(self, exclude: str | None = None) -> _Target | None:
-        """Weighted random choice among the live targets, optionally excluding one revision."""
-        live, total = self.live, self.total
-        if exclude is not None:
-            live = tuple(t for t in live if t.revision != exclude)
-            total = sum(t.weight for t in live)
-        if not live:
-            return None
-        if len(live) == 1:
-            return live[0]
-        x = random.random() * total  # noqa: S311 - a weighted traffic split, not security
-        for target in live:
-            x -= target.weight
-            if x < 0:
-                return target
-        return live[-1]
-
-
-def _build_table(
-    routes: Mapping[str, Sequence[tuple[str, str, int]]],
-    endpoints: Mapping[tuple[str, str], tuple[str, int]],
-) -> dict[str, _Route]:
-    table: dict[str, _Route] = {}
-    for host, targets in routes.items():
-        live: list[_Target] = []
-        unready: list[tuple[str, int]] = []
-        for namespace, revision, percent in targets:
-            if percent <= 0:
-                continue
-            endpoint = endpoints.get((namespace, revision))
-            if endpoint is None:
-                unready.append((revision, percent))
-            else:
-                live.append(_Target(
-                    revision, _revision_line(revision), (endpoint[0], int(endpoint[1])), percent,
-                    series_labels(namespace, revision),
-                ))
-        key = host.lower().split(":", 1)[0]
-        table[key] = _Route(key, tuple(live), sum(t.weight for t in live), tuple(unready))
-    return table
-
-
 #: Status, response header lines as pieces for one ``b"".join`` (``name, b": ", value, b"\r\n"``…), body.
 _Response = tuple[int, list[bytes], bytes]
 
@@ -166,7 +104,10 @@ _Response = tuple[int, list[bytes], bytes]
 class _Request:
     """One client request as parsed, and as it will be forwarded."""
 
-    __slots__ = ("method", "url", "host", "headers", "content_type", "body", "size", "keep_alive", "http10", "expect_continue", "error")
+    __slots__ = (
+        "method", "url", "host", "headers", "content_type", "body", "size", "keep_alive", "http10", "expect_continue",
+        "error",
+    )
 
     def __init__(self) -> None:
         self.method = b""
@@ -455,7 +396,7 @@ class Gateway:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._table: dict[str, _Route] = {}
+        self._table: dict[str, Route] = {}
         self._pool = http1.Pool(
             timeout=UPSTREAM_TIMEOUT_SECONDS, idle_seconds=UPSTREAM_IDLE_SECONDS, max_idle=UPSTREAM_MAX_IDLE
         )
@@ -502,22 +443,20 @@ class Gateway:
             self._sweeper = None
         self._pool.close()
 
-    def update(
-        self,
-        routes: Mapping[str, Sequence[tuple[str, str, int]]],
-        endpoints: Mapping[tuple[str, str], tuple[str, int]],
-    ) -> None:
+    def update(self, routes: Routes, endpoints: Endpoints) -> None:
         """Replace the whole routing table atomically.
 
         Parameters
         ----------
         routes:
-            Lower-case host name (no port) → weighted targets ``(namespace, revision, percent)``.
+            Host name → weighted targets ``(namespace, target, weight)``.
         endpoints:
-            ``(namespace, revision)`` → ``(host, port)`` of a *ready* model server. Targets without
+            ``(namespace, target)`` → ``(host, port)`` of a *ready* model server. Targets without
             an endpoint get no traffic.
+
+        The format and the rule it is routed by are :mod:`kserve_nb.local.routing`'s.
         """
-        self._table = _build_table(routes, endpoints)
+        self._table = routing.build(routes, endpoints)
         self._pool.retain_only(frozenset((h, int(p)) for h, p in endpoints.values()))
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -534,11 +473,11 @@ class Gateway:
         host = _host_name(request.host)
         route = self._table.get(host)
         if route is None:
-            return _error(404, _no_route_message(host, self._table), None)
+            return _error(404, routing.no_route_message(host, list(self._table)), None)
         target = route.pick()
         if target is None:
-            names = ",".join(rev for rev, _ in route.unready) or None
-            return _error(503, _unready_message(route), names)
+            names = ",".join(name for name, _ in route.unready) or None
+            return _error(503, routing.unready_message(route), names)
         body = b"".join(request.body)
         head, coerced = _request_head(request, body)
         is_head = request.method == b"HEAD"
@@ -547,7 +486,7 @@ class Gateway:
         try:
             status, headers, data = await self._pool.request(target.endpoint, head, body, is_head=is_head)
         except http1.WireError as first:
-            retry = route.pick(exclude=target.revision) if first.retryable else None
+            retry = route.pick(exclude=target.name) if first.retryable else None
             if retry is None:
                 return self._failed(route, target, first, started)
             target = retry
@@ -567,7 +506,7 @@ class Gateway:
             headers.append(_COERCED_LINE)
         return status, headers, data
 
-    def _failed(self, route: _Route, target: _Target, error: http1.WireError, started: float) -> _Response:
+    def _failed(self, route: Route, target: Target, error: http1.WireError, started: float) -> _Response:
         """The error answer for a revision that could not answer, counted with its status."""
         response = _error(*_failure(route, target, error))
         self.metrics.observe(target.series, response[0], (_clock() - started) * 1000.0)
@@ -581,16 +520,9 @@ _clock = time.perf_counter
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
 
-def _revision_line(revision: str) -> bytes:
-    return REVISION_HEADER + b": " + revision.encode() + b"\r\n"
-
-
 def _host_name(value: bytes) -> str:
     """The Host header's name part, lower-case, without the port."""
-    host = value.decode("latin-1").strip().lower()
-    if host.startswith("["):  # [::1]:8080
-        return host.split("]", 1)[0] + "]"
-    return host.split(":", 1)[0]
+    return routing.host_key(value.decode("latin-1"))
 
 
 def _request_head(request: _Request, body: bytes) -> tuple[bytes, bool]:
@@ -660,32 +592,14 @@ def _error(status: int, message: str, revision: str | None) -> _Response:
     """A JSON error answer ``{"error": message}``, naming the revision if there is one."""
     headers = [b"content-type: application/json\r\n"]
     if revision:
-        headers.append(_revision_line(revision))
+        headers.append(routing.revision_line(revision))
     return status, headers, json.dumps({"error": message}).encode()
 
 
-def _failure(route: _Route, target: _Target, error: http1.WireError) -> tuple[int, str, str]:
+def _failure(route: Route, target: Target, error: http1.WireError) -> tuple[int, str, str]:
+    """Rules 5 and 6 of :mod:`~kserve_nb.local.routing`: the answer for a target that failed."""
     if error.retryable:
-        message = (
-            f"no ready revision for host '{route.host}': {target.revision} the model server {error.reason} "
-            f"(it is restarting) and no other target is ready"
-        )
-        return 503, message, target.revision
-    return 502, f"revision {target.revision} failed to answer: the model server {error.reason}", target.revision
-
-
-def _no_route_message(host: str, table: Mapping[str, _Route]) -> str:
-    known = sorted(table)
-    hint = (", ".join(known[:8]) + (", …" if len(known) > 8 else "")) if known else "none yet"
-    return (
-        f"no route for host '{host}': no InferenceService answers to it. Send a Host header such as "
-        f"'<isvc>.<namespace>.example.com' (known hosts: {hint})"
-    )
-
-
-def _unready_message(route: _Route) -> str:
-    if route.unready:
-        listed = ", ".join(f"{rev} ({pct}%)" for rev, pct in route.unready)
-        verb = "is" if len(route.unready) == 1 else "are"
-        return f"no ready revision for host '{route.host}': {listed} {verb} not ready"
-    return f"no ready revision for host '{route.host}': the route has no traffic targets"
+        return 503, routing.unreachable_message(route.host, target.name, error.reason), target.name
+    if isinstance(error, http1.TimedOut):
+        return 504, routing.timeout_message(target.name, UPSTREAM_TIMEOUT_SECONDS), target.name
+    return 502, routing.failed_message(target.name, f"the model server {error.reason}"), target.name

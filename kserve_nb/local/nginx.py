@@ -13,7 +13,8 @@ shared dictionary; each worker re-parses it when its version changes. A reload w
 idle keep-alive client connection on each routing change. Per request:
 
 - Lua looks the ``Host`` up and picks a ready revision at random by weight (what Istio's weighted
-  clusters do); nginx keeps pooled keep-alive connections to the revisions;
+  clusters do), by the table and the rule of :mod:`kserve_nb.local.routing` (the Python gateway's
+  too); nginx keeps pooled keep-alive connections to the revisions;
 - a connection error (refused: the revision just died) is retried once on another target of the
   route, or handed to the Python gateway when there is none (it then answers 503 and says why);
   nginx never re-sends a POST once it reached a model;
@@ -47,6 +48,7 @@ nginx whose directory is deleted stops itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -55,13 +57,14 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Union
 
+import httpx
 import psutil
 
-from kserve_nb.local import dataplane
+from kserve_nb.local import dataplane, routing
 from kserve_nb.local.exporter import (
     CONTENT_TYPE,
     HEADER_COUNT,
@@ -78,6 +81,7 @@ from kserve_nb.local.gateway import (
     UPSTREAM_TIMEOUT_SECONDS,
     Gateway,
 )
+from kserve_nb.local.routing import Endpoints, Routes, decode_table, encode_table
 from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS
 
 log = logging.getLogger(__name__)
@@ -101,12 +105,10 @@ CONTROL_PLANE_DOWN = (
     "serve JSON requests. Start it with: kserve-nb local up"
 )
 
-# Names that may appear in the table: DNS names and revision names (what admission allows anyway).
-# Anything else is left to the Python gateway (and logged): the table's format can't be broken.
-_SAFE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+# Rule 6 of kserve_nb.local.routing as nginx answers it, inside a single-quoted nginx string where
+# $kn_revision is the target nginx tried last.
+_TIMED_OUT = routing.timeout_message("$kn_revision", UPSTREAM_TIMEOUT_SECONDS)
 
-Routes = Mapping[str, Sequence[tuple[str, str, int]]]
-Endpoints = Mapping[tuple[str, str], tuple[str, int]]
 #: The nginx master: started by this daemon, or adopted from an earlier one.
 Master = Union["subprocess.Popen[bytes]", dataplane.AdoptedProcess]
 
@@ -133,43 +135,6 @@ def find_nginx() -> tuple[str, Path] | None:
             )
         return None
     return binary, modules
-
-
-def encode_table(routes: Routes, endpoints: Endpoints) -> str:
-    """The table as nginx's Lua reads it: ``host revision port weight namespace [revision …]`` lines.
-
-    Only ready targets with traffic; a host with none is left out (the Python gateway answers it).
-    """
-    lines = []
-    for host, targets in sorted(routes.items()):
-        host = host.lower().split(":", 1)[0]
-        if not _SAFE_NAME.match(host):
-            log.warning("nginx ingress: host %r left to the Python gateway (not a DNS name)", host)
-            continue
-        live = []
-        for namespace, revision, percent in targets:
-            endpoint = endpoints.get((namespace, revision))
-            if percent > 0 and endpoint is not None and _SAFE_NAME.match(revision) and _SAFE_NAME.match(namespace):
-                live.append(f"{revision} {int(endpoint[1])} {int(percent)} {namespace}")
-        if live:
-            lines.append(f"{host} {' '.join(live)}")
-    return "\n".join(lines) + "\n"
-
-
-def decode_table(table: str) -> tuple[dict[str, list[tuple[str, str, int]]], dict[tuple[str, str], tuple[str, int]]]:
-    """The routes and endpoints an :func:`encode_table` text holds (what nginx serves)."""
-    routes: dict[str, list[tuple[str, str, int]]] = {}
-    endpoints: dict[tuple[str, str], tuple[str, int]] = {}
-    for line in table.splitlines():
-        if not line.strip():
-            continue
-        host, *fields = line.split()
-        for i in range(0, len(fields) - 3, 4):
-            revision, port, weight, namespace = fields[i:i + 4]
-            if port.isdigit() and weight.isdigit():
-                routes.setdefault(host, []).append((namespace, revision, int(weight)))
-                endpoints[(namespace, revision)] = ("127.0.0.1", int(port))
-    return routes, endpoints
 
 
 # The Lua side: parse the pushed table once per version per worker, pick by weight; count what
@@ -434,6 +399,27 @@ _LUA_LOG = r"""
       end
 """
 
+# The answer when the last try failed (nginx's 502): rules 5 and 6 of kserve_nb.local.routing. A
+# last try that sent no byte (refused) reached no model: 503, as the Python gateway answers it. One
+# that did reached a model and failed: 502. No target tried last: the Python gateway did not answer.
+_LUA_UPSTREAM_FAILED = r"""
+      local rev = ngx.var.kn_revision
+      ngx.header["Content-Type"] = "application/json"
+      if rev == "" then
+        ngx.status = 503
+        ngx.print(CONTROL_PLANE_DOWN)
+        return
+      end
+      local sent = string.match(ngx.var.upstream_bytes_sent or "", "(%d+)%s*$")
+      if sent == "0" then
+        ngx.status = 503
+        ngx.print(UNREACHABLE)
+      else
+        ngx.status = 502
+        ngx.print(FAILED)
+      end
+"""
+
 _LUA_METRICS = r"""
       if ngx.var.http_authorization ~= "Bearer METRICS_TOKEN" then
         ngx.status = 401
@@ -449,8 +435,35 @@ def _lua_init() -> str:
     """The init Lua with the exporter's names and buckets filled in (the Python gateway's own)."""
     lua = _LUA_INIT.replace("BUCKET_BOUNDS", ", ".join(repr(float(b)) for b in LATENCY_BUCKETS_MS))
     lua = lua.replace("BUCKET_LES", ", ".join(f'"{le}"' for le in LE_LABELS))
-    lua = lua.replace('"HEADER_COUNT"', _lua_string(HEADER_COUNT)).replace('"HEADER_LATENCIES"', _lua_string(HEADER_LATENCIES))
+    lua = lua.replace('"HEADER_COUNT"', _lua_string(HEADER_COUNT))
+    lua = lua.replace('"HEADER_LATENCIES"', _lua_string(HEADER_LATENCIES))
     return lua.replace("REQUEST_COUNT", REQUEST_COUNT).replace("REQUEST_LATENCIES", REQUEST_LATENCIES)
+
+
+def _lua_upstream_failed() -> str:
+    """The Lua of ``@kn_upstream_failed``, with the routing module's texts as Lua expressions."""
+    unreachable = routing.unreachable_message("\0host", "\0rev", "refused the connection")
+    failed = routing.failed_message(
+        "\0rev",
+        "it stopped answering mid-request (it crashed or was stopped; a crashed revision is restarted and "
+        "gets no traffic until it is ready again)",
+    )
+    return (
+        _LUA_UPSTREAM_FAILED.replace("CONTROL_PLANE_DOWN", _lua_json_error(CONTROL_PLANE_DOWN))
+        .replace("UNREACHABLE", _lua_json_error(unreachable))
+        .replace("FAILED", _lua_json_error(failed))
+    )
+
+
+def _lua_json_error(message: str) -> str:
+    """A Lua expression for ``{"error": message}``; ``\\0host``/``\\0rev`` become the request's host and target.
+
+    Both are DNS names by the time a target was tried (the table holds no other), so they need no escaping.
+    """
+    text = json.dumps({"error": message})
+    parts = re.split(r"(\\u0000host|\\u0000rev)", text)
+    variables = {"\\u0000host": "ngx.var.host", "\\u0000rev": "rev"}
+    return " .. ".join(variables.get(part) or _lua_string(part) for part in parts if part)
 
 
 def _lua_string(text: str) -> str:
@@ -554,15 +567,11 @@ http {{
     }}
     location @kn_upstream_failed {{
       add_header x-kserve-revision $kn_revision always;
-      # No revision was tried last: the Python gateway (in the daemon) did not answer.
-      if ($kn_revision = "") {{
-        return 503 '{{"error": "{CONTROL_PLANE_DOWN}"}}';
-      }}
-      return 502 '{{"error": "revision $kn_revision stopped answering mid-request (it crashed or was stopped; a crashed revision is restarted and gets no traffic until it is ready again)"}}';
+      content_by_lua_block {{{_lua_upstream_failed()}      }}
     }}
     location @kn_timed_out {{
       add_header x-kserve-revision $kn_revision always;
-      return 504 '{{"error": "revision $kn_revision did not answer within {int(UPSTREAM_TIMEOUT_SECONDS)} s"}}';
+      return 504 '{{"error": "{_TIMED_OUT}"}}';
     }}
   }}
 
@@ -603,7 +612,9 @@ class NginxIngress:
     ) -> None:
         found = found or find_nginx()
         if found is None:
-            raise RuntimeError("nginx with its Lua module is not installed (apt-get install nginx libnginx-mod-http-lua)")
+            raise RuntimeError(
+                "nginx with its Lua module is not installed (apt-get install nginx libnginx-mod-http-lua)"
+            )
         self.binary, self.modules = found
         self.directory = directory
         self.on_programmed = on_programmed
@@ -622,6 +633,7 @@ class NginxIngress:
         self._workers_seen: set[int] = set()  # every worker seen, to clean up after a killed master
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._control_client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never shows the control token
         return f"NginxIngress(port={self._port}, pid={self.pid})"
@@ -704,6 +716,9 @@ class NginxIngress:
             await self._stop(process, graceful=True)
         (self.directory / RECORD).unlink(missing_ok=True)
         await self._fallback.close()
+        if self._control_client is not None:
+            await self._control_client.aclose()
+            self._control_client = None
 
     async def _stop(self, process: Master, graceful: bool = False) -> None:
         """Stop the master (SIGQUIT lets requests finish; SIGTERM doesn't), by force after 2 s each.
@@ -731,14 +746,15 @@ class NginxIngress:
         if process is None:
             # Gone (or its pid is another process now); a killed master's workers may still hold the port.
             workers = [dataplane.verified(pid, started, name="nginx") for pid, started in record.get("workers") or []]
-            await asyncio.get_running_loop().run_in_executor(None, dataplane.stop, [w for w in workers if w is not None])
+            alive = [w for w in workers if w is not None]
+            await asyncio.get_running_loop().run_in_executor(None, dataplane.stop, alive)
             return False
         master = dataplane.AdoptedProcess(process)
         try:
             self._port, self._control, self._token = int(record["port"]), int(record["control"]), str(record["token"])
             fallback = int(record["fallback"])
             self._process, self._started = master, float(record["started"])
-            table = await asyncio.wait_for(self._control_call(b"GET", b"/routes?table=1"), PROGRAM_TIMEOUT_SECONDS)
+            table = await asyncio.wait_for(self._control_call("GET", "/routes?table=1"), PROGRAM_TIMEOUT_SECONDS)
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, a fresh nginx replaces it
             log.warning("not adopting nginx (pid %d): %r; stopping it", master.pid, e)
             self._process, self._control = None, 0
@@ -827,22 +843,24 @@ class NginxIngress:
                 return
 
     async def _post(self, table: str) -> None:
-        await self._control_call(b"POST", b"/routes", table.encode())
+        await self._control_call("POST", "/routes", table.encode())
 
-    async def _control_call(self, method: bytes, path: bytes, body: bytes = b"") -> bytes:
+    async def _control_call(self, method: str, path: str, body: bytes = b"") -> bytes:
         """One request to the control endpoint; the answer's body (raises ``OSError`` unless 200)."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", self._control)
-        try:
-            writer.write(
-                method + b" " + path + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Kserve-Nb-Token: "
-                + self._token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        if self._control_client is None:
+            # Loopback only: no proxy from the environment; one connection per call, so a
+            # restarted or reloaded nginx never meets a stale one.
+            self._control_client = httpx.AsyncClient(
+                trust_env=False, timeout=PROGRAM_TIMEOUT_SECONDS,
+                headers={"X-Kserve-Nb-Token": self._token, "Connection": "close"},
             )
-            answer = await reader.read()
-        finally:
-            writer.close()
-        if not answer.startswith(b"HTTP/1.1 200"):
-            raise OSError(f"control endpoint answered {answer[:120]!r}")
-        return answer.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in answer else b""
+        try:
+            r = await self._control_client.request(method, f"http://127.0.0.1:{self._control}{path}", content=body)
+        except httpx.HTTPError as e:
+            raise OSError(f"control endpoint: {type(e).__name__}: {e}") from e
+        if r.status_code != 200:
+            raise OSError(f"control endpoint answered {r.status_code}: {r.text[:120]!r}")
+        return r.content
 
     async def _launch(self) -> None:
         if not self._control:
