@@ -24,7 +24,7 @@ try:  # the helper sits beside this file; import it whether or not tests/ is a p
 except ImportError:  # pragma: no cover - depends on how pytest put this directory on sys.path
     from conftest_api import LocalApi, canary_status, isvc_manifest, pod_manifest  # type: ignore[no-redef]
 
-from kserve_nb.local import admission, openapi, patching, tables
+from kserve_nb.local import admission, patching, tables, validation
 from kserve_nb.local.apiserver import negotiate, parse_label_selector, parse_target
 from kserve_nb.local.store import CONFIGMAPS, INFERENCESERVICES, NAMESPACES, PODS, REVISIONS
 from kserve_nb.resources import human_duration
@@ -1363,7 +1363,7 @@ def test_selectors_and_negotiation_helpers() -> None:
 def test_schema_validation_reports_paths_inside_arrays() -> None:
     obj = isvc_manifest()
     obj["spec"]["predictor"]["containers"] = [{"name": "a", "image": 3, "env": [{"name": "X", "value": 1, "nope": 2}]}]
-    result = openapi.validate(obj, INFERENCESERVICES)
+    result = validation.validate(obj, INFERENCESERVICES)
     assert result.unknown == ["spec.predictor.containers[0].env[0].nope"]
     assert [e.field for e in result.errors] == ["spec.predictor.containers[0].image",
                                                 "spec.predictor.containers[0].env[0].value"]

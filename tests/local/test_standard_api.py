@@ -22,7 +22,7 @@ import yaml
 
 from kserve_nb import resources as r
 from kserve_nb import semantics_standard as ss
-from kserve_nb.local import openapi, standard_objects, tables
+from kserve_nb.local import standard_objects, tables, validation
 from kserve_nb.local.store import DEPLOYMENTS, HTTPROUTES, INFERENCESERVICES, SERVICES, ResourceType
 
 try:  # the helper sits beside this file; import it whether or not tests/ is a package
@@ -163,7 +163,7 @@ def test_builders_pass_the_served_schemas_and_tables_print_kubectl_columns() -> 
     isvc = isvc_manifest()
     state = settled_state(isvc)
     for rt, obj in standard_objects.standard_objects(isvc, state):
-        result = openapi.validate(obj, rt)
+        result = validation.validate(obj, rt)
         assert result.unknown == [] and result.errors == [], (rt.kind, result.unknown, result.errors)
     deploy = standard_objects.deployment_object(isvc, state.deployments["my-model-predictor"])
     now = r.parse_time(NOW)

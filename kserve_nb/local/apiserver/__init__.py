@@ -2,7 +2,8 @@
 
 It serves the subset of the Kubernetes API that ``kubectl`` 1.32, the official ``kubernetes``
 Python client and KServe's SDK use for InferenceServices (serving.kserve.io/v1beta1), Knative
-revisions and services (read-only), pods and events (read-only), configmaps and namespaces:
+revisions and services (read-only), the Standard-mode Deployments, Services and Gateway API
+HTTPRoutes (read-only), pods and events (read-only), configmaps and namespaces:
 
 - discovery (legacy and aggregated v2), ``/version``, health endpoints, OpenAPI v2 and v3;
 - create/get/list/watch/replace/patch/delete, the ``status`` subresource, dry-run;

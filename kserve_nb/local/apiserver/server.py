@@ -10,7 +10,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from kserve_nb.local import openapi, tables
+from kserve_nb.local import discovery, openapi, tables, validation
 from kserve_nb.local.admission import (
     AdmissionDenied,
     FieldError,
@@ -133,26 +133,26 @@ class ApiServer:
             v2 = wants_discovery_v2(request.headers.get("Accept"))
             if v2:
                 content = DISCOVERY_V2 if v2 == "v2" else DISCOVERY_V2BETA1
-                return json_response(openapi.aggregated_discovery(True, v2), content_type=content)
+                return json_response(discovery.aggregated_discovery(True, v2), content_type=content)
             return json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}]})
         if path == "/apis":
             v2 = wants_discovery_v2(request.headers.get("Accept"))
             if v2:
                 content = DISCOVERY_V2 if v2 == "v2" else DISCOVERY_V2BETA1
-                return json_response(openapi.aggregated_discovery(False, v2), content_type=content)
+                return json_response(discovery.aggregated_discovery(False, v2), content_type=content)
             return json_response({"kind": "APIGroupList", "apiVersion": "v1",
-                                  "groups": [openapi.api_group(g) for g in openapi.GROUPS]})
+                                  "groups": [discovery.api_group(g) for g in discovery.GROUPS]})
         if segments == ["api", "v1"]:
-            return json_response(openapi.resource_list("", "v1"))
+            return json_response(discovery.resource_list("", "v1"))
         if len(segments) == 2 and segments[0] == "apis":
-            if segments[1] not in openapi.GROUPS:
+            if segments[1] not in discovery.GROUPS:
                 raise path_not_found()
-            return json_response({"kind": "APIGroup", "apiVersion": "v1", **openapi.api_group(segments[1])})
+            return json_response({"kind": "APIGroup", "apiVersion": "v1", **discovery.api_group(segments[1])})
         if len(segments) == 3 and segments[0] == "apis":
-            if (segments[1], segments[2]) not in openapi.BY_GROUP_VERSION:
+            if (segments[1], segments[2]) not in discovery.BY_GROUP_VERSION:
                 raise path_not_found()
-            return json_response(openapi.resource_list(segments[1], segments[2]))
+            return json_response(discovery.resource_list(segments[1], segments[2]))
         if segments[:1] == ["openapi"]:
             return self._openapi(segments[1:], request.headers.get("Accept"))
         return None
@@ -280,7 +280,7 @@ class ApiServer:
 
     def _check_kind(self, rt: ResourceType, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
-            kind = openapi.json_type(body)
+            kind = validation.json_type(body)
             raise bad_request(f"couldn't get version/kind; json parse error: json: cannot unmarshal {kind} "
                               "into Go value of type struct { APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; "
                               "Kind string \"json:\\\"kind,omitempty\\\"\" }")
@@ -303,7 +303,7 @@ class ApiServer:
     def _schema_check(self, rt: ResourceType, obj: dict[str, Any], name: str,
                       options: WriteOptions) -> tuple[dict[str, Any], list[str]]:
         """Field validation: unknown fields by ``fieldValidation`` mode, then types (422 / 400)."""
-        result = openapi.validate(obj, rt)
+        result = validation.validate(obj, rt)
         warnings: list[str] = []
         if result.unknown:
             texts = [f'unknown field "{path}"' for path in result.unknown]
@@ -318,7 +318,7 @@ class ApiServer:
             path, actual, expected = result.type_errors[0] if result.type_errors else (result.errors[0].field, "", "")
             if result.type_errors:
                 raise bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                                  + openapi.go_type_error(rt.kind, path, actual, expected))
+                                  + validation.go_type_error(rt.kind, path, actual, expected))
             raise invalid_error(rt, name, result.errors)
         return result.obj, warnings
 
@@ -358,7 +358,7 @@ class ApiServer:
             meta = obj["metadata"] = {}
         elif not isinstance(meta, dict):
             raise bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                              f"json: cannot unmarshal {openapi.json_type(meta)} into Go struct field "
+                              f"json: cannot unmarshal {validation.json_type(meta)} into Go struct field "
                               f"{rt.kind}.metadata of type v1.ObjectMeta")
         strip_server_fields(meta)
         # managedFields are the server's: kept from the stored object unless an apply computed new ones.
