@@ -644,9 +644,10 @@ def test_deployment_mode_cannot_change_after_status_records_it(api: LocalApi, ht
     write_status(api, canary_status())
     patch = {"metadata": {"annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"}}}
     body = assert_status(http.patch(f"{ISVC_PATH}/sklearn-iris", json=patch, headers=MERGE), 403, "Forbidden")
+    # KServe's mutating webhook has already rewritten the legacy RawDeployment to Standard.
     assert body["message"] == ('admission webhook "inferenceservice.kserve-webhook-server.validator" denied the '
                                "request: update rejected: deploymentMode cannot be changed from 'Knative' to "
-                               "'RawDeployment'")
+                               "'Standard'")
     patch["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "Knative"
     assert http.patch(f"{ISVC_PATH}/sklearn-iris", json=patch, headers=MERGE).status_code == 200
 
