@@ -28,7 +28,7 @@ from kserve_nb import errors, standard
 from kserve_nb import resources as r
 from kserve_nb import semantics_standard as std
 from kserve_nb.history import APPLIED, DONE, FAILED, PENDING, History, HistoryWarning, new_entry
-from kserve_nb.manifests import check_percent, check_storage_uri, isvc_manifest
+from kserve_nb.manifests import check_percent, isvc_manifest
 from kserve_nb.plan import Plan, plan
 from kserve_nb.progress import Progress
 from kserve_nb.splits import split_text
@@ -837,9 +837,8 @@ class Service:
     # ------------------------------------------------------------------ internals
 
     def _check_uri(self, storage_uri: str) -> str:
-        uri = check_storage_uri(storage_uri)
-        self.session.check_storage_uri(uri)
-        return uri
+        # The cluster's pre-flight includes the syntax check (and, locally, the mirror lookup).
+        return self.session.check_storage_uri(storage_uri)
 
     @staticmethod
     def _latest_is(st: ServiceStatus, new: str | None) -> bool:
