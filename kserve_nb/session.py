@@ -42,7 +42,7 @@ class ApplyResult:
         return f"{group}/{self.name} {self.action}"
 
 
-class ApplyResults(list):  # type: ignore[type-arg]
+class ApplyResults(list[ApplyResult]):
     """The results of :meth:`Session.apply`, shown like ``kubectl apply`` output."""
 
     def __str__(self) -> str:
