@@ -168,6 +168,11 @@ def printer_columns(isvc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The header ``kubectl get isvc`` prints for :data:`ISVC_COLUMNS` (plus NAME), as the client's tables name them.
+ISVC_TABLE_COLUMNS = (
+    "NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION", "LATESTREADYREVISION", "AGE",
+)
+
 ISVC_COLUMNS = (
     ("URL", "string", ".status.url"),
     ("Ready", "string", ".status.conditions[?(@.type=='Ready')].status"),

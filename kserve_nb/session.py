@@ -134,8 +134,7 @@ class Session:
         items = self.cluster.list_isvc(None if all_namespaces else (namespace or self.namespace))
         frames = [ServiceStatus.from_isvc(i).table for i in items]
         if not frames:
-            return pd.DataFrame(columns=[
-                "NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION", "LATESTREADYREVISION", "AGE"])
+            return pd.DataFrame(columns=list(r.ISVC_TABLE_COLUMNS))
         out = pd.concat(frames, ignore_index=True)
         if all_namespaces:
             out.insert(0, "NAMESPACE", [i["metadata"]["namespace"] for i in items])

@@ -160,3 +160,10 @@ def test_only_the_local_cluster_reads_its_storage_mirror() -> None:
         and ("kserve_nb.local.storage" in path.read_text() or "from kserve_nb.local import storage" in path.read_text())
     ]
     assert readers == []
+
+
+def test_the_empty_services_table_has_the_status_tables_columns() -> None:
+    from kserve_nb import resources as r
+    from kserve_nb.status import ServiceStatus
+
+    assert list(ServiceStatus.from_isvc({"metadata": {"name": "x"}}).table.columns) == list(r.ISVC_TABLE_COLUMNS)
