@@ -297,6 +297,11 @@ class Controller:
                 self._mark_dirty(key)  # accepted on the next pass
         self.standard.sync(isvc, self._programmed if self._asynchronous_ingress else None)
 
+    def _knative_key(self, ns: str, revision: str) -> bool:
+        # A runtime key of a Knative revision, not a Standard-mode pod template that happens to
+        # look like one (a pod-template-hash of digits only).
+        return is_knative_revision(revision) and not self.standard.owns(ns, revision)
+
     def _forget_routes(self, ns: str, name: str) -> None:
         self._routes.pop((ns, name), None)
         self._published.pop((ns, name), None)
@@ -308,7 +313,7 @@ class Controller:
         return [
             rev
             for (rns, rev) in self.runtime.states()
-            if rns == ns and is_knative_revision(rev) and isvc_of_revision(rev) == name and rev not in known
+            if rns == ns and self._knative_key(ns, rev) and isvc_of_revision(rev) == name and rev not in known
         ]
 
     @staticmethod
@@ -331,7 +336,7 @@ class Controller:
         for rev in ks.revisions if ks else []:
             self.runtime.stop(ns, rev.name)
         for rns, revision in list(self.runtime.states()):
-            if rns == ns and is_knative_revision(revision) and isvc_of_revision(revision) == name:
+            if rns == ns and self._knative_key(ns, revision) and isvc_of_revision(revision) == name:
                 self.runtime.stop(ns, revision)
         for rt in (st.PODS, st.REVISIONS, st.KSERVICES):
             items, _ = self.store.list(rt, ns, {r.ISVC_LABEL: name})
@@ -355,6 +360,9 @@ class Controller:
             self._mark_dirty(standard)
             return
         ns, revision = state.namespace, state.revision
+        if not is_knative_revision(revision):
+            self._sync_gateway()  # a Standard-mode process already let go (its last "Stopped")
+            return
         name = isvc_of_revision(revision)
         ks = self._states.get((ns, name))
         if ks is not None:
