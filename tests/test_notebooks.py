@@ -2,7 +2,7 @@
 compares every checked output with the stored one.
 
 After an intended change of what a notebook shows, store it again, executed against a fresh local
-cluster: ``.venv/bin/python tests/test_notebooks.py`` (all of 01–03b) or with notebook paths.
+cluster: ``.venv/bin/python tests/test_notebooks.py`` (all of 01–03b and 05) or with notebook paths.
 
 Volatile parts of outputs (ports, ages, timings, latencies, record paths, timestamps) are rewritten by
 ``tests/nbval_sanitize.cfg`` before comparing; cells whose whole output is volatile (plotly figures,
@@ -27,7 +27,7 @@ import pytest
 from kserve_nb.local import manager
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[1-3]*-*.ipynb"))  # 01–03 and 03b, not 04 (real cluster)
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[1-35]*-*.ipynb"))  # 01–03b and 05, not 04 (real cluster)
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 NBVAL_TIMEOUT = 600  # seconds for one notebook, kernel start to last cell
 
@@ -46,7 +46,7 @@ def notebook_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_the_runbook_notebooks_are_stored_executed() -> None:
     import nbformat
 
-    assert [p.name.split("-")[0] for p in NOTEBOOKS] == ["01", "02", "03", "03b"]
+    assert [p.name.split("-")[0] for p in NOTEBOOKS] == ["01", "02", "03", "03b", "05"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
