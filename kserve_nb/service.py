@@ -644,6 +644,13 @@ class Service:
         """
         from kserve_nb.rollout.api import rollout
 
+        if standard.is_standard(self.get()):
+            # The gates judge Knative's per-revision metrics (revision_name); a Standard-mode service
+            # has no revisions to label them with.
+            raise errors.ValidationError(
+                f"{self.name} runs in Standard mode; progressive rollouts judge Knative's per-revision metrics, "
+                f"so step it by hand there: %kserve canary, traffic, compare, then promote or rollback"
+            )
         return rollout(self, storage_uri, dry_run=dry_run, **options)
 
     def rollout_state(self) -> RolloutState | None:

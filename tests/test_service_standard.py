@@ -186,3 +186,27 @@ def test_a_canary_whose_model_cannot_load_fails_the_wait_fast(
         svc.promote()
     release = svc.rollback()
     assert isinstance(release, Release) and release.status.canaries == ()
+
+
+def test_runbook_helpers_read_the_same_in_standard_mode(svc: Service) -> None:
+    from kserve_nb import runbook
+
+    svc.canary(M2, 10, dry_run=True)  # waits for the stable to serve
+    assert runbook.preflight(svc, M1, M2) == []
+    before = svc.status()
+    snapshot = runbook.status_snapshot(before)
+    assert snapshot is not None and snapshot["sides"][0]["deployment"] == f"{svc.name}-predictor"
+    svc.canary(M2, 10)
+    assert runbook.preflight(svc, M1, M2)[0].startswith("a canary is already in flight")
+    decision = runbook.Decision(runbook.ROLLBACK, ("test",), "verdict")
+    runbook.carry_out(svc, decision, before=before, baseline_uri=M1)
+    outcome = runbook.check_outcome(svc, decision, baseline_uri=M1, candidate_uri=M2)
+    assert outcome["consistent"] and outcome["serving"] == [
+        {"revision": f"{svc.name}-predictor", "storageUri": M1, "percent": 100}
+    ]
+    svc.canary(M2, 10)
+    promote = runbook.Decision(runbook.PROMOTE, ("test",), "verdict")
+    runbook.carry_out(svc, promote, before=before, baseline_uri=M1)
+    assert runbook.check_outcome(svc, promote, baseline_uri=M1, candidate_uri=M2)["consistent"]
+    with pytest.raises(errors.ValidationError, match="progressive rollouts"):
+        svc.rollout(M1)
