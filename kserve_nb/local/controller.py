@@ -124,9 +124,7 @@ class Controller:
         self.gateway = gateway
         self.settings = settings or Settings()
         self.events = EventRecorder(store)
-        self.standard = StandardDriver(
-            store, runtime, ss.StandardSettings(ingress_domain=self.settings.domain), self._record
-        )
+        self.standard = StandardDriver(store, runtime, ss.StandardSettings(ingress_domain=self.settings.domain))
         self._states: dict[tuple[str, str], KsvcState] = {}
         self._routes: dict[tuple[str, str], RouteTable] = {}
         # An ingress that is programmed asynchronously (nginx) reports the table it serves; status

@@ -23,10 +23,9 @@ store's private table (``standard/{ns}/{name}``), as ``KsvcState`` does.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,8 +35,6 @@ from kserve_nb.local import standard_objects as objects
 from kserve_nb.local import store as st
 from kserve_nb.local.runtime import RevisionSpec
 from kserve_nb.semantics import model_format_of
-
-log = logging.getLogger(__name__)
 
 PRIVATE_PREFIX = "standard/"
 #: Host → weighted targets ``(namespace, process key, weight)`` (the controller's route table).
@@ -109,12 +106,10 @@ class StandardDriver:
         store: st.Store,
         runtime: Any,
         settings: ss.StandardSettings,
-        record: Callable[[Mapping[str, Any], Mapping[str, str]], None],
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.settings = settings
-        self._record = record
         self._isvcs: dict[tuple[str, str], _Isvc] = {}
         self._owner: dict[tuple[str, str], tuple[str, str]] = {}  # (ns, process key) → (ns, isvc)
         self._draining: set[tuple[str, str]] = set()  # isvcs with a process kept for the ingress

@@ -2,7 +2,8 @@
 
 One test per group of rows of the transition table in ``docs/standard-mode-canary.md``: create,
 add a 20 % canary, change its percent, promote it (its process and pod survive), an unready canary
-that gets no traffic, roll back, a canary rolling to a new model under load (no failed request), a
+that gets no traffic, roll back, a 0 % canary (weight 0: no traffic), a dead stable process (un-Ready,
+routes frozen, restarted), a canary rolling to a new model under load (no failed request), a
 stable model that cannot load (the old pod keeps serving), the stop annotation, the webhook's
 refusals, a ``kill -9`` of the daemon (state, processes and routes survive), and delete (every
 object goes). Which side answered
@@ -350,6 +351,51 @@ def test_a_stable_model_that_cannot_load_leaves_the_old_pod_serving(std: Std) ->
     wait_for("the stable to be ready again",
              lambda: std.cond(name, "PredictorReady") == ("True", "NewReplicaSetAvailable"))
     wait_for("one pod again", lambda: len(std.pods(S)) == 1)
+    std.delete(name)
+
+
+# ------------------------------------------------------------------------------ rows 8, 11
+
+
+def test_a_ready_zero_percent_canary_is_listed_with_weight_0_and_gets_nothing(std: Std) -> None:
+    name = "ctl-h"
+    S, C2 = f"{name}-predictor", f"{name}-v2-predictor"
+    std.create(name, predictor(M1))
+    wait_for("the stable to be ready", settled(std, name))
+    dark = {"predictor": predictor(M2, "v2", 1), "trafficPercent": 0}  # a dark launch needs minReplicas
+    std.patch(name, {"spec": {"canary": [dark]}})
+    wait_for("the dark canary to be ready", settled(std, name, [("v2", True, 0)]))
+    wait_for("the route with the canary at 0", lambda: std.backends(S) == [(S, 100), (C2, 0)])
+    assert std.send(std.host(name), name, 30) == Counter({(200, S): 30})
+    settings = ss.StandardSettings(ingress_domain=std.local.domain)
+    assert std.send(ss.service_host(C2, NS, settings), name, 3) == Counter({(200, C2): 3})  # reachable alone
+    # without minReplicas a 0 % canary has no replica: no process, never ready, not routed
+    std.patch(name, {"spec": {"canary": [canary("v2", 0, M2)]}})
+    wait_for("the canary without replicas", lambda: std.canary_statuses(name) == [("v2", False, 0)]
+             and std.backends(S) == [(S, 100)])
+    assert std.deployments(name)[C2].spec.replicas == 0
+    wait_for("its pod to go", lambda: not std.pods(C2))
+    std.delete(name)
+
+
+def test_a_dead_stable_process_makes_the_isvc_unready_until_it_is_restarted(std: Std) -> None:
+    name = "ctl-i"
+    S, C2 = f"{name}-predictor", f"{name}-v2-predictor"
+    std.create(name, predictor(M1), [canary("v2", 20, M2)])
+    wait_for("the canary to be ready", settled(std, name, [("v2", True, 20)]))
+    wait_for("the 80/20 route", lambda: std.backends(S) == [(S, 80), (C2, 20)])
+    record = dataplane.read(std.local.state_dir / dataplane.RUNTIME_RECORD) or {}
+    (pid,) = [e["pid"] for e in record["revisions"] if e["namespace"] == NS and deployment_of(e["revision"]) == S]
+    os.kill(pid, signal.SIGKILL)
+    selector = f"involvedObject.name={name},involvedObject.kind=InferenceService"
+    wait_for("the not-ready event", lambda: any(
+        e.reason == "InferenceServiceNotReady" and "PredictorReady" in e.message
+        for e in std.core.list_namespaced_event(NS, field_selector=selector).items))
+    wait_for("Ready again", settled(std, name, [("v2", True, 20)]))
+    assert std.backends(S) == [(S, 80), (C2, 20)]  # the routes kept their programming throughout
+    pods = std.core.list_namespaced_pod(NS, label_selector=f"app=isvc.{S}").items
+    assert [p.status.container_statuses[0].restart_count for p in pods] == [1]
+    assert set(std.send(std.host(name), name, 30)) == {(200, S), (200, C2)}
     std.delete(name)
 
 
