@@ -6,8 +6,9 @@ InferenceService, the ``kubernetes`` client for Deployments, pods and the HTTPRo
 through the ingress. The stable model answers the iris row with 200 and the canary's
 ``sklearn/1.3/mixedtype`` model (seeded in the local mirror) with 500, so the status codes of ~100
 requests show the 80/20 split. Adapted to the local cluster: the kubeconfig and ingress come from
-the session's cluster, polls are sub-second instead of 5–10 s, and the Gateway API route checks
-always run (the local ingress is the Gateway). ``docs/standard-mode-canary.md`` §8 describes the
+the session's cluster, polls are sub-second instead of 5–10 s, the Gateway API route checks
+always run (the local ingress is the Gateway), and the created route is also read with the real
+kubectl. ``docs/standard-mode-canary.md`` §8 describes the
 original.
 """
 
@@ -175,7 +176,7 @@ def with_canary(name: str) -> V1beta1InferenceService:
     return make_isvc(name, canaries=[v2])
 
 
-def test_canary_create(e2e: E2E) -> None:
+def test_canary_create(e2e: E2E, kubectl: Any) -> None:
     name = "isvc-canary-create"
     try:
         e2e.kserve.create(with_canary(name))
@@ -188,6 +189,13 @@ def test_canary_create(e2e: E2E) -> None:
         backends = e2e.route_backends(f"{name}-predictor")
         assert len(backends) == 2, backends
         assert dict(backends) == {f"{name}-predictor": 80, f"{name}-v2-predictor": 20}
+        # the same route through the real kubectl, as an operator would read it
+        weights = kubectl.run("get", "httproute", f"{name}-predictor", "-n", NS, "-o",
+                              "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}").stdout
+        assert weights.split() == [f"{name}-predictor=80", f"{name}-v2-predictor=20"]
+        table = kubectl.run("get", "httproute", "-n", NS).stdout.splitlines()
+        assert table[0].split() == ["NAME", "HOSTNAMES", "AGE"]
+        assert any(line.split()[:2] == [name, f'["{name}-{NS}.{e2e.local.domain}"]'] for line in table[1:]), table
         e2e.split(name, {200: 80, 500: 20})
     finally:
         e2e.delete(name)
