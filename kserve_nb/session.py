@@ -132,7 +132,7 @@ class Session:
     def services(self, namespace: str | None = None, all_namespaces: bool = False) -> pd.DataFrame:
         """``kubectl get isvc`` as a DataFrame."""
         items = self.cluster.list_isvc(None if all_namespaces else (namespace or self.namespace))
-        frames = [ServiceStatus.from_isvc(i).table for i in items]
+        frames = [ServiceStatus.from_isvc(i).kubectl_row for i in items]
         if not frames:
             return pd.DataFrame(columns=list(r.ISVC_TABLE_COLUMNS))
         out = pd.concat(frames, ignore_index=True)

@@ -331,6 +331,12 @@ class ServiceStatus:
                 "CANARIES": ", ".join(f"{c.name} {c.percent}%" for c in self.canaries),
                 "AGE": r.age(self.created),
             }])
+        return self.kubectl_row
+
+    @property
+    def kubectl_row(self) -> pd.DataFrame:
+        """Exactly ``kubectl get isvc``'s columns, in either mode (a Standard-mode row has empty
+        PREV/LATEST/revision cells, as kubectl prints it): rows of several services line up."""
         row = {
             "NAME": self.name,
             "URL": self.url or "",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kserve_nb import errors, standard
+from kserve_nb import resources as r
 from kserve_nb import semantics_standard as std
 from kserve_nb.patches import merge_patch
 from kserve_nb.plan import plan
@@ -78,6 +79,9 @@ def test_stable_only_status(stable: dict[str, Any], cluster: Cluster) -> None:
     assert st.latest_percent is None and st.latest_revision is None  # kubectl's revision columns are empty
     assert st.summary() == "default/my-model  READY True  100% stable (my-model-predictor)"
     assert list(st.table.columns) == ["NAME", "URL", "READY", "MODE", "STABLE", "CANARIES", "AGE"]
+    # kubectl get isvc's own columns (what the services table lines up), revision cells empty
+    row = st.kubectl_row.iloc[0]
+    assert list(st.kubectl_row.columns) == list(r.ISVC_TABLE_COLUMNS) and row["LATESTREADYREVISION"] == ""
     assert st.spec_observed and st.route_settled and not st.in_canary
 
 
