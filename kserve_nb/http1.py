@@ -1,11 +1,11 @@
-"""The one HTTP/1.1 client connection of kserve-nb: keep-alive pools of asyncio connections.
+"""kserve-nb's one hand-written HTTP/1.1 module: a keep-alive client pool and a server connection.
 
-Used by every hand-driven HTTP/1.1 exchange in the project: the bulk prediction sender
-(:mod:`kserve_nb.predict.bulk`, client side, in the notebook) and the local cluster's Python
-gateway towards its revisions (:mod:`kserve_nb.local.gateway`). It lives outside both packages so
-that the client never imports the local cluster.
+Every HTTP/1.1 exchange the project drives itself goes through here: the bulk prediction sender
+(:mod:`kserve_nb.predict.bulk`, in the notebook) and the local cluster's Python gateway, towards its
+revisions (:class:`Pool`) and towards its clients (:class:`ServerConnection`). It lives outside both
+packages so that the client never imports the local cluster. Everything else uses httpx.
 
-What it does, and only that:
+The client side (:class:`Pool`) does this, and only this:
 
 - writes a request head (:func:`request_head`); bodies are sent as given (a length is required:
   no chunked *requests*);
@@ -26,16 +26,27 @@ remains the client for everything else (single predictions, proxies, injected tr
 Failures raise :class:`WireError`; ``retryable`` is set only when the request certainly reached no
 one who could act on it: the connection was refused, or a reused keep-alive connection was found
 closed before any byte of an answer arrived (the server closed it while it sat idle).
+
+The server side (:class:`ServerConnection`, one per accepted connection) parses requests with
+llhttp, answers them one at a time and in order through a :class:`Handler` (pipelined requests
+queue, reading pauses meanwhile), honours keep-alive, ``Connection: close``, HTTP/1.0, chunked and
+``Expect: 100-continue`` request bodies and HEAD, refuses oversized bodies with a 413 and malformed
+requests with a 400, and closes connections idle for too long when the handler sweeps them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from http import HTTPStatus
+from typing import NamedTuple, Protocol
 
 import httptools
+
+log = logging.getLogger(__name__)
 
 #: ``(host, port)`` of a server.
 Endpoint = tuple[str, int]
@@ -378,3 +389,305 @@ class Pool:
                 if conn.transport is not None:
                     conn.transport.abort()
                 conn.closed = True
+
+
+# --- the server side: one connection of an HTTP/1.1 server --------------------------------------
+
+#: Status, header lines as pieces for one ``b"".join`` (``name, b": ", value, b"\r\n"``…), body.
+Answer = tuple[int, list[bytes], bytes]
+
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+
+
+class Handler(Protocol):
+    """What a :class:`ServerConnection` serves (the local gateway's client edge implements it).
+
+    ``answer`` turns a parsed request into ``(status, header pieces, body)``; ``error`` builds the
+    answers the connection gives itself (400 malformed, 413 too large, 500 when ``answer`` raised).
+    ``closing`` makes every connection close after its answer in progress; ``max_body`` bounds a
+    request body (413 beyond). ``register``/``unregister`` track the open connections.
+    """
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def max_body(self) -> int: ...
+
+    def register(self, conn: ServerConnection) -> None: ...
+
+    def unregister(self, conn: ServerConnection) -> None: ...
+
+    async def answer(self, request: ServerRequest) -> Answer: ...
+
+    def error(self, status: int, message: str) -> Answer: ...
+
+
+class ServerRequest:
+    """One request as a :class:`ServerConnection` parsed it (headers as pieces for one ``b"".join``)."""
+
+    __slots__ = (
+        "method", "url", "host", "headers", "content_type", "body", "size", "keep_alive", "http10", "expect_continue",
+        "error",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.url = b""
+        self.host = b""  # the first Host header
+        self.headers: list[bytes] = []  # forwarded header lines as pieces for one b"".join
+        self.content_type: bytes | None = None
+        self.body: list[bytes] = []
+        self.size = 0
+        self.keep_alive = True
+        self.http10 = False
+        self.expect_continue = False  # a 100 Continue is still owed
+        self.error: tuple[int, str] | None = None  # not forwarded: answered with this, then closed
+
+
+def _rejected(status: int, message: str) -> ServerRequest:
+    request = ServerRequest()
+    request.error = (status, message)
+    request.keep_alive = False
+    return request
+
+
+class _Rejected(Exception):
+    """Raised in a parser callback to stop parsing a request the gateway refuses (413)."""
+
+
+class ServerConnection(asyncio.Protocol):
+    """One client connection of an HTTP/1.1 server: requests parsed by httptools, answered one at a
+    time, in order, by a :class:`Handler`.
+
+    Pipelined requests are parsed as they arrive and queued; while one is being answered, the
+    connection stops reading after the data already received, so a client cannot make the gateway
+    buffer more than one read's worth of requests. Answers are written with one ``transport.write``
+    of head and body. A connection is served by one task per busy period, not one per request.
+    """
+
+    def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, drop: frozenset[bytes] = HOP_BY_HOP) -> None:
+        self._handler = handler
+        # Never forwarded as they came: framing is recomputed, the content type is read apart.
+        self._drop = drop | {b"content-length", b"transfer-encoding", b"expect", b"content-type"}
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._request: ServerRequest | None = None  # being parsed
+        self._queue: deque[ServerRequest] = deque()  # parsed, waiting their turn
+        self._task: asyncio.Task[None] | None = None  # answering the queue; None when idle
+        self._closed = False
+        self._discard = False  # stop parsing: what follows a malformed or upgrade request isn't HTTP/1.1
+        self._reading = True
+        self._drain: asyncio.Future[None] | None = None  # set while the transport's buffer is full
+        self._active = True  # any traffic since the last idle sweep
+        self._idle_since = 0.0
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._handler.register(self)
+        if self._handler.closing:  # accepted just before the listener closed
+            self._close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._discard:
+            return
+        self._active = True
+        busy = self._task is not None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades (websocket, h2c) and CONNECT aren't proxied: the request is answered as plain
+            # HTTP/1.1 and the connection closed, since the bytes after it are another protocol.
+            self._stop_parsing(None)
+        except httptools.HttpParserCallbackError:
+            request = self._request
+            error = request.error if request is not None and request.error else (400, "malformed HTTP request")
+            self._stop_parsing(error)
+        except httptools.HttpParserError as e:
+            self._stop_parsing((400, f"malformed HTTP request: {e}"))
+        if busy and self._reading and not self._discard:
+            self._pause_reading()  # pipelined: read on once the queued requests are answered
+        if self._task is None and self._queue:
+            self._task = self._loop.create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._discard = True
+        self._handler.unregister(self)
+        if self._task is not None:
+            # The client is gone (a FIN counts: like nginx and Envoy, and unlike a byte relay, the
+            # gateway takes a half-close for a hang-up): stop waiting for, and close, its upstream.
+            self._task.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drain is None:
+            self._drain = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        self._request = ServerRequest()
+
+    def on_url(self, url: bytes) -> None:
+        assert self._request is not None
+        self._request.url += url  # may come in pieces when the request line spans reads
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self._request
+        assert request is not None
+        name = name.lower()
+        if name not in self._drop:
+            request.headers += (name, b": ", value, b"\r\n")
+            if name == b"host" and not request.host:
+                request.host = value
+        elif name == b"content-type":
+            request.content_type = value
+        elif name == b"expect":
+            request.expect_continue = value.lower() == b"100-continue"
+        elif name == b"content-length" and value.isdigit() and int(value) > self._handler.max_body:
+            self._refuse_body(request)
+
+    def on_headers_complete(self) -> None:
+        request = self._request
+        assert request is not None and self._transport is not None
+        parser = self._parser
+        request.method = parser.get_method()
+        request.keep_alive = parser.should_keep_alive()
+        request.http10 = request.keep_alive and parser.get_http_version() == "1.0"
+        if request.expect_continue and self._task is None and not self._queue:
+            # Nothing ahead of it to answer: invite the body now (else _idle() does, in turn).
+            request.expect_continue = False
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        request = self._request
+        assert request is not None
+        request.size += len(body)
+        if request.size > self._handler.max_body:
+            self._refuse_body(request)
+        request.body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self._request is not None
+        self._queue.append(self._request)
+        self._request = None
+
+    # --- answering ---
+
+    async def _serve(self) -> None:
+        """Answer the queued requests in order, then go idle."""
+        try:
+            while self._queue:
+                if self._drain is not None:
+                    await self._drain  # the client isn't reading its answers: don't make more
+                request = self._queue.popleft()
+                if request.error is not None:
+                    response = self._handler.error(*request.error)
+                else:
+                    try:
+                        response = await self._handler.answer(request)
+                    except Exception:
+                        log.exception("unexpected error answering %r", request.url)
+                        response = self._handler.error(500, "internal error (see the daemon's log)")
+                        request.keep_alive = False
+                if not self._respond(request, *response):
+                    return
+        finally:
+            self._task = None
+        self._idle()
+
+    def _respond(self, request: ServerRequest, status: int, headers: list[bytes], body: bytes) -> bool:
+        """Write one answer; returns whether the connection stays open for the next request."""
+        if self._closed or self._transport is None:
+            return False
+        keep_alive = request.keep_alive and not self._handler.closing
+        out = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        out += headers
+        out.append(b"content-length: %d\r\n" % len(body))
+        if not keep_alive:
+            out.append(b"connection: close\r\n")
+        elif request.http10:
+            out.append(b"connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        if request.method == b"HEAD":
+            body = b""
+        if len(body) < COPY_LIMIT:
+            out.append(body)
+            self._transport.write(b"".join(out))
+        else:
+            self._transport.write(b"".join(out))
+            self._transport.write(body)
+        self._active = True
+        if not keep_alive:
+            self._close()
+        return keep_alive
+
+    def _idle(self) -> None:
+        """All answered: read on, and send a 100 Continue the request being received waits for."""
+        if self._closed or self._transport is None:
+            return
+        if self._handler.closing:
+            self._close()
+            return
+        request = self._request
+        if request is not None and request.expect_continue:
+            request.expect_continue = False
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self._reading and not self._discard:
+            self._reading = True
+            self._transport.resume_reading()
+
+    # --- refusing, closing ---
+
+    def _refuse_body(self, request: ServerRequest) -> None:
+        request.error = (413, f"request body larger than {self._handler.max_body} bytes")
+        raise _Rejected()
+
+    def _stop_parsing(self, error: tuple[int, str] | None) -> None:
+        """Parse nothing more on this connection; answer ``error`` (or the last request), then close."""
+        self._discard = True
+        self._request = None
+        if self._reading:
+            self._pause_reading()
+        if error is not None:
+            self._queue.append(_rejected(*error))
+        elif self._queue:
+            self._queue[-1].keep_alive = False
+
+    def _pause_reading(self) -> None:
+        assert self._transport is not None
+        self._reading = False
+        self._transport.pause_reading()
+
+    def _close(self) -> None:
+        """Close once the written answers are flushed."""
+        self._discard = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def shutdown(self) -> None:
+        """The gateway is closing: close now if idle, else after the answer in progress."""
+        if self._task is None:
+            self._close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def sweep(self, now: float, idle_seconds: float) -> None:
+        """Close the connection after ``idle_seconds`` without traffic or work."""
+        if self._active or self._task is not None:
+            self._active = False
+            self._idle_since = now
+        elif now - self._idle_since >= idle_seconds:
+            self._close()

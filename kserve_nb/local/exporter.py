@@ -15,7 +15,8 @@ same series, so one PromQL text reads a real and the local cluster alike. Bucket
 
 This module holds the Python gateway's counters (:class:`RequestMetrics`), the exposition format
 both data planes share (:func:`series_labels`, :data:`LE_LABELS`, the HELP/TYPE text) and a tiny
-loopback HTTP endpoint that serves them behind a bearer token (:class:`MetricsServer`).
+loopback HTTP endpoint that serves them behind a bearer token (:class:`MetricsServer`, on
+:mod:`kserve_nb.http1`'s server connection).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import logging
 import re
 from collections.abc import Callable
 
+from kserve_nb import http1
 from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS
 
 log = logging.getLogger(__name__)
@@ -117,15 +119,22 @@ class RequestMetrics:
 class MetricsServer:
     """``GET /metrics`` on 127.0.0.1 behind ``Authorization: Bearer <token>``; nothing else.
 
-    Prometheus scrapes it once a second at most, so a minimal HTTP/1.1 answer per connection
-    (``Connection: close``) is all it needs.
+    An HTTP/1.1 server on :mod:`kserve_nb.http1`'s server connection, with itself as the handler.
     """
+
+    #: A scrape request has no body; anything larger is refused (413).
+    MAX_BODY = 64 * 1024
+    #: Idle connections (Prometheus keeps one per target) are closed after this long.
+    IDLE_SECONDS = 75.0
 
     def __init__(self, render: Callable[[], str], token: str, port: int = 0) -> None:
         self._render = render
         self._expected = f"Bearer {token}".encode()
         self._port = port
         self._server: asyncio.AbstractServer | None = None
+        self._connections: set[http1.ServerConnection] = set()
+        self._closing = False
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:  # never shows the token
         return f"MetricsServer(port={self._port})"
@@ -137,42 +146,61 @@ class MetricsServer:
 
     async def start(self) -> int:
         """Listen on 127.0.0.1 (``port``, or a free one when 0) and return the port."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self._port)
+        loop = asyncio.get_running_loop()
+        self._closing = False
+        self._server = await loop.create_server(lambda: http1.ServerConnection(self, loop), "127.0.0.1", self._port)
         self._port = int(self._server.sockets[0].getsockname()[1])
+        self._sweeper = loop.call_later(1.0, self._sweep, loop)
         return self._port
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening and close the connections."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
+            for conn in list(self._connections):
+                conn.shutdown()
             await self._server.wait_closed()
             self._server = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
-            status, body = self._answer(head)
-            writer.write(
-                b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-                % (status, b"OK" if status == 200 else b"Error", CONTENT_TYPE.encode(), len(body))
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in list(self._connections):
+            conn.sweep(now, self.IDLE_SECONDS)
+        self._sweeper = loop.call_later(1.0, self._sweep, loop)
 
-    def _answer(self, head: bytes) -> tuple[int, bytes]:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[0] != b"GET" or parts[1].split(b"?", 1)[0] != b"/metrics":
-            return 404, b"only GET /metrics is served here\n"
-        authorization = b""
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"authorization":
-                authorization = value.strip()
-        if not hmac.compare_digest(authorization, self._expected):
-            return 401, b"a bearer token is required (the state dir's metrics.token)\n"
-        return 200, self._render().encode()
+    # --- http1.Handler ---
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` began."""
+        return self._closing
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body accepted."""
+        return self.MAX_BODY
+
+    def register(self, conn: http1.ServerConnection) -> None:
+        """A connection opened."""
+        self._connections.add(conn)
+
+    def unregister(self, conn: http1.ServerConnection) -> None:
+        """A connection closed."""
+        self._connections.discard(conn)
+
+    def error(self, status: int, message: str) -> http1.Answer:
+        """A plain-text error answer."""
+        return status, [b"content-type: text/plain; charset=utf-8\r\n"], (message + "\n").encode()
+
+    async def answer(self, request: http1.ServerRequest) -> http1.Answer:
+        """The exposition, for ``GET /metrics`` with the bearer token."""
+        if request.method not in (b"GET", b"HEAD") or request.url.split(b"?", 1)[0] != b"/metrics":
+            return self.error(404, "only GET /metrics is served here")
+        authorization = http1.header(request.headers, b"authorization") or b""
+        if not hmac.compare_digest(authorization.strip(), self._expected):
+            return self.error(401, "a bearer token is required (the state dir's metrics.token)")
+        return 200, [b"content-type: " + CONTENT_TYPE.encode() + b"\r\n"], self._render().encode()

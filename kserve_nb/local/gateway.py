@@ -15,14 +15,13 @@ in front of it), playing the part of Istio's ingress gateway + Knative's routing
   keep-alive connection found closed before any byte of an answer) is retried once on another ready
   target of the same route.
 
-Performance: both HTTP edges are hand-written :class:`asyncio.Protocol` s on httptools (llhttp), in
-the daemon's uvloop event loop. The client edge, :class:`_ClientConnection`, is a small HTTP/1.1
-server without uvicorn's per-request ASGI machinery (scope dict, receive/send coroutines and message
-dicts, header list conversions), which would be a large share of the gateway's CPU per request
-against a fast upstream. Upstream requests go through :class:`kserve_nb.http1.Pool`, the project's one
-HTTP/1.1 client (pooled keep-alive connections, llhttp's parser), for the same reason: a general-purpose client such as
-aiohttp's costs several times more per request (``benchmarks/bench_gateway.py`` measures the
-gateway against a direct connection). The routing table is immutable and swapped whole by
+Performance: both HTTP edges are :mod:`kserve_nb.http1`'s (asyncio protocols on httptools' llhttp
+parser, in the daemon's uvloop event loop): the client edge is its :class:`~kserve_nb.http1.ServerConnection`
+with this gateway as the :class:`~kserve_nb.http1.Handler` (a small HTTP/1.1 server without
+uvicorn's per-request ASGI machinery), the upstream side its :class:`~kserve_nb.http1.Pool`, the
+same client the prediction client's bulk sender uses. A general-purpose server or client would be a
+large share of the gateway's CPU per request against a fast upstream (``benchmarks/bench_gateway.py``
+measures the gateway against a direct connection). The routing table is immutable and swapped whole by
 :meth:`Gateway.update`, so a request never sees half an update and the hot path takes no locks.
 """
 
@@ -34,8 +33,6 @@ import logging
 import posixpath
 import re
 import time
-from collections import deque
-from http import HTTPStatus
 from urllib.parse import unquote
 
 import httptools
@@ -101,275 +98,6 @@ _Response = tuple[int, list[bytes], bytes]
 # --- the client edge: a small HTTP/1.1 server -------------------------------------------------
 
 
-class _Request:
-    """One client request as parsed, and as it will be forwarded."""
-
-    __slots__ = (
-        "method", "url", "host", "headers", "content_type", "body", "size", "keep_alive", "http10", "expect_continue",
-        "error",
-    )
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.url = b""
-        self.host = b""  # the first Host header
-        self.headers: list[bytes] = []  # forwarded header lines as pieces for one b"".join
-        self.content_type: bytes | None = None
-        self.body: list[bytes] = []
-        self.size = 0
-        self.keep_alive = True
-        self.http10 = False
-        self.expect_continue = False  # a 100 Continue is still owed
-        self.error: tuple[int, str] | None = None  # not forwarded: answered with this, then closed
-
-
-def _rejected(status: int, message: str) -> _Request:
-    request = _Request()
-    request.error = (status, message)
-    request.keep_alive = False
-    return request
-
-
-class _Rejected(Exception):
-    """Raised in a parser callback to stop parsing a request the gateway refuses (413)."""
-
-
-class _ClientConnection(asyncio.Protocol):
-    """One client connection: requests parsed by httptools, answered one at a time, in order.
-
-    Pipelined requests are parsed as they arrive and queued; while one is being answered, the
-    connection stops reading after the data already received, so a client cannot make the gateway
-    buffer more than one read's worth of requests. Answers are written with one ``transport.write``
-    of head and body. A connection is served by one task per busy period, not one per request.
-    """
-
-    def __init__(self, gateway: Gateway, loop: asyncio.AbstractEventLoop) -> None:
-        self._gateway = gateway
-        self._loop = loop
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
-        self._request: _Request | None = None  # being parsed
-        self._queue: deque[_Request] = deque()  # parsed, waiting their turn
-        self._task: asyncio.Task[None] | None = None  # answering the queue; None when idle
-        self._closed = False
-        self._discard = False  # stop parsing: what follows a malformed or upgrade request isn't HTTP/1.1
-        self._reading = True
-        self._drain: asyncio.Future[None] | None = None  # set while the transport's buffer is full
-        self._active = True  # any traffic since the last idle sweep
-        self._idle_since = 0.0
-
-    # --- asyncio.Protocol ---
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        self._gateway._connections.add(self)
-        if self._gateway._closing:  # accepted just before the listener closed
-            self._close()
-
-    def data_received(self, data: bytes) -> None:
-        if self._discard:
-            return
-        self._active = True
-        busy = self._task is not None
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades (websocket, h2c) and CONNECT aren't proxied: the request is answered as plain
-            # HTTP/1.1 and the connection closed, since the bytes after it are another protocol.
-            self._stop_parsing(None)
-        except httptools.HttpParserCallbackError:
-            request = self._request
-            error = request.error if request is not None and request.error else (400, "malformed HTTP request")
-            self._stop_parsing(error)
-        except httptools.HttpParserError as e:
-            self._stop_parsing((400, f"malformed HTTP request: {e}"))
-        if busy and self._reading and not self._discard:
-            self._pause_reading()  # pipelined: read on once the queued requests are answered
-        if self._task is None and self._queue:
-            self._task = self._loop.create_task(self._serve())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._discard = True
-        self._gateway._connections.discard(self)
-        if self._task is not None:
-            # The client is gone (a FIN counts: like nginx and Envoy, and unlike a byte relay, the
-            # gateway takes a half-close for a hang-up): stop waiting for, and close, its upstream.
-            self._task.cancel()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        if self._drain is None:
-            self._drain = self._loop.create_future()
-
-    def resume_writing(self) -> None:
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
-
-    # --- httptools callbacks ---
-
-    def on_message_begin(self) -> None:
-        self._request = _Request()
-
-    def on_url(self, url: bytes) -> None:
-        assert self._request is not None
-        self._request.url += url  # may come in pieces when the request line spans reads
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        request = self._request
-        assert request is not None
-        name = name.lower()
-        if name not in _REQUEST_DROP:
-            request.headers += (name, b": ", value, b"\r\n")
-            if name == b"host" and not request.host:
-                request.host = value
-        elif name == b"content-type":
-            request.content_type = value
-        elif name == b"expect":
-            request.expect_continue = value.lower() == b"100-continue"
-        elif name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-            self._refuse_body(request)
-
-    def on_headers_complete(self) -> None:
-        request = self._request
-        assert request is not None and self._transport is not None
-        parser = self._parser
-        request.method = parser.get_method()
-        request.keep_alive = parser.should_keep_alive()
-        request.http10 = request.keep_alive and parser.get_http_version() == "1.0"
-        if request.expect_continue and self._task is None and not self._queue:
-            # Nothing ahead of it to answer: invite the body now (else _idle() does, in turn).
-            request.expect_continue = False
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        request = self._request
-        assert request is not None
-        request.size += len(body)
-        if request.size > MAX_BODY_BYTES:
-            self._refuse_body(request)
-        request.body.append(body)
-
-    def on_message_complete(self) -> None:
-        assert self._request is not None
-        self._queue.append(self._request)
-        self._request = None
-
-    # --- answering ---
-
-    async def _serve(self) -> None:
-        """Answer the queued requests in order, then go idle."""
-        try:
-            while self._queue:
-                if self._drain is not None:
-                    await self._drain  # the client isn't reading its answers: don't make more
-                request = self._queue.popleft()
-                if request.error is not None:
-                    response = _error(*request.error, None)
-                else:
-                    try:
-                        response = await self._gateway._answer(request)
-                    except _Refused as refused:  # the request itself is at fault: a 4xx, not a 500
-                        response = _error(refused.status, refused.message, None)
-                    except Exception:
-                        log.exception("gateway: unexpected error answering %r", request.url)
-                        response = _error(500, "internal gateway error (see the daemon's log)", None)
-                        request.keep_alive = False
-                if not self._respond(request, *response):
-                    return
-        finally:
-            self._task = None
-        self._idle()
-
-    def _respond(self, request: _Request, status: int, headers: list[bytes], body: bytes) -> bool:
-        """Write one answer; returns whether the connection stays open for the next request."""
-        if self._closed or self._transport is None:
-            return False
-        keep_alive = request.keep_alive and not self._gateway._closing
-        out = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        out += headers
-        out.append(b"content-length: %d\r\n" % len(body))
-        if not keep_alive:
-            out.append(b"connection: close\r\n")
-        elif request.http10:
-            out.append(b"connection: keep-alive\r\n")
-        out.append(b"\r\n")
-        if request.method == b"HEAD":
-            body = b""
-        if len(body) < _COPY_LIMIT:
-            out.append(body)
-            self._transport.write(b"".join(out))
-        else:
-            self._transport.write(b"".join(out))
-            self._transport.write(body)
-        self._active = True
-        if not keep_alive:
-            self._close()
-        return keep_alive
-
-    def _idle(self) -> None:
-        """All answered: read on, and send a 100 Continue the request being received waits for."""
-        if self._closed or self._transport is None:
-            return
-        if self._gateway._closing:
-            self._close()
-            return
-        request = self._request
-        if request is not None and request.expect_continue:
-            request.expect_continue = False
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not self._reading and not self._discard:
-            self._reading = True
-            self._transport.resume_reading()
-
-    # --- refusing, closing ---
-
-    def _refuse_body(self, request: _Request) -> None:
-        request.error = (413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        raise _Rejected()
-
-    def _stop_parsing(self, error: tuple[int, str] | None) -> None:
-        """Parse nothing more on this connection; answer ``error`` (or the last request), then close."""
-        self._discard = True
-        self._request = None
-        if self._reading:
-            self._pause_reading()
-        if error is not None:
-            self._queue.append(_rejected(*error))
-        elif self._queue:
-            self._queue[-1].keep_alive = False
-
-    def _pause_reading(self) -> None:
-        assert self._transport is not None
-        self._reading = False
-        self._transport.pause_reading()
-
-    def _close(self) -> None:
-        """Close once the written answers are flushed."""
-        self._discard = True
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
-
-    def shutdown(self) -> None:
-        """The gateway is closing: close now if idle, else after the answer in progress."""
-        if self._task is None:
-            self._close()
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    def sweep(self, now: float) -> None:
-        """Close the connection after :data:`CLIENT_IDLE_SECONDS` without traffic or work."""
-        if self._active or self._task is not None:
-            self._active = False
-            self._idle_since = now
-        elif now - self._idle_since >= CLIENT_IDLE_SECONDS:
-            self._close()
-
-
 # --- the gateway -------------------------------------------------------------------------------
 
 
@@ -401,7 +129,7 @@ class Gateway:
             timeout=UPSTREAM_TIMEOUT_SECONDS, idle_seconds=UPSTREAM_IDLE_SECONDS, max_idle=UPSTREAM_MAX_IDLE
         )
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[_ClientConnection] = set()
+        self._connections: set[http1.ServerConnection] = set()
         self._closing = False
         self._sweeper: asyncio.TimerHandle | None = None
         #: Requests this gateway forwarded to a revision itself, by revision and status (Knative's
@@ -418,7 +146,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._closing = False
         self._server = await loop.create_server(
-            lambda: _ClientConnection(self, loop), self._host, self._port, backlog=2048, reuse_address=True
+            lambda: http1.ServerConnection(self, loop, _REQUEST_DROP), self._host, self._port, backlog=2048,
+            reuse_address=True,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._sweeper = loop.call_later(1.0, self._sweep, loop)
@@ -463,10 +192,41 @@ class Gateway:
         """Once a second: close idle client connections (one timer, not one per request)."""
         now = loop.time()
         for conn in list(self._connections):
-            conn.sweep(now)
+            conn.sweep(now, CLIENT_IDLE_SECONDS)
         self._sweeper = loop.call_later(1.0, self._sweep, loop)
 
-    async def _answer(self, request: _Request) -> _Response:
+    # --- http1.Handler: what the client edge's connections call ---
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` began: connections close after their answer in progress."""
+        return self._closing
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body accepted (:data:`MAX_BODY_BYTES`, read when asked)."""
+        return MAX_BODY_BYTES
+
+    def register(self, conn: http1.ServerConnection) -> None:
+        """A client connection opened."""
+        self._connections.add(conn)
+
+    def unregister(self, conn: http1.ServerConnection) -> None:
+        """A client connection closed."""
+        self._connections.discard(conn)
+
+    def error(self, status: int, message: str) -> _Response:
+        """The JSON answer ``{"error": message}`` the edge gives itself (400, 413, 500)."""
+        return _error(status, message, None)
+
+    async def answer(self, request: http1.ServerRequest) -> _Response:
+        """Route and forward one request; a request at fault is answered with its 4xx."""
+        try:
+            return await self._answer(request)
+        except _Refused as refused:
+            return _error(refused.status, refused.message, None)
+
+    async def _answer(self, request: http1.ServerRequest) -> _Response:
         """Route and forward one request: the status, header lines and body to answer with."""
         if _is_model_repository(request.url):
             return _error(403, MODEL_REPOSITORY_REFUSAL, None)
@@ -517,7 +277,6 @@ class Gateway:
 
 _clock = time.perf_counter
 
-_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
 
 def _host_name(value: bytes) -> str:
@@ -525,7 +284,7 @@ def _host_name(value: bytes) -> str:
     return routing.host_key(value.decode("latin-1"))
 
 
-def _request_head(request: _Request, body: bytes) -> tuple[bytes, bool]:
+def _request_head(request: http1.ServerRequest, body: bytes) -> tuple[bytes, bool]:
     """The request line and headers for the revision, and whether the content type was coerced.
 
     The client's ``Host`` goes through unchanged (Knative routes on it; kserve ignores it).
