@@ -430,9 +430,14 @@ class ServiceStatus:
                 for c in self.canaries
                 if not c.ready
             )
+            derived = (
+                '<div style="opacity:0.7">shares derived from canaryStatuses by KServe\'s rule: the HTTPRoute '
+                "could not be read (no Gateway API, or no permission)</div>"
+                if self.route is None else ""
+            )
             return (
                 f"{bar}{failure}{waiting}{self.table.to_html(index=False, border=0, na_rep='')}"
-                f"{self.sides_table.to_html(index=False, border=0, na_rep='')}"
+                f"{self.sides_table.to_html(index=False, border=0, na_rep='')}{derived}"
             )
         bar = split_bar_html(self.traffic, latest_percent=self.latest_percent)
         return (

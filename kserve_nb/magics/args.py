@@ -57,8 +57,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "canary": (
         "%kserve canary sklearn-iris --storage-uri gs://kfserving-examples/models/sklearn/1.0/model-2 "
         "--percent 10 --tag-routing --dry-run",
+        "%kserve canary sklearn-iris --storage-uri gs://kfserving-examples/models/sklearn/1.0/model-2 "
+        "--percent 10 --canary v2   (Standard mode: names the spec.canary entry)",
     ),
-    "traffic": ("%kserve traffic sklearn-iris 50",),
+    "traffic": ("%kserve traffic sklearn-iris 50", "%kserve traffic sklearn-iris 50 --canary v2   (Standard mode)"),
     "promote": ("%kserve promote sklearn-iris",),
     "rollback": ("%kserve rollback sklearn-iris --dry-run",),
     "delete": ("%kserve delete sklearn-iris",),
