@@ -105,3 +105,22 @@ def test_panel_rolls_back_every_canary(session: Session, name: str, kubectl: Any
     assert c.confirm() == "applied"
     assert list(weights(kubectl, name)) == [f"{name}-predictor"]
     assert c.status is not None and c.status.canaries == ()
+
+
+def test_the_panel_widget_slider_moves_the_newest_canary(session: Session, name: str, kubectl: Any) -> None:
+    from kserve_nb.widgets import Panel
+
+    svc = session.service(name, NS)
+    svc.canary(M2, 20)
+    panel = Panel(svc, config=KServeNb(max_step=30, confirm_above=50), user_ns={}, poll_interval=0)
+    try:
+        assert panel.slider.value == 20 and not panel.slider.disabled
+        header = panel.header.value
+        assert "Standard mode" in header and f"{name}-v2-predictor" in header and 'data-latest="20"' in header
+        panel.slider.value = 35
+        assert panel.controller.wait_idle(60)
+        assert weights(kubectl, name) == {f"{name}-predictor": 65, f"{name}-v2-predictor": 35}
+        assert 'data-latest="35"' in panel.header.value
+        assert not panel.promote_button.disabled and not panel.rollback_button.disabled
+    finally:
+        panel.close()
