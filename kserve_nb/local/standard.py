@@ -23,6 +23,7 @@ store's private table (``standard/{ns}/{name}``), as ``KsvcState`` does.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ from kserve_nb.local import standard_objects as objects
 from kserve_nb.local import store as st
 from kserve_nb.local.runtime import RevisionSpec
 from kserve_nb.semantics import model_format_of
+
+log = logging.getLogger(__name__)
 
 PRIVATE_PREFIX = "standard/"
 #: Host → weighted targets ``(namespace, process key, weight)`` (the controller's route table).
@@ -97,6 +100,19 @@ class _Isvc:
             {k: Process(**v) for k, v in (data.get("processes") or {}).items()},
         )
 
+    @classmethod
+    def read(cls, raw: Any) -> _Isvc | None:
+        """The persisted value, or None when there is none or it no longer fits these classes (a
+        state dir of another kserve-nb version): the isvc is then rebuilt from its spec, and its
+        processes, whose keys depend only on the pod templates, are found running again."""
+        if not raw:
+            return None
+        try:
+            return cls.from_json(raw)
+        except (TypeError, KeyError, AttributeError, ValueError):
+            log.warning("dropping unreadable Standard-mode state %r", str(raw)[:200])
+            return None
+
 
 class StandardDriver:
     """Runs Standard-mode InferenceServices; see the module docstring."""
@@ -126,10 +142,10 @@ class StandardDriver:
         keys = []
         for private in self.store.private_keys(PRIVATE_PREFIX):
             _, ns, name = private.split("/", 2)
-            raw = self.store.get_private(private)
-            if not raw:
+            keys.append((ns, name))
+            entry = _Isvc.read(self.store.get_private(private))
+            if entry is None:
                 continue
-            entry = _Isvc.from_json(raw)
             for rec in list(entry.state.deployments.values()):
                 if rec.serving_hash is not None and (ns, process_key(rec.name, rec.serving_hash)) not in running:
                     entry.state.mark_unavailable(rec.name)
@@ -137,7 +153,6 @@ class StandardDriver:
             for pkey in entry.processes:
                 self._owner[(ns, pkey)] = (ns, name)
             self._save(ns, name, entry)
-            keys.append((ns, name))
         return keys
 
     def has(self, ns: str, name: str) -> bool:
@@ -157,7 +172,7 @@ class StandardDriver:
         entry = self._isvcs.get(key)
         if entry is None:
             raw = self.store.get_private(f"{PRIVATE_PREFIX}{ns}/{name}")
-            entry = _Isvc.from_json(raw) if raw else None
+            entry = _Isvc.read(raw)
         if entry is not None and entry.state.uid != uid:
             # an earlier isvc of this name (deleted and created again): its world goes first
             self.teardown(ns, name)
@@ -324,7 +339,7 @@ class StandardDriver:
         entry = self._isvcs.pop((ns, name), None)
         if entry is None:
             raw = self.store.get_private(f"{PRIVATE_PREFIX}{ns}/{name}")
-            entry = _Isvc.from_json(raw) if raw else None
+            entry = _Isvc.read(raw)
         for key in list(entry.processes) if entry is not None else []:
             self.runtime.stop(ns, key)
         for proc_key, owner in list(self._owner.items()):
