@@ -699,6 +699,11 @@ class Service:
                 f"on its own host: svc.send(rows, to=('stable', 'v2')) or %kserve predict {self.name} --to v2"
             )
         cname = name or standard.next_canary_name(isvc)
+        if cname in STANDARD_TARGETS:
+            raise errors.ValidationError(
+                f"canary name {cname!r} is a prediction target's name ({', '.join(STANDARD_TARGETS)}); "
+                "choose another, e.g. v2"
+            )
         self._stable_ready(timeout, cancel)
 
         def patch(live: Mapping[str, Any]) -> dict[str, Any]:

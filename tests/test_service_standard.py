@@ -148,6 +148,8 @@ def test_refusals_are_one_clear_line(svc: Service) -> None:
         svc.canary(M2, 10, tag_routing=True)
     with pytest.raises(errors.ValidationError, match="Standard mode: roll a model out as a canary"):
         svc.deploy(M2)
+    with pytest.raises(errors.ValidationError, match="canary name 'latest' is a prediction target's name"):
+        svc.canary(M2, 10, name="latest")
     svc.canary(M2, 60)
     with pytest.raises(errors.ValidationError, match="at most 100%"):
         svc.canary(M2, 50)  # a second canary (v3) would make 110%
