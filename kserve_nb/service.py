@@ -14,10 +14,11 @@ canaries there, nor on ``observedGeneration``, which is the stable Deployment's.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlparse
@@ -36,7 +37,7 @@ from kserve_nb.status import ServiceStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.analysis.compare import Comparison
-    from kserve_nb.predict.client import PredictionResult, Target
+    from kserve_nb.predict.client import PredictionClient, PredictionResult, Target
     from kserve_nb.predict.load import LoadRun
     from kserve_nb.rollout.api import RolloutPreview
     from kserve_nb.rollout.runner import RolloutResult
@@ -128,6 +129,8 @@ class Service:
         self.namespace = namespace
         # When a wait last read a not-ready canary's Deployment for a failure (see _standard_failure).
         self._failure_checked = 0.0
+        # Side hosts (Standard mode, a real cluster) that no route reaches: sent via the API server.
+        self._proxied: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Service {self.namespace}/{self.name} on {self.session.banner}>"
@@ -516,24 +519,22 @@ class Service:
             raise errors.ValidationError(f"unknown target {to!r}; {self.name} has: {names}")
         host = standard.side_host(st, side)
         if not self.session.is_local:
-            # KServe routes no per-side host: only an HTTPRoute of the user's own reaches one side.
+            # KServe routes no per-side host: an HTTPRoute of the user's own reaches one side through
+            # the ingress; without one the API server's service proxy does (RBAC services/proxy).
             routed = standard.routed_hosts(self.session.cluster, self.namespace)
             found = [h for h in standard.side_hosts(st, side) if h in routed]
-            if not found:
-                raise errors.PredictionError(
-                    f"no route reaches side {side.name} of {self.name} from outside the cluster: KServe routes only "
-                    f"the weighted hosts. Add an HTTPRoute for host {host} to Service {side.deployment} port 80 on "
-                    f"your Gateway (then --to {to} works), or call it through the API server: kubectl proxy, then "
-                    f"POST /api/v1/namespaces/{self.namespace}/services/{side.deployment}:80/proxy/v1/models/"
-                    f"{self.name}:predict"
-                )
-            host = found[0]
+            if found:
+                host = found[0]
+                self._proxied.discard(host)
+            else:
+                self._proxied.add(host)
         return Target(to, host, side.deployment)
 
     def predict(self, payload: Any, *, to: str = "default", protocol: str = "v1") -> PredictionResult:
         """Send one prediction request to ``to`` and return the parsed result."""
-        client = self.session.prediction_client(self.name)
-        return client.predict(self.target(to), payload, protocol=protocol)
+        target = self.target(to)
+        with self._client_for([target]) as client:
+            return client.predict(target, payload, protocol=protocol)
 
     def send(
         self,
@@ -556,8 +557,33 @@ class Service:
             names = [t.strip() for t in to.split(",") if t.strip()]
         st = self.status()
         targets = [self.target(n, st) for n in names]
-        client = self.session.prediction_client(self.name)
-        return client.send(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
+        with self._client_for(targets) as client:
+            return client.send(
+                targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup
+            )
+
+    @contextlib.contextmanager
+    def _client_for(self, targets: Sequence[Any]) -> Iterator[PredictionClient]:
+        """The session's prediction client, or — when a target is a side that only the API server's
+        service proxy reaches (a real cluster with no route of the user's own to it) — a client
+        whose transport proxies those hosts (``standard.ServiceProxyTransport``), closed after use."""
+        if not any(t.host in self._proxied for t in targets):
+            yield self.session.prediction_client(self.name)
+            return
+        from kserve_nb.predict.client import PredictionClient
+
+        if any(t.host not in self._proxied for t in targets):
+            self.session.prediction_client(self.name)  # the others need the ingress: one clear error if unknown
+        configuration = self.session.cluster.api_client.configuration
+        transport = standard.ServiceProxyTransport(configuration)
+        client = PredictionClient(
+            self.session.ingress or configuration.host, model=self.name, timeout=self.session.config.request_timeout,
+            verify=self.session.config.verify_tls, transport=transport,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
 
     def compare(
         self, inputs: Any, *, repeat: int = 1, protocol: str = "v1", warmup: int = 3, canary: str | None = None,

@@ -8,8 +8,9 @@ KServe's Standard-mode status does not carry everything a release step needs (se
 - a canary that cannot become ready says so only in its **Deployment's** conditions
   (``canaryStatuses`` has nothing but ``ready``): :func:`deployment_failure`;
 - each side answers on its own Service, which no KServe route exposes: :func:`side_host` names the
-  host the local cluster's ingress routes for it (the Service's in-cluster name), and on a real
-  cluster only a route of the user's own for one of :func:`side_hosts` reaches it (:func:`routed_hosts`).
+  host the local cluster's ingress routes for it (the Service's in-cluster name); on a real cluster a
+  route of the user's own for one of :func:`side_hosts` reaches it (:func:`routed_hosts`), else the
+  API server's service proxy does (:class:`ServiceProxyTransport`, with the session's credentials).
 
 The pure rules stay in :mod:`kserve_nb.semantics_standard`.
 """
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
+
+import httpx
 
 from kserve_nb import resources as r
 from kserve_nb import semantics_standard as std
@@ -139,3 +143,62 @@ def side_hosts(st: ServiceStatus, side: Side) -> list[str]:
     if component not in weighted:
         hosts.append(component)
     return hosts
+
+
+#: A Service's in-cluster host, ``{service}.{namespace}.svc.cluster.local``.
+_SERVICE_HOST = re.compile(r"^(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+                           r"\.svc\.cluster\.local$")
+
+
+class ServiceProxyTransport(httpx.BaseTransport):
+    """An httpx transport that sends requests for a Service's in-cluster host through the Kubernetes
+    API server's service proxy, with the session's own credentials and TLS settings.
+
+    ``POST /v1/models/m:predict`` with ``Host: my-model-v2-predictor.ns.svc.cluster.local`` becomes
+    ``POST {server}/api/v1/namespaces/ns/services/my-model-v2-predictor:80/proxy/v1/models/m:predict``
+    (RBAC ``services/proxy`` in the namespace). Requests for any other host go to the network as
+    they are (the ingress). How a real cluster reaches one side when no route of the user's own
+    does (``docs/standard-mode-canary.md`` §9).
+    """
+
+    def __init__(self, configuration: Any, *, server: str | None = None) -> None:
+        self._configuration = configuration
+        self._server = (server or configuration.host).rstrip("/")
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+        if not configuration.verify_ssl:  # the kubeconfig's own insecure-skip-tls-verify, as kubectl honours it
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        self._api = httpx.HTTPTransport(verify=context)
+        self._network = httpx.HTTPTransport()
+
+    def __repr__(self) -> str:  # never shows credentials
+        return f"<ServiceProxyTransport via {self._server}>"
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Rewrite a request for an in-cluster Service host to the API server's proxy; pass others on."""
+        match = _SERVICE_HOST.match(request.headers.get("host", ""))
+        if match is None:
+            return self._network.handle_request(request)
+        path = request.url.raw_path.decode("ascii")
+        url = (f"{self._server}/api/v1/namespaces/{match['ns']}/services/{match['service']}:"
+               f"{std.SERVICE_PORT}/proxy{path}")
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in ("host", "authorization")]
+        c = self._configuration
+        credential = c.get_api_key_with_prefix("authorization") or c.get_api_key_with_prefix("BearerToken")
+        if credential:
+            headers.append(("Authorization", credential))
+        proxied = httpx.Request(request.method, url, headers=headers, content=request.read(),
+                                extensions=request.extensions)
+        return self._api.handle_request(proxied)
+
+    def close(self) -> None:
+        """Close both connection pools."""
+        self._api.close()
+        self._network.close()
+
+
+def is_service_host(host: str) -> bool:
+    """Whether ``host`` is a Service's in-cluster name (what :class:`ServiceProxyTransport` proxies)."""
+    return _SERVICE_HOST.match(host) is not None
