@@ -44,9 +44,15 @@ def _local(args: argparse.Namespace) -> int:
         print(f"stopped; its data plane still serves (pids {', '.join(map(str, left))}): `kserve-nb local up` "
               "adopts it, `kserve-nb local down` stops it" if left else "stopped")
         return 1
-    print(f"running (pid {running.pid})  API {running.api}  ingress {running.ingress} ({running.ingress_proxy})  state {running.state_dir}")
+    print(
+        f"running (pid {running.pid})  API {running.api}  ingress {running.ingress} ({running.ingress_proxy})  "
+        f"state {running.state_dir}"
+    )
     watching = manager.prometheus_status(args.state_dir)
-    print(f"prometheus {watching.url} (pid {watching.pid})" if watching else "prometheus not running (started on demand: `kserve-nb local prometheus`)")
+    if watching:
+        print(f"prometheus {watching.url} (pid {watching.pid})")
+    else:
+        print("prometheus not running (started on demand: `kserve-nb local prometheus`)")
     return 0
 
 

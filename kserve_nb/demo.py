@@ -38,23 +38,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--service", default="sklearn-iris-demo", help="InferenceService to release (default: %(default)s)")
     p.add_argument("--namespace", default="kserve-demo", help="namespace (default: %(default)s)")
-    p.add_argument("--baseline", default=f"{MODELS}/model", metavar="URI", help="baseline storageUri (default: %(default)s)")
-    p.add_argument("--candidate", default=f"{MODELS}/model-2", metavar="URI", help="candidate storageUri (default: %(default)s)")
+    p.add_argument(
+        "--baseline", default=f"{MODELS}/model", metavar="URI", help="baseline storageUri (default: %(default)s)"
+    )
+    p.add_argument(
+        "--candidate", default=f"{MODELS}/model-2", metavar="URI", help="candidate storageUri (default: %(default)s)"
+    )
     p.add_argument("--percent", type=int, default=10, help="canaryTrafficPercent while judging (default: %(default)s)")
     p.add_argument("-n", "--predictions", type=int, default=150, help="test inputs per side (default: %(default)s)")
     p.add_argument("--max-error-rate", type=float, default=0.01, help="default: %(default)s")
-    p.add_argument("--max-p95-ms", type=float, default=1000.0, help="highest candidate p95 latency in ms (default: %(default)s)")
+    p.add_argument(
+        "--max-p95-ms", type=float, default=1000.0, help="highest candidate p95 latency in ms (default: %(default)s)"
+    )
     p.add_argument("--min-agreement", type=float, default=0.9, help="default: %(default)s")
-    p.add_argument("--keep", action="store_true", help="release over the existing service instead of re-creating it from --baseline")
+    p.add_argument(
+        "--keep", action="store_true",
+        help="release over the existing service instead of re-creating it from --baseline",
+    )
     p.add_argument("--state-dir", default=None, help="local cluster state dir (default: $KSERVE_NB_HOME)")
-    p.add_argument("--output-dir", default=None, help="where the executed runbook, its HTML report and record go (default: <state dir>/demo)")
+    p.add_argument(
+        "--output-dir", default=None,
+        help="where the executed runbook, its HTML report and record go (default: <state dir>/demo)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 3 unless the candidate was promoted (for CI)")
     p.add_argument(
         "--progressive", action="store_true",
         help="run the progressive variant (notebooks/03b-progressive-runbook.ipynb): traffic steps, gates "
         "judged on live metrics, automatic rollback; try --candidate gs://kserve-nb-faults/sklearn/iris-errors",
     )
-    p.add_argument("--steps", default="10,50,100", help="with --progressive: candidate share per step (default: %(default)s)")
+    p.add_argument(
+        "--steps", default="10,50,100", help="with --progressive: candidate share per step (default: %(default)s)"
+    )
     p.add_argument("--interval", default="5s", help="with --progressive: bake time of each step (default: %(default)s)")
     p.add_argument(
         "--gate", action="append", dest="gates", metavar="EXPR",
@@ -180,7 +194,8 @@ def show_record(record: dict[str, Any]) -> None:
             say(f"  [{mark}] {c['check']}: {c['detail']}")
     decision = record.get("decision") or {}
     outcome = record.get("outcome") or {}
-    headline = {"promote": "PROMOTED", "rollback": "ROLLED BACK", "none": "NO CHANGE"}.get(str(decision.get("action")), "?")
+    headlines = {"promote": "PROMOTED", "rollback": "ROLLED BACK", "none": "NO CHANGE"}
+    headline = headlines.get(str(decision.get("action")), "?")
     if not outcome.get("consistent"):
         headline = f"FAILED TO {str(decision.get('action')).upper()}"
     say()
@@ -218,7 +233,9 @@ def demo(args: argparse.Namespace) -> int:
     cluster = start_cluster(args.state_dir)
     out = Path(args.output_dir or cluster.state_dir / "demo").expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    executed, html_path, record_path = out / "release-runbook.ipynb", out / "release-runbook.html", out / "release-record.json"
+    executed = out / "release-runbook.ipynb"
+    html_path = out / "release-runbook.html"
+    record_path = out / "release-record.json"
     record_path.unlink(missing_ok=True)
     parameters: dict[str, Any] = {
         "service": args.service,

@@ -1,6 +1,6 @@
 """The local KServe controller: store events in, status + revisions + pods + routes out.
 
-It plays three cluster roles at once, all driven by the pure :func:`reconcile.reconcile`:
+It plays three cluster roles at once, all driven by the pure :func:`semantics.reconcile`:
 
 - KServe's InferenceService controller (status, traffic targets, revision bookkeeping);
 - Knative Serving (revisions, route programming) — its state lives in :class:`KsvcState`,

@@ -252,7 +252,9 @@ class ApiServer:
         if form.form == "table":
             include = request.query.get("includeObject") or "Metadata"
             if include not in ("None", "Metadata", "Object"):
-                raise bad_request(f'includeObject: Unsupported value: "{include}": supported values: "None", "Metadata", "Object"')
+                raise bad_request(
+                    f'includeObject: Unsupported value: "{include}": supported values: "None", "Metadata", "Object"'
+                )
             rv = resource_version if not single else None
             table = tables.to_table(rt, items, include_object=include, resource_version=rv,
                                     api_version=form.api_version)
@@ -369,14 +371,18 @@ class ApiServer:
         if rt.namespaced:
             body_ns = meta.get("namespace")
             if body_ns and body_ns != namespace:
-                raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
         if url_name is not None:
             body_name = meta.get("name")
             if body_name and body_name != url_name:
-                raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL ({url_name})")
+                raise bad_request(
+                    f"the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+                )
             meta["name"] = url_name
         elif not meta.get("name") and meta.get("generateName"):
             meta["name"] = generate_name(str(meta["generateName"]))
@@ -442,8 +448,10 @@ class ApiServer:
                                       options=options, subresource=target.subresource)
         if rt.group and not obj["metadata"].get("resourceVersion"):
             # Custom resources do not allow unconditional updates.
-            raise invalid_error(rt, str(target.name), [FieldError(
-                "metadata.resourceVersion", "FieldValueInvalid", "Invalid value: 0x0: must be specified for an update")])
+            missing = FieldError(
+                "metadata.resourceVersion", "FieldValueInvalid", "Invalid value: 0x0: must be specified for an update"
+            )
+            raise invalid_error(rt, str(target.name), [missing])
         updated = self._store_update(target, obj, old, options)
         return json_response(updated, warnings=warnings)
 
@@ -477,8 +485,9 @@ class ApiServer:
             if exc.bad_request:
                 raise bad_request(exc.message) from None
             # A real server says only this; the cause (our addition) tells which operation failed.
+            cause = {"reason": "FieldValueInvalid", "field": exc.path, "message": exc.message}
             raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request",
-                           {"causes": [{"reason": "FieldValueInvalid", "field": exc.path, "message": exc.message}]}) from None
+                           {"causes": [cause]}) from None
         if patched is None:
             raise bad_request("the patch removed the whole object")
         obj, warnings = self._prepare(rt, patched, namespace=target.namespace, url_name=target.name, old=old,
