@@ -453,7 +453,7 @@ def _rejected(status: int, message: str) -> ServerRequest:
 
 
 class _Rejected(Exception):
-    """Raised in a parser callback to stop parsing a request the gateway refuses (413)."""
+    """Raised in a parser callback to stop parsing a request the server refuses (413)."""
 
 
 class ServerConnection(asyncio.Protocol):
@@ -461,9 +461,13 @@ class ServerConnection(asyncio.Protocol):
     time, in order, by a :class:`Handler`.
 
     Pipelined requests are parsed as they arrive and queued; while one is being answered, the
-    connection stops reading after the data already received, so a client cannot make the gateway
+    connection stops reading after the data already received, so a client cannot make the server
     buffer more than one read's worth of requests. Answers are written with one ``transport.write``
     of head and body. A connection is served by one task per busy period, not one per request.
+
+    ``drop``: lower-case names of request headers left out of :attr:`ServerRequest.headers` (a
+    proxy passes its hop-by-hop set); the framing headers and the content type are always left out
+    (the body arrives whole; the content type is :attr:`ServerRequest.content_type`).
     """
 
     def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, drop: frozenset[bytes] = HOP_BY_HOP) -> None:

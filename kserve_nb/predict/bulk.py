@@ -21,7 +21,7 @@ A transport is a :class:`Sender` (the protocol below). There are two:
 - :class:`HttpxSender`: the client's ``httpx.Client`` on a thread pool, for what only httpx does:
   an injected transport or auth flow, and HTTP(S)_PROXY from the environment.
 
-:meth:`PredictionClient.send` picks one in a single place (``PredictionClient._sender``).
+The client picks one in a single place, :func:`kserve_nb.predict.client.choose_sender`.
 
 Why a private loop in a worker thread: in Jupyter the kernel thread already runs an event loop, so
 ``asyncio.run()`` there fails and nesting loops breaks widgets. One daemon thread per client owns a

@@ -1,9 +1,9 @@
 """nginx as the ingress data plane: its config, its process, and its place in the daemon.
 
-Routing behaviour through nginx is tested in ``test_gateway.py`` (every test there runs against both
-data planes); this file covers what is nginx's own: the rendered config (accepted by the real
-``nginx -t``), the pushed table (no injection from object names), the control endpoint's token,
-supervision, and the daemon's choice between nginx and the Python gateway.
+Routing behaviour through nginx is tested in ``test_routing.py`` and ``test_gateway.py`` (every test
+there runs against both data planes); this file covers what is nginx's own: the rendered config
+(accepted by the real ``nginx -t``), the pushed table (no injection from object names), the control
+endpoint's token, supervision, and the daemon's choice between nginx and the Python gateway.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 import uvloop
 
 from kserve_nb.local import manager
-from kserve_nb.local.nginx import INGRESS_ENV, NginxIngress, decode_table, encode_table, find_nginx, render
+from kserve_nb.local.nginx import INGRESS_ENV, NginxIngress, find_nginx, render
+from kserve_nb.local.routing import decode_table, encode_table
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (make sysdeps installs it)")
 
