@@ -735,7 +735,17 @@ class Service:
         def patch(live: Mapping[str, Any]) -> dict[str, Any]:
             return std.add_canary_patch(live, cname, uri, pct, model_format=model_format)
 
-        step = _Step("canary", patch, self._settled_standard(cname), ("spec",),
+        routed = self._settled_standard(cname)
+        deployment = std.predictor_service_name(self.name, cname)
+
+        def settled(st: ServiceStatus, new: str | None) -> bool:
+            # A canary given a new model under its old name stays ready (and routed) on its old pods:
+            # it is done only once its Deployment has rolled out the new model.
+            return routed(st, new) and standard.deployment_serves(
+                self.session.cluster, deployment, self.namespace, uri
+            ) is not False
+
+        step = _Step("canary", patch, settled, ("spec",),
                      {"storageUri": uri, "percent": pct, "canary": cname}, canary=cname, standard=True)
         return self._release(step, dry_run, wait, timeout, cancel)
 

@@ -115,6 +115,36 @@ def deployment_failure(cluster: Any, deployment: str, namespace: str) -> str | N
     return None
 
 
+def deployment_serves(cluster: Any, deployment: str, namespace: str, storage_uri: str) -> bool | None:
+    """Whether Deployment ``deployment`` has rolled out a pod template loading ``storage_uri``.
+
+    The template names its model in the storage initializer's annotation; rolled out is what
+    ``kubectl rollout status`` checks (the controller saw the latest spec, every replica is updated
+    and none of an older template is left). None when the Deployment cannot be read. A canary given
+    a new model under the same name stays ready on its old pods meanwhile, so ``canaryStatuses``
+    alone cannot tell.
+    """
+    from kubernetes import client
+
+    apps = client.AppsV1Api(cluster.api_client)
+    obj = _api_call(cluster, f"read deployment {deployment}", apps.read_namespaced_deployment, deployment, namespace)
+    if obj is None:
+        return None
+    template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    named = (template.get("annotations") or {}).get(r.STORAGE_URI_ANNOTATION)
+    if named is not None and named != storage_uri:
+        return False  # the controller has not rewritten the template yet (absent: judge the rollout alone)
+    status = obj.get("status") or {}
+    wanted = int((obj.get("spec") or {}).get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= int((obj.get("metadata") or {}).get("generation") or 0)
+        and updated >= wanted
+        and int(status.get("replicas") or 0) == updated
+        and int(status.get("availableReplicas") or 0) >= updated
+    )
+
+
 def domain_of(st: ServiceStatus) -> str:
     """The ingress domain, read off ``status.url`` (``{isvc}-{ns}.{domain}``), else KServe's default."""
     host = urlparse(st.url or "").hostname or ""

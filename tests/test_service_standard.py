@@ -306,3 +306,26 @@ def test_without_a_route_a_side_is_reached_through_the_api_servers_service_proxy
         assert results["error"].isna().all() and len(proxy.seen) == 1 + len(ROWS)  # default went to the ingress
     finally:
         proxy.close()
+
+
+def test_a_canary_given_a_new_model_under_its_name_waits_for_the_rollout(svc: Service, kubectl: Any) -> None:
+    svc.canary(M2, 20)
+    release = svc.canary(M1, 20, name="v2")  # same name: its Deployment rolls to the new model
+    assert isinstance(release, Release)
+    dep = json.loads(kubectl.run("get", "deployment", f"{svc.name}-v2-predictor", "-n", NS, "-o", "json").stdout)
+    template = dep["spec"]["template"]["metadata"]["annotations"]
+    assert template["internal.serving.kserve.io/storage-initializer-sourceuri"] == M1
+    assert dep["status"]["updatedReplicas"] == dep["status"]["replicas"]
+    side = release.status.side("v2")
+    assert side is not None and side.storage_uri == M1 and side.routed == 20
+    # by the time the step returned, v2 answers with the new model's pods
+    answer = svc.predict({"instances": ROWS[:1]}, to="v2")
+    hash_now = answer.revision.rsplit("-", 1)[1] if answer.revision else ""
+    pods = json.loads(kubectl.run("get", "pods", "-n", NS, "-l", f"app=isvc.{svc.name}-v2-predictor", "-o",
+                                  "json").stdout)["items"]
+    new_model = {
+        p["metadata"]["labels"].get("pod-template-hash")
+        for p in pods
+        if (p["metadata"].get("annotations") or {}).get("internal.serving.kserve.io/storage-initializer-sourceuri") == M1
+    }
+    assert new_model and hash_now in new_model
