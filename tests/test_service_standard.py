@@ -323,9 +323,10 @@ def test_a_canary_given_a_new_model_under_its_name_waits_for_the_rollout(svc: Se
     hash_now = answer.revision.rsplit("-", 1)[1] if answer.revision else ""
     pods = json.loads(kubectl.run("get", "pods", "-n", NS, "-l", f"app=isvc.{svc.name}-v2-predictor", "-o",
                                   "json").stdout)["items"]
+    source = "internal.serving.kserve.io/storage-initializer-sourceuri"
     new_model = {
         p["metadata"]["labels"].get("pod-template-hash")
         for p in pods
-        if (p["metadata"].get("annotations") or {}).get("internal.serving.kserve.io/storage-initializer-sourceuri") == M1
+        if (p["metadata"].get("annotations") or {}).get(source) == M1
     }
     assert new_model and hash_now in new_model
