@@ -452,15 +452,23 @@ def _shares(backends: Sequence[tuple[str, int | None]]) -> dict[str, int]:
     return {service: round(share * 100) for service, share in fractions.items()}
 
 
-def _backends(isvc: Mapping[str, Any], route: Sequence[tuple[str, int | None]] | None) -> list[tuple[str, int | None]]:
-    if route is not None:
-        return list(route)
-    reported = {
+def _reported_ready(isvc: Mapping[str, Any]) -> dict[str, bool]:
+    """Canary name → ready, as ``status.canaryStatuses`` reports it."""
+    return {
         str(c.get("name")): bool(c.get("ready"))
         for c in (isvc.get("status") or {}).get("canaryStatuses") or []
         if isinstance(c, Mapping)
     }
-    return [(b.service, b.weight) for b in std.route_backends(isvc, reported)]
+
+
+def _backends(isvc: Mapping[str, Any], route: Sequence[tuple[str, int | None]] | None) -> list[tuple[str, int | None]]:
+    """The live backends, else KServe's rule applied to the reported readiness — which writes no
+    route before the stable's ``PredictorReady`` is True."""
+    if route is not None:
+        return list(route)
+    if (r.condition(isvc, "PredictorReady") or {}).get("status") != "True":
+        return []
+    return [(b.service, b.weight) for b in std.route_backends(isvc, _reported_ready(isvc))]
 
 
 def _standard_traffic(
@@ -487,12 +495,7 @@ def standard_sides(isvc: Mapping[str, Any], route: Sequence[tuple[str, int | Non
     ``PredictorReady`` is True.
     """
     name = str((isvc.get("metadata") or {}).get("name"))
-    status = isvc.get("status") or {}
-    reported = {
-        str(c.get("name")): bool(c.get("ready"))
-        for c in status.get("canaryStatuses") or []
-        if isinstance(c, Mapping)
-    }
+    reported = _reported_ready(isvc)
     backends = _backends(isvc, route)
     shares = _shares(backends) if backends else {}
     stable_spec = std.stable_predictor(isvc)

@@ -232,3 +232,10 @@ def test_the_local_ingress_routes_each_side_on_its_service_host(stable: dict[str
     assert len(table["my-model-predictor-default.example.com"]) == 2  # the weighted route
     assert standard.side_hosts(st, stable_side) == ["my-model-predictor.default.svc.cluster.local"]
     assert standard.side_hosts(st, v2)[1] == "my-model-v2-predictor-default.example.com"
+
+
+def test_no_route_before_the_stable_is_ready(cluster: Cluster) -> None:
+    starting = cluster.settle(base_isvc(), ready=set())
+    st = ServiceStatus.from_isvc(starting)  # no route to read: KServe writes none before PredictorReady
+    assert st.stable is not None and not st.stable.ready and st.stable.routed is None
+    assert st.split() == {} and "no route yet" in st.summary()
