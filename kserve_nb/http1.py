@@ -15,8 +15,8 @@ The client side (:class:`Pool`) does this, and only this:
 - keeps connections alive between requests, one request at a time per connection (no pipelining),
   most recently used first, closing those idle for longer than ``idle_seconds``;
 - bounds each request by ``timeout`` seconds (connecting included), with one sweep timer per pool
-  rather than a timer per request (two timer handles per request were a measurable share of the
-  gateway's CPU).
+  rather than a timer per request (two timer handles per request would be a measurable share of
+  the gateway's CPU).
 
 Why not httpx or h11: both are far slower per request than a pre-encoded head on an asyncio
 transport with llhttp's parser, and the callers of this module exist because their per-request CPU
