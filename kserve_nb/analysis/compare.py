@@ -389,7 +389,9 @@ class Comparison:
     def __repr__(self) -> str:
         n = len(self.results)
         sides = ", ".join(str(t) for t in self.results["target"].dropna().unique())
-        return f"<Comparison of {n} requests ({sides or 'no targets'}); agreement {self.agreement.rate!r}>"
+        rate = self.agreement.rate
+        agreement = "n/a" if rate is None or math.isnan(rate) else f"{rate:.1%} of {self.agreement.n_pairs:,} pairs"
+        return f"<Comparison of {n:,} requests ({sides or 'no targets'}); agreement {agreement}>"
 
     def _repr_html_(self) -> str:
         n = len(self.results)
