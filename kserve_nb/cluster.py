@@ -27,7 +27,7 @@ IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 @dataclass(frozen=True)
-class Target:
+class ClusterRef:
     """Which cluster a :class:`Cluster` talks to (no credentials in here)."""
 
     server: str
@@ -87,20 +87,20 @@ class Cluster:
     ----------
     api_client:
         A ``kubernetes.client.ApiClient`` configured for exactly this cluster.
-    target:
+    ref:
         Where it points (shown in banners; never contains credentials).
     """
 
-    def __init__(self, api_client: Any, target: Target) -> None:
+    def __init__(self, api_client: Any, ref: ClusterRef) -> None:
         from kubernetes import client
 
         self.api_client = api_client
-        self.target = target
+        self.ref = ref
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
 
     def __repr__(self) -> str:
-        t = self.target
+        t = self.ref
         return f"<Cluster {t.kind} context={t.context!r} server={t.server!r} namespace={t.namespace!r}>"
 
     # ------------------------------------------------------------------ construction
@@ -128,7 +128,7 @@ class Cluster:
         if ns is None:
             ns_file = IN_CLUSTER_TOKEN.parent / "namespace"
             ns = ns_file.read_text().strip() if ns_file.exists() else "default"
-        return cls(client.ApiClient(configuration), Target(configuration.host, None, ns, "in-cluster"))
+        return cls(client.ApiClient(configuration), ClusterRef(configuration.host, None, ns, "in-cluster"))
 
     def close(self) -> None:
         """Close the HTTP pool."""
@@ -161,7 +161,7 @@ class Cluster:
 
             if not isinstance(exc, ApiException) and not _is_connection_error(exc):
                 raise
-            raise translate(exc, what, self.target.server) from exc
+            raise translate(exc, what, self.ref.server) from exc
 
     def _call_object(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """:meth:`_call` of a kubernetes client method that answers one object, as a JSON dict."""
@@ -308,8 +308,8 @@ def kubeconfig_client(
     context: str | None = None,
     namespace: str | None = None,
     kind: str = "kubeconfig",
-) -> tuple[Any, Target]:
-    """An ``ApiClient`` for one kubeconfig context and the :class:`Target` it points at."""
+) -> tuple[Any, ClusterRef]:
+    """An ``ApiClient`` for one kubeconfig context and the :class:`ClusterRef` it points at."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -334,7 +334,7 @@ def kubeconfig_client(
         raise errors.ConfigError(f"cannot use the kubeconfig{' ' + path if path else ''}: {exc}") from exc
     configuration.retries = 1  # fail fast on a dead server; waits do their own retrying
     ns = namespace or (chosen.get("context") or {}).get("namespace") or "default"
-    return client.ApiClient(configuration), Target(configuration.host, chosen["name"], ns, kind, path)
+    return client.ApiClient(configuration), ClusterRef(configuration.host, chosen["name"], ns, kind, path)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

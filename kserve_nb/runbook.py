@@ -460,13 +460,13 @@ class Evidence:
     @classmethod
     def start(cls, session: Session, parameters: Mapping[str, Any]) -> Evidence:
         """A new record for a run with ``parameters`` on ``session``'s cluster."""
-        target = session.cluster.target
+        ref = session.cluster.ref
         return cls(
             parameters=_plain(dict(parameters)),
             cluster={
                 "banner": session.banner,
                 "context": session.context,
-                "server": target.server,
+                "server": ref.server,
                 "namespace": session.namespace,
                 "local": session.is_local,
             },

@@ -82,11 +82,11 @@ class Session:
     @property
     def namespace(self) -> str:
         """The default namespace of this session."""
-        return self.config.namespace or self.cluster.target.namespace
+        return self.config.namespace or self.cluster.ref.namespace
 
     @property
     def context(self) -> str | None:
-        return self.cluster.target.context
+        return self.cluster.ref.context
 
     @property
     def is_local(self) -> bool:
@@ -101,9 +101,9 @@ class Session:
     @property
     def banner(self) -> str:
         """``local cluster http://127.0.0.1:PORT · context kserve-nb-local · namespace default``."""
-        kind = "local cluster" if self.is_local else f"{self.cluster.target.kind} cluster"
+        kind = "local cluster" if self.is_local else f"{self.cluster.ref.kind} cluster"
         ctx = self.context or "(in-cluster)"
-        return f"{kind} {self.cluster.target.server} · context {ctx} · namespace {self.namespace}"
+        return f"{kind} {self.cluster.ref.server} · context {ctx} · namespace {self.namespace}"
 
     @property
     def where(self) -> str:
@@ -377,7 +377,7 @@ def _connect(
     if kubeconfig or context:
         cluster = Cluster.from_kubeconfig(kubeconfig, context, namespace)
         lc = _local_for_kubeconfig(str(kubeconfig) if kubeconfig else _default_kubeconfig())
-        if lc is not None and cluster.target.context == r.LOCAL_CONTEXT:
+        if lc is not None and cluster.ref.context == r.LOCAL_CONTEXT:
             from kserve_nb.local.adapter import LocalApiCluster
 
             cluster.close()

@@ -63,9 +63,9 @@ def _api_call(cluster: Any, what: str, fn: Any, *args: Any) -> dict[str, Any] | 
     except ApiException as exc:
         if exc.status in (403, 404):
             return None
-        raise translate(exc, what, cluster.target.server) from exc
+        raise translate(exc, what, cluster.ref.server) from exc
     except Exception as exc:
-        raise translate(exc, what, cluster.target.server) from exc
+        raise translate(exc, what, cluster.ref.server) from exc
     data = json.loads(resp.data)
     return data if isinstance(data, dict) else None
 

@@ -210,7 +210,7 @@ def test_two_local_clusters_side_by_side_via_contexts(
         sb.service("only-in-b").deploy(M1, wait=False)
         assert "only-in-b" in list(sb.services()["NAME"])
         assert "only-in-b" not in list(sa.services()["NAME"])
-        assert sa.cluster.target.server != sb.cluster.target.server
+        assert sa.cluster.ref.server != sb.cluster.ref.server
         with pytest.raises(errors.ConfigError):
             connect(kubeconfig=merged, context="nope")
         sa.close()

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from kserve_nb import errors
-from kserve_nb.cluster import Cluster, Target
+from kserve_nb.cluster import Cluster, ClusterRef
 from kserve_nb.local import tables
 from kserve_nb.local.adapter import LocalApiCluster
 from kserve_nb.local.manager import LocalCluster
@@ -111,7 +111,7 @@ def _api_client() -> Any:
 
 
 def test_a_real_cluster_checks_only_the_syntax_of_a_storage_uri() -> None:
-    cluster = Cluster(_api_client(), Target("https://example.invalid", "prod", "models", "kubeconfig"))
+    cluster = Cluster(_api_client(), ClusterRef("https://example.invalid", "prod", "models", "kubeconfig"))
     try:
         # The model's existence is the storage initializer's business, once a pod starts.
         assert cluster.preflight_storage_uri(" gs://bucket/not-checked-here ") == "gs://bucket/not-checked-here"
@@ -127,8 +127,8 @@ def test_the_local_cluster_looks_the_model_up_in_its_mirror(tmp_path: Path) -> N
     model.write_bytes(b"")
     local = LocalCluster(state_dir=tmp_path, pid=0, api="https://127.0.0.1:1", ingress_host="127.0.0.1",
                          ingress_port=1, kubeconfig=tmp_path / "kubeconfig")
-    target = Target("https://127.0.0.1:1", "kserve-nb-local", "default", "local")
-    cluster = LocalApiCluster(_api_client(), target, local)
+    ref = ClusterRef("https://127.0.0.1:1", "kserve-nb-local", "default", "local")
+    cluster = LocalApiCluster(_api_client(), ref, local)
     try:
         assert cluster.preflight_storage_uri("gs://bucket/model") == "gs://bucket/model"
         with pytest.raises(errors.ValidationError, match=r"^storageUri gs://bucket/missing: .*nothing was applied$"):

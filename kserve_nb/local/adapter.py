@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from kserve_nb import errors
-from kserve_nb.cluster import Cluster, Target, kubeconfig_client
+from kserve_nb.cluster import Cluster, ClusterRef, kubeconfig_client
 from kserve_nb.local import storage
 from kserve_nb.local.manager import LocalCluster
 
@@ -20,8 +20,8 @@ from kserve_nb.local.manager import LocalCluster
 class LocalApiCluster(Cluster):
     """The Kubernetes API of a running local cluster (``local``), reached like any other cluster."""
 
-    def __init__(self, api_client: Any, target: Target, local: LocalCluster) -> None:
-        super().__init__(api_client, target)
+    def __init__(self, api_client: Any, ref: ClusterRef, local: LocalCluster) -> None:
+        super().__init__(api_client, ref)
         self.local = local
 
     @classmethod
@@ -34,8 +34,8 @@ class LocalApiCluster(Cluster):
         namespace: str | None = None,
     ) -> LocalApiCluster:
         """The API of ``local`` through ``kubeconfig``/``context`` (default: the kubeconfig it wrote)."""
-        api_client, target = kubeconfig_client(kubeconfig or local.kubeconfig, context, namespace, "local")
-        return cls(api_client, target, local)
+        api_client, ref = kubeconfig_client(kubeconfig or local.kubeconfig, context, namespace, "local")
+        return cls(api_client, ref, local)
 
     def preflight_storage_uri(self, uri: str) -> str:
         """The syntax check, then the model file must be in this cluster's storage mirror (or at
