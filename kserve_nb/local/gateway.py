@@ -40,7 +40,7 @@ import httptools
 from kserve_nb import http1
 from kserve_nb.local import routing
 from kserve_nb.local.exporter import RequestMetrics
-from kserve_nb.local.routing import Endpoints, Route, Routes, Target
+from kserve_nb.local.routing import Endpoints, Route, Routes, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,8 @@ class Gateway:
         route = self._table.get(host)
         if route is None:
             return _error(404, routing.no_route_message(host, list(self._table)), None)
-        target = route.pick()
-        if target is None:
+        upstream = route.pick()
+        if upstream is None:
             names = ",".join(name for name, _ in route.unready) or None
             return _error(503, routing.unready_message(route), names)
         body = b"".join(request.body)
@@ -244,32 +244,32 @@ class Gateway:
         # Timed like queue-proxy's app latency: from handing the request on to having the answer.
         started = _clock()
         try:
-            status, headers, data = await self._pool.request(target.endpoint, head, body, is_head=is_head)
+            status, headers, data = await self._pool.request(upstream.endpoint, head, body, is_head=is_head)
         except http1.WireError as first:
-            retry = route.pick(exclude=target.name) if first.retryable else None
+            retry = route.pick(exclude=upstream.name) if first.retryable else None
             if retry is None:
-                return self._failed(route, target, first, started)
-            target = retry
+                return self._failed(route, upstream, first, started)
+            upstream = retry
             try:
-                status, headers, data = await self._pool.request(target.endpoint, head, body, is_head=is_head)
+                status, headers, data = await self._pool.request(upstream.endpoint, head, body, is_head=is_head)
             except http1.WireError as second:
-                return self._failed(route, target, second, started)
+                return self._failed(route, upstream, second, started)
             except asyncio.CancelledError:
-                self.metrics.observe(target.series, 499, (_clock() - started) * 1000.0)
+                self.metrics.observe(upstream.series, 499, (_clock() - started) * 1000.0)
                 raise
         except asyncio.CancelledError:  # the client hung up first: nginx's 499, counted alike
-            self.metrics.observe(target.series, 499, (_clock() - started) * 1000.0)
+            self.metrics.observe(upstream.series, 499, (_clock() - started) * 1000.0)
             raise
-        self.metrics.observe(target.series, status, (_clock() - started) * 1000.0)
-        headers.append(target.revision_line)
+        self.metrics.observe(upstream.series, status, (_clock() - started) * 1000.0)
+        headers.append(upstream.revision_line)
         if coerced:
             headers.append(_COERCED_LINE)
         return status, headers, data
 
-    def _failed(self, route: Route, target: Target, error: http1.WireError, started: float) -> _Response:
+    def _failed(self, route: Route, upstream: Upstream, error: http1.WireError, started: float) -> _Response:
         """The error answer for a revision that could not answer, counted with its status."""
-        response = _error(*_failure(route, target, error))
-        self.metrics.observe(target.series, response[0], (_clock() - started) * 1000.0)
+        response = _error(*_failure(route, upstream, error))
+        self.metrics.observe(upstream.series, response[0], (_clock() - started) * 1000.0)
         return response
 
 
@@ -355,10 +355,10 @@ def _error(status: int, message: str, revision: str | None) -> _Response:
     return status, headers, json.dumps({"error": message}).encode()
 
 
-def _failure(route: Route, target: Target, error: http1.WireError) -> tuple[int, str, str]:
-    """Rules 5 and 6 of :mod:`~kserve_nb.local.routing`: the answer for a target that failed."""
+def _failure(route: Route, upstream: Upstream, error: http1.WireError) -> tuple[int, str, str]:
+    """Rules 5 and 6 of :mod:`~kserve_nb.local.routing`: the answer for an upstream that failed."""
     if error.retryable:
-        return 503, routing.unreachable_message(route.host, target.name, error.reason), target.name
+        return 503, routing.unreachable_message(route.host, upstream.name, error.reason), upstream.name
     if isinstance(error, http1.TimedOut):
-        return 504, routing.timeout_message(target.name, UPSTREAM_TIMEOUT_SECONDS), target.name
-    return 502, routing.failed_message(target.name, f"the model server {error.reason}"), target.name
+        return 504, routing.timeout_message(upstream.name, UPSTREAM_TIMEOUT_SECONDS), upstream.name
+    return 502, routing.failed_message(upstream.name, f"the model server {error.reason}"), upstream.name

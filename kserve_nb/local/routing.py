@@ -79,8 +79,8 @@ def host_key(host: str) -> str:
 
 
 @dataclass(frozen=True)
-class Target:
-    """A live target of a :class:`Route`, with what the data plane needs of it precomputed."""
+class Upstream:
+    """A live upstream of a :class:`Route`: one ready target, with what the data plane needs of it precomputed."""
 
     name: str
     revision_line: bytes  #: the whole ``x-kserve-revision`` header line
@@ -94,11 +94,11 @@ class Route:
     """One host's targets: the live ones (weight > 0, ready) and the unready ones with traffic."""
 
     host: str
-    live: tuple[Target, ...]
+    live: tuple[Upstream, ...]
     total: int  #: sum of the live weights: the split is renormalised over the ready targets
     unready: tuple[tuple[str, int], ...]  #: (target, weight) with traffic but no ready endpoint
 
-    def pick(self, exclude: str | None = None) -> Target | None:
+    def pick(self, exclude: str | None = None) -> Upstream | None:
         """A live target at random by weight (rule 4), optionally without ``exclude`` (rule 5)."""
         live, total = self.live, self.total
         if exclude is not None:
@@ -109,10 +109,10 @@ class Route:
         if len(live) == 1:
             return live[0]
         x = random.random() * total  # noqa: S311 - a weighted traffic split, not security
-        for target in live:
-            x -= target.weight
+        for upstream in live:
+            x -= upstream.weight
             if x < 0:
-                return target
+                return upstream
         return live[-1]
 
 
@@ -120,7 +120,7 @@ def build(routes: Routes, endpoints: Endpoints) -> dict[str, Route]:
     """The table as the Python gateway holds it: :func:`host_key` → :class:`Route`."""
     table: dict[str, Route] = {}
     for host, targets in routes.items():
-        live: list[Target] = []
+        live: list[Upstream] = []
         unready: list[tuple[str, int]] = []
         for namespace, name, weight in targets:
             if weight <= 0:
@@ -129,7 +129,7 @@ def build(routes: Routes, endpoints: Endpoints) -> dict[str, Route]:
             if endpoint is None:
                 unready.append((name, weight))
             else:
-                live.append(Target(
+                live.append(Upstream(
                     name, revision_line(name), (endpoint[0], int(endpoint[1])), int(weight),
                     series_labels(namespace, name),
                 ))
