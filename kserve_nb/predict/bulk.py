@@ -9,7 +9,7 @@ transport shares:
 - **circuit breaker** (bulk runs only): after ``max(8, concurrency)`` connection failures in a row
   the remaining requests become ``not sent: …`` rows at once instead of each waiting for its own
   refusal or timeout; a paced stream has none, so an ingress that comes back is used again;
-- failures are :class:`Outcome` rows with one-line errors (``connection failed: …``,
+- failures are :class:`JobResult` rows with one-line errors (``connection failed: …``,
   ``timed out after …``), never exceptions; answers are read by :func:`interpret`.
 
 A transport is a :class:`Sender` (the protocol below). There are two:
@@ -73,7 +73,7 @@ class Job:
     single: bool
 
 
-class Outcome(NamedTuple):
+class JobResult(NamedTuple):
     """What came back for one :class:`Job` (a tuple: thousands are made per run)."""
 
     revision: str | None
@@ -85,20 +85,20 @@ class Outcome(NamedTuple):
 
 def interpret(
     status: int, content: bytes, revision: str | None, latency_ms: float, *, protocol: str, single: bool
-) -> Outcome:
-    """Turn an HTTP answer into an :class:`Outcome` (whichever transport carried it)."""
+) -> JobResult:
+    """Turn an HTTP answer into a :class:`JobResult` (whichever transport carried it)."""
     try:
         body: Any = loads(content) if content else None
     except ValueError:
         body = content.decode(errors="replace")
     if not 200 <= status < 300:
-        return Outcome(revision, None, status, latency_ms, error_text(status, body))
+        return JobResult(revision, None, status, latency_ms, error_text(status, body))
     try:
         preds = parse_response(body, protocol)
     except PredictionError as exc:
-        return Outcome(revision, None, status, latency_ms, f"invalid response: {exc.message}")
+        return JobResult(revision, None, status, latency_ms, f"invalid response: {exc.message}")
     pred = preds[0] if single and len(preds) == 1 else preds
-    return Outcome(revision, pred, status, latency_ms, None)
+    return JobResult(revision, pred, status, latency_ms, None)
 
 
 class LoopThread:
@@ -400,10 +400,10 @@ class Breaker:
 
 async def send_one(
     sender: Sender, prepared: Any, job: Job, *, protocol: str, breaker: Breaker | None = None
-) -> Outcome:
+) -> JobResult:
     """Send ``job`` through ``sender``: one retry when it reached no model, the breaker, the answer read."""
     if breaker is not None and breaker.open:
-        return Outcome(None, None, None, math.nan, f"not sent: {breaker.reason}")
+        return JobResult(None, None, None, math.nan, f"not sent: {breaker.reason}")
     t0 = time.perf_counter()
     for attempt in (1, 2):
         try:
@@ -414,10 +414,10 @@ async def send_one(
             elif breaker is not None:
                 breaker.success()
             if e.timeout:
-                return Outcome(None, None, None, _ms(t0), f"timed out after {sender.timeout:g} s")
+                return JobResult(None, None, None, _ms(t0), f"timed out after {sender.timeout:g} s")
             if e.retryable and attempt == 1:
                 continue
-            return Outcome(None, None, None, _ms(t0), f"connection failed: {e.reason}")
+            return JobResult(None, None, None, _ms(t0), f"connection failed: {e.reason}")
         if breaker is not None:
             breaker.success()
         return interpret(reply.status, reply.content, reply.revision, _ms(t0), protocol=protocol, single=job.single)
@@ -426,9 +426,9 @@ async def send_one(
 
 async def run_jobs(
     sender: Sender, prepared: Any, jobs: Sequence[Job], *, protocol: str, concurrency: int
-) -> list[Outcome]:
+) -> list[JobResult]:
     """Send every job with at most ``concurrency`` in flight, behind one breaker; outcomes in job order."""
-    out: list[Outcome | None] = [None] * len(jobs)
+    out: list[JobResult | None] = [None] * len(jobs)
     pending = iter(range(len(jobs)))
     breaker = Breaker(threshold=max(8, concurrency))
 

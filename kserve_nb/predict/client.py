@@ -40,8 +40,8 @@ from kserve_nb.predict.bulk import (
     Http1Sender,
     HttpxSender,
     Job,
+    JobResult,
     LoopThread,
-    Outcome,
     Sender,
     run_jobs,
     send_one,
@@ -457,14 +457,14 @@ class PredictionClient:
         self._check_open()
         return self._loop.submit(factory)
 
-    def requester(self, targets: Sequence[Target], *, protocol: str = "v1") -> Callable[[Job], Awaitable[Outcome]]:
+    def requester(self, targets: Sequence[Target], *, protocol: str = "v1") -> Callable[[Job], Awaitable[JobResult]]:
         """An async function sending one :class:`~kserve_nb.predict.bulk.Job` to ``targets[job.slot]``.
 
         It must be awaited on this client's loop (from a coroutine given to :meth:`submit`). It goes
         the same way :meth:`send` does (same transport, same retry) except for the circuit breaker:
         a paced stream keeps dialling at its own rate, so an ingress that comes back is used again.
         It never raises for a failed request: timeouts, refused connections and error answers come
-        back as an :class:`Outcome` with ``error`` set.
+        back as a :class:`JobResult` with ``error`` set.
         """
         self._check_open()
         proto.check_protocol(protocol)
@@ -474,7 +474,7 @@ class PredictionClient:
         sender = self._sender
         prepared = sender.prepare(self.url(protocol), [{**self._headers, "Host": t.host} for t in targets])
 
-        async def one(job: Job) -> Outcome:
+        async def one(job: Job) -> JobResult:
             return await send_one(sender, prepared, job, protocol=protocol)
 
         return one
@@ -485,7 +485,7 @@ class PredictionClient:
         if self.closed:
             raise PredictionError("this PredictionClient is closed; create a new one")
 
-    async def _run_plan(self, plan: _Plan, concurrency: int) -> list[Outcome]:
+    async def _run_plan(self, plan: _Plan, concurrency: int) -> list[JobResult]:
         """Warm-up (outcomes dropped), then the recorded jobs, on the private loop."""
         prepared = self._sender.prepare(plan.url, plan.headers)
         if plan.warmup:
@@ -539,7 +539,7 @@ class _Plan:
     protocol: str
     warmup: list[Job] = field(default_factory=list)  # sent first, never recorded
 
-    def frame(self, outcomes: Sequence[Outcome]) -> pd.DataFrame:
+    def frame(self, outcomes: Sequence[JobResult]) -> pd.DataFrame:
         from kserve_nb.analysis.frames import RESULT_COLUMNS, results_frame  # lazy: pandas
 
         if len(outcomes) != len(self.jobs):

@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kserve_nb.errors import PredictionError, ValidationError
-from kserve_nb.predict.bulk import Job, Outcome
+from kserve_nb.predict.bulk import Job, JobResult
 from kserve_nb.predict.client import PredictionClient, Target, encode_rows
 
 if TYPE_CHECKING:
@@ -396,7 +396,7 @@ class LoadRun:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a request failure is data, never the end of the run
-            o = Outcome(None, None, None, math.nan, f"{type(exc).__name__}: {exc}")
+            o = JobResult(None, None, None, math.nan, f"{type(exc).__name__}: {exc}")
         label = self._labels[row] if self._labels is not None else None
         ok = o.error is None and o.status_code is not None and 200 <= o.status_code < 300
         correct = matches(o.prediction, label) if ok and label is not None else None
