@@ -418,11 +418,11 @@ class PredictionClient:
         cell; use :meth:`asend` from a coroutine to keep that loop running meanwhile.
         """
         self._check_open()
-        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
+        batch = self._batch(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
         t0 = time.perf_counter()
-        outcomes = self._loop.run(lambda: self._run_plan(plan, concurrency))
-        log.debug("sent %d requests in %.2f s", len(plan.jobs), time.perf_counter() - t0)
-        return plan.frame(outcomes)
+        outcomes = self._loop.run(lambda: self._run_batch(batch, concurrency))
+        log.debug("sent %d requests in %.2f s", len(batch.jobs), time.perf_counter() - t0)
+        return batch.frame(outcomes)
 
     async def asend(
         self,
@@ -436,14 +436,14 @@ class PredictionClient:
     ) -> pd.DataFrame:
         """Awaitable :meth:`send`: the work runs on the client's own loop thread, the caller's loop stays free."""
         self._check_open()
-        plan = self._plan(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
-        fut = self._loop.submit(lambda: self._run_plan(plan, concurrency))
+        batch = self._batch(targets, inputs, repeat=repeat, concurrency=concurrency, protocol=protocol, warmup=warmup)
+        fut = self._loop.submit(lambda: self._run_batch(batch, concurrency))
         try:
             outcomes = await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
             fut.cancel()
             raise
-        return plan.frame(outcomes)
+        return batch.frame(outcomes)
 
     # -- paced streams (the traffic generator) ---------------------------------------------
 
@@ -485,16 +485,16 @@ class PredictionClient:
         if self.closed:
             raise PredictionError("this PredictionClient is closed; create a new one")
 
-    async def _run_plan(self, plan: _Plan, concurrency: int) -> list[JobResult]:
+    async def _run_batch(self, batch: _Batch, concurrency: int) -> list[JobResult]:
         """Warm-up (outcomes dropped), then the recorded jobs, on the private loop."""
-        prepared = self._sender.prepare(plan.url, plan.headers)
-        if plan.warmup:
-            await run_jobs(self._sender, prepared, plan.warmup, protocol=plan.protocol, concurrency=concurrency)
-        return await run_jobs(self._sender, prepared, plan.jobs, protocol=plan.protocol, concurrency=concurrency)
+        prepared = self._sender.prepare(batch.url, batch.headers)
+        if batch.warmup:
+            await run_jobs(self._sender, prepared, batch.warmup, protocol=batch.protocol, concurrency=concurrency)
+        return await run_jobs(self._sender, prepared, batch.jobs, protocol=batch.protocol, concurrency=concurrency)
 
-    def _plan(
+    def _batch(
         self, targets: Sequence[Target], inputs: Any, *, repeat: int, concurrency: int, protocol: str, warmup: int = 0
-    ) -> _Plan:
+    ) -> _Batch:
         proto.check_protocol(protocol)
         if isinstance(targets, Target):
             targets = [targets]
@@ -526,11 +526,13 @@ class PredictionClient:
             for j in range(k)
         ]
         headers = [{**self._headers, "Host": t.host} for t in targets]
-        return _Plan(targets, instances, jobs, self.url(protocol), headers, protocol, warm)
+        return _Batch(targets, instances, jobs, self.url(protocol), headers, protocol, warm)
 
 
 @dataclass
-class _Plan:
+class _Batch:
+    """The jobs of one :meth:`PredictionClient.send` call, encoded and ordered, and how to frame their results."""
+
     targets: list[Target]
     instances: list[Any]
     jobs: list[Job]  # in sending order
