@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - depends on how pytest put this directo
     from conftest_api import LocalApi, canary_status, isvc_manifest, pod_manifest  # type: ignore[no-redef]
 
 from kserve_nb.local import admission, patching, tables, validation
-from kserve_nb.local.apiserver import negotiate, parse_label_selector, parse_target
+from kserve_nb.local.apiserver import negotiate, parse_label_selector, parse_resource_path
 from kserve_nb.local.store import CONFIGMAPS, INFERENCESERVICES, NAMESPACES, PODS, REVISIONS
 from kserve_nb.resources import human_duration
 
@@ -1354,11 +1354,11 @@ def test_selectors_and_negotiation_helpers() -> None:
     assert negotiate(TABLE_ACCEPT).form == "table"
     assert negotiate("application/vnd.kubernetes.protobuf,application/json").form == "json"
     assert negotiate(None).form == "json"
-    target = parse_target(["api", "v1", "namespaces", "x", "status"])
+    target = parse_resource_path(["api", "v1", "namespaces", "x", "status"])
     assert target is not None and target.rt == NAMESPACES and target.name == "x" and target.subresource == "status"
-    target = parse_target(["api", "v1", "namespaces", "x", "configmaps"])
+    target = parse_resource_path(["api", "v1", "namespaces", "x", "configmaps"])
     assert target is not None and target.rt == CONFIGMAPS and target.namespace == "x" and target.name is None
-    assert parse_target(["api", "v1", "watch", "namespaces", "x", "pods"]).watch  # type: ignore[union-attr]
+    assert parse_resource_path(["api", "v1", "watch", "namespaces", "x", "pods"]).watch  # type: ignore[union-attr]
 
 
 def test_schema_validation_reports_paths_inside_arrays() -> None:

@@ -18,17 +18,17 @@ Every request needs ``Authorization: Bearer <token>``; serve it over TLS (:func:
 because kubectl sends a kubeconfig's token only over HTTPS. The controller is not involved here: it
 watches the store. Entry point: :func:`create_app`.
 
-Modules: ``status`` (errors), ``selectors``, ``codec`` (content types, bodies, protobuf),
+Modules: ``failures`` (Kubernetes ``Status`` errors), ``selectors``, ``codec`` (content types, bodies, protobuf),
 ``requests`` (URLs, query parameters, write helpers), ``server`` (handlers), ``watch``, ``tls``
 (CA and kubeconfig), ``app`` (middlewares, routes).
 """
 
 from kserve_nb.local.apiserver.app import create_app, ensure_default_namespaces
 from kserve_nb.local.apiserver.codec import negotiate
-from kserve_nb.local.apiserver.requests import parse_target
+from kserve_nb.local.apiserver.failures import ApiError
+from kserve_nb.local.apiserver.requests import parse_resource_path
 from kserve_nb.local.apiserver.selectors import parse_label_selector
 from kserve_nb.local.apiserver.server import ApiServer
-from kserve_nb.local.apiserver.status import ApiError
 from kserve_nb.local.apiserver.tls import TlsMaterial, kubeconfig, self_signed_tls
 
 __all__ = [
@@ -40,6 +40,6 @@ __all__ = [
     "kubeconfig",
     "negotiate",
     "parse_label_selector",
-    "parse_target",
+    "parse_resource_path",
     "self_signed_tls",
 ]

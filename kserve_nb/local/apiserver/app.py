@@ -10,13 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from kserve_nb.local.apiserver.codec import status_response
+from kserve_nb.local.apiserver.failures import UNAUTHORIZED, ApiError
 from kserve_nb.local.apiserver.server import (
     MAX_BODY_BYTES,
     NAMESPACE_NAME_LABEL,
     PROTECTED_NAMESPACES,
     ApiServer,
 )
-from kserve_nb.local.apiserver.status import UNAUTHORIZED, ApiError
 from kserve_nb.local.store import NAMESPACES, Store
 
 log = logging.getLogger(__name__)

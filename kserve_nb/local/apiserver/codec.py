@@ -16,7 +16,7 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from kserve_nb.local.apiserver.status import ApiError, bad_request, unsupported_media_type
+from kserve_nb.local.apiserver.failures import ApiError, bad_request, unsupported_media_type
 
 JSON = "application/json"
 DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"

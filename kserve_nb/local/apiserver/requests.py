@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kserve_nb.local import discovery
-from kserve_nb.local.apiserver.status import bad_request
+from kserve_nb.local.apiserver.failures import bad_request
 from kserve_nb.local.store import ResourceType
 
 
 @dataclass(frozen=True)
-class Target:
+class ResourcePath:
     """A resource URL: the type, namespace, object name and subresource it names."""
 
     rt: ResourceType
@@ -24,8 +24,8 @@ class Target:
     watch: bool = False  # the deprecated /watch/ path prefix
 
 
-def parse_target(segments: list[str]) -> Target | None:
-    """Map path segments (after ``/api/v1`` or ``/apis/<g>/<v>``) to a :class:`Target`."""
+def parse_resource_path(segments: list[str]) -> ResourcePath | None:
+    """Map path segments (after ``/api/v1`` or ``/apis/<g>/<v>``) to a :class:`ResourcePath`."""
     if not segments:
         return None
     if segments[0] == "api":
@@ -55,7 +55,7 @@ def parse_target(segments: list[str]) -> Target | None:
         return None
     name = rest[1] if len(rest) > 1 else None
     sub = rest[2] if len(rest) > 2 else None
-    return Target(rt, namespace, name, sub, watch)
+    return ResourcePath(rt, namespace, name, sub, watch)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kserve_nb.local.apiserver.status import bad_request
+from kserve_nb.local.apiserver.failures import bad_request
 from kserve_nb.local.store import EVENTS, NAMESPACES, PODS, ResourceType
 
 

@@ -33,16 +33,7 @@ from kserve_nb.local.apiserver.codec import (
     negotiate_openapi_v2,
     wants_discovery_v2,
 )
-from kserve_nb.local.apiserver.requests import (
-    Target,
-    WriteOptions,
-    generate_name,
-    parse_target,
-    query_flag,
-    strip_server_fields,
-)
-from kserve_nb.local.apiserver.selectors import Selection, parse_field_selector, parse_label_selector
-from kserve_nb.local.apiserver.status import (
+from kserve_nb.local.apiserver.failures import (
     ApiError,
     already_exists,
     bad_request,
@@ -55,6 +46,15 @@ from kserve_nb.local.apiserver.status import (
     status_for,
     unsupported_media_type,
 )
+from kserve_nb.local.apiserver.requests import (
+    ResourcePath,
+    WriteOptions,
+    generate_name,
+    parse_resource_path,
+    query_flag,
+    strip_server_fields,
+)
+from kserve_nb.local.apiserver.selectors import Selection, parse_field_selector, parse_label_selector
 from kserve_nb.local.apiserver.watch import OpenWatches, WatchStream
 from kserve_nb.local.patching import (
     PatchError,
@@ -119,10 +119,10 @@ class ApiServer:
             fixed = self._fixed_route(path, segments, request)
             if fixed is not None:
                 return fixed
-        target = parse_target(segments)
-        if target is None:
+        resource = parse_resource_path(segments)
+        if resource is None:
             raise path_not_found()
-        return await self._resource(request, target)
+        return await self._serve_resource(request, resource)
 
     def _fixed_route(self, path: str, segments: list[str], request: web.Request) -> web.StreamResponse | None:
         if path in ("/healthz", "/livez", "/readyz") or (segments and segments[0] in ("healthz", "livez", "readyz")):
@@ -184,65 +184,65 @@ class ApiServer:
             return response
         raise path_not_found()
 
-    async def _resource(self, request: web.Request, target: Target) -> web.StreamResponse:
+    async def _serve_resource(self, request: web.Request, resource: ResourcePath) -> web.StreamResponse:
         method = request.method
-        rt = target.rt
-        if target.subresource is not None:
-            if target.subresource != "status" or not rt.has_status or not rt.user_writable:
+        rt = resource.rt
+        if resource.subresource is not None:
+            if resource.subresource != "status" or not rt.has_status or not rt.user_writable:
                 raise path_not_found()
             if method == "GET":
-                return self._get(request, target)
+                return self._get(request, resource)
             if method == "PUT":
-                return await self._replace(request, target)
+                return await self._replace(request, resource)
             if method == "PATCH":
-                return await self._patch(request, target)
+                return await self._patch(request, resource)
             raise method_not_allowed()
-        if target.name is None:
+        if resource.name is None:
             if method == "GET":
-                if target.watch or query_flag(request.query, "watch"):
-                    return await self._watch(request, target)
-                return self._list(request, target)
+                if resource.watch or query_flag(request.query, "watch"):
+                    return await self._watch(request, resource)
+                return self._list(request, resource)
             if method == "POST" and rt.user_writable:
-                return await self._create(request, target)
+                return await self._create(request, resource)
             if method == "DELETE" and rt.user_writable:
-                return await self._delete_collection(request, target)
+                return await self._delete_collection(request, resource)
             raise method_not_allowed()
         if method == "GET":
-            if target.watch or query_flag(request.query, "watch"):
-                return await self._watch(request, target)
-            return self._get(request, target)
+            if resource.watch or query_flag(request.query, "watch"):
+                return await self._watch(request, resource)
+            return self._get(request, resource)
         if not rt.user_writable:
             raise method_not_allowed()
         if method == "PUT":
-            return await self._replace(request, target)
+            return await self._replace(request, resource)
         if method == "PATCH":
-            return await self._patch(request, target)
+            return await self._patch(request, resource)
         if method == "DELETE":
-            return await self._delete(request, target)
+            return await self._delete(request, resource)
         raise method_not_allowed()
 
     # ------------------------------------------------------------------------ reads
 
-    def _get(self, request: web.Request, target: Target) -> web.Response:
-        rt = target.rt
-        assert target.name is not None
-        obj = self.store.get(rt, target.namespace if rt.namespaced else None, target.name)
+    def _get(self, request: web.Request, resource: ResourcePath) -> web.Response:
+        rt = resource.rt
+        assert resource.name is not None
+        obj = self.store.get(rt, resource.namespace if rt.namespaced else None, resource.name)
         if obj is None:
-            raise not_found(rt, target.name)
+            raise not_found(rt, resource.name)
         return self._render(request, rt, [obj], single=True)
 
-    def _selection(self, request: web.Request, target: Target) -> Selection:
+    def _selection(self, request: web.Request, resource: ResourcePath) -> Selection:
         params = request.query
         selection = Selection(parse_label_selector(params.get("labelSelector")),
-                              parse_field_selector(params.get("fieldSelector"), target.rt))
-        if target.name is not None:
-            selection.fields.append(("metadata.name", True, target.name))
+                              parse_field_selector(params.get("fieldSelector"), resource.rt))
+        if resource.name is not None:
+            selection.fields.append(("metadata.name", True, resource.name))
         return selection
 
-    def _list(self, request: web.Request, target: Target) -> web.Response:
-        rt = target.rt
-        selection = self._selection(request, target)
-        items, rv = self.store.list(rt, target.namespace if rt.namespaced else None)
+    def _list(self, request: web.Request, resource: ResourcePath) -> web.Response:
+        rt = resource.rt
+        selection = self._selection(request, resource)
+        items, rv = self.store.list(rt, resource.namespace if rt.namespaced else None)
         items = [o for o in items if selection.matches(o)]
         return self._render(request, rt, items, single=False, resource_version=str(rv))
 
@@ -391,24 +391,24 @@ class ApiServer:
         obj, warnings = self._schema_check(rt, obj, name, options)
         return self._admit(rt, obj, old, subresource), warnings
 
-    async def _create(self, request: web.Request, target: Target) -> web.Response:
-        rt = target.rt
+    async def _create(self, request: web.Request, resource: ResourcePath) -> web.Response:
+        rt = resource.rt
         options = WriteOptions.parse(request.query)
         body = await self._body(request)
-        obj, warnings = self._prepare(rt, body, namespace=target.namespace, url_name=None, old=None, options=options)
-        return self._store_create(target, obj, options, warnings)
+        obj, warnings = self._prepare(rt, body, namespace=resource.namespace, url_name=None, old=None, options=options)
+        return self._store_create(resource, obj, options, warnings)
 
-    def _store_create(self, target: Target, obj: dict[str, Any], options: WriteOptions,
+    def _store_create(self, resource: ResourcePath, obj: dict[str, Any], options: WriteOptions,
                       warnings: list[str]) -> web.Response:
-        rt = target.rt
+        rt = resource.rt
         name = obj["metadata"]["name"]
         if rt.namespaced:
-            if target.namespace is None:
+            if resource.namespace is None:
                 raise method_not_allowed()
-            if self.store.get(NAMESPACES, None, target.namespace) is None:
-                raise not_found(NAMESPACES, target.namespace)
+            if self.store.get(NAMESPACES, None, resource.namespace) is None:
+                raise not_found(NAMESPACES, resource.namespace)
         if options.dry_run:
-            if self.store.get(rt, target.namespace, name) is not None:
+            if self.store.get(rt, resource.namespace, name) is not None:
                 raise already_exists(rt, name)
             return json_response(created_object(rt, obj), status=201, warnings=warnings)
         try:
@@ -417,54 +417,54 @@ class ApiServer:
             raise already_exists(rt, name) from None
         return json_response(created, status=201, warnings=warnings)
 
-    def _existing(self, target: Target) -> dict[str, Any]:
-        rt = target.rt
-        assert target.name is not None
-        old = self.store.get(rt, target.namespace if rt.namespaced else None, target.name)
+    def _existing(self, resource: ResourcePath) -> dict[str, Any]:
+        rt = resource.rt
+        assert resource.name is not None
+        old = self.store.get(rt, resource.namespace if rt.namespaced else None, resource.name)
         if old is None:
-            raise not_found(rt, target.name)
+            raise not_found(rt, resource.name)
         return old
 
-    def _store_update(self, target: Target, obj: dict[str, Any], old: dict[str, Any],
+    def _store_update(self, resource: ResourcePath, obj: dict[str, Any], old: dict[str, Any],
                       options: WriteOptions) -> dict[str, Any]:
-        rt = target.rt
-        assert target.name is not None
+        rt = resource.rt
+        assert resource.name is not None
         sent_rv = obj["metadata"].get("resourceVersion")
         if sent_rv not in (None, "") and str(sent_rv) != old["metadata"]["resourceVersion"]:
-            raise conflict(rt, target.name)
+            raise conflict(rt, resource.name)
         if options.dry_run:
-            return updated_object(rt, old, obj, target.subresource)
+            return updated_object(rt, old, obj, resource.subresource)
         try:
-            return self.store.update(rt, obj, subresource=target.subresource)
+            return self.store.update(rt, obj, subresource=resource.subresource)
         except (StoreNotFound, StoreConflict) as exc:
-            raise status_for(rt, target.name, exc) from None
+            raise status_for(rt, resource.name, exc) from None
 
-    async def _replace(self, request: web.Request, target: Target) -> web.Response:
-        rt = target.rt
+    async def _replace(self, request: web.Request, resource: ResourcePath) -> web.Response:
+        rt = resource.rt
         options = WriteOptions.parse(request.query)
         body = await self._body(request)
-        old = self._existing(target)
-        obj, warnings = self._prepare(rt, body, namespace=target.namespace, url_name=target.name, old=old,
-                                      options=options, subresource=target.subresource)
+        old = self._existing(resource)
+        obj, warnings = self._prepare(rt, body, namespace=resource.namespace, url_name=resource.name, old=old,
+                                      options=options, subresource=resource.subresource)
         if rt.group and not obj["metadata"].get("resourceVersion"):
             # Custom resources do not allow unconditional updates.
             missing = FieldError(
                 "metadata.resourceVersion", "FieldValueInvalid", "Invalid value: 0x0: must be specified for an update"
             )
-            raise invalid_error(rt, str(target.name), [missing])
-        updated = self._store_update(target, obj, old, options)
+            raise invalid_error(rt, str(resource.name), [missing])
+        updated = self._store_update(resource, obj, old, options)
         return json_response(updated, warnings=warnings)
 
-    async def _patch(self, request: web.Request, target: Target) -> web.Response:
-        rt = target.rt
+    async def _patch(self, request: web.Request, resource: ResourcePath) -> web.Response:
+        rt = resource.rt
         options = WriteOptions.parse(request.query)
         ctype = request.content_type
         accepted = openapi.patch_content_types(rt)
-        if ctype not in accepted or (ctype == APPLY_PATCH and target.subresource is not None):
+        if ctype not in accepted or (ctype == APPLY_PATCH and resource.subresource is not None):
             raise unsupported_media_type([t for t in (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, APPLY_PATCH)
                                           if t in accepted])
         if ctype == APPLY_PATCH:
-            return await self._apply(request, target, options)
+            return await self._apply(request, resource, options)
         if query_flag(request.query, "force"):
             raise bad_request("force: Invalid value: true: may not be specified for non-apply patch")
         raw = await request.read()
@@ -473,7 +473,7 @@ class ApiServer:
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"error decoding patch: {exc}") from None
         check_json(patch)
-        old = self._existing(target)
+        old = self._existing(resource)
         try:
             if ctype == JSON_PATCH:
                 patched = json_patch(old, patch)
@@ -490,20 +490,20 @@ class ApiServer:
                            {"causes": [cause]}) from None
         if patched is None:
             raise bad_request("the patch removed the whole object")
-        obj, warnings = self._prepare(rt, patched, namespace=target.namespace, url_name=target.name, old=old,
-                                      options=options, subresource=target.subresource)
-        updated = self._store_update(target, obj, old, options)
+        obj, warnings = self._prepare(rt, patched, namespace=resource.namespace, url_name=resource.name, old=old,
+                                      options=options, subresource=resource.subresource)
+        updated = self._store_update(resource, obj, old, options)
         return json_response(updated, warnings=warnings)
 
-    async def _apply(self, request: web.Request, target: Target, options: WriteOptions) -> web.Response:
+    async def _apply(self, request: web.Request, resource: ResourcePath, options: WriteOptions) -> web.Response:
         """Server-side apply (``application/apply-patch+yaml``), with ownership tracked per Apply manager.
 
         Fields the manager applied before and no longer applies are removed unless another Apply
         manager owns them; changing a field another Apply manager owns is a conflict unless
         ``force=true``. Writers using update/patch are not tracked as owners (a simplification).
         """
-        rt = target.rt
-        name = str(target.name)
+        rt = resource.rt
+        name = str(resource.name)
         manager = request.query.get("fieldManager", "")
         if not manager:
             raise bad_request("fieldManager: Required value: is required for apply patch")
@@ -514,7 +514,7 @@ class ApiServer:
         except orjson.JSONDecodeError:
             config = decode_body(raw, "application/yaml")
         config = self._check_kind(rt, config)
-        old = self.store.get(rt, target.namespace if rt.namespaced else None, name)
+        old = self.store.get(rt, resource.namespace if rt.namespaced else None, name)
         entries = [e for e in ((old or {}).get("metadata") or {}).get("managedFields") or [] if isinstance(e, dict)]
         mine: set[tuple[str, ...]] = set()
         others: dict[int, set[tuple[str, ...]]] = {}
@@ -543,11 +543,11 @@ class ApiServer:
         managed = [e for e in managed if not (e.get("operation") == "Apply" and not e.get("fieldsV1"))]
         managed.append({"manager": manager, "operation": "Apply", "apiVersion": rt.api_version,
                         "time": now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": fields_v1(wanted)})
-        obj, warnings = self._prepare(rt, result, namespace=target.namespace, url_name=name, old=old,
+        obj, warnings = self._prepare(rt, result, namespace=resource.namespace, url_name=name, old=old,
                                       options=options, managed_fields=managed)
         if old is None:
-            return self._store_create(target, obj, options, warnings)
-        return json_response(self._store_update(target, obj, old, options), warnings=warnings)
+            return self._store_create(resource, obj, options, warnings)
+        return json_response(self._store_update(resource, obj, old, options), warnings=warnings)
 
     @staticmethod
     def _apply_conflicts(old: dict[str, Any] | None, config: dict[str, Any], wanted: set[tuple[str, ...]],
@@ -601,11 +601,11 @@ class ApiServer:
         options["_dry_run"] = any(dry)
         return options
 
-    async def _delete(self, request: web.Request, target: Target) -> web.Response:
-        rt = target.rt
-        name = str(target.name)
+    async def _delete(self, request: web.Request, resource: ResourcePath) -> web.Response:
+        rt = resource.rt
+        name = str(resource.name)
         options = await self._delete_options(request)
-        old = self._existing(target)
+        old = self._existing(resource)
         preconditions = options.get("preconditions") or {}
         uid = preconditions.get("uid")
         if uid and uid != old["metadata"].get("uid"):
@@ -625,7 +625,7 @@ class ApiServer:
             if rt.key == NAMESPACES.key:
                 self._empty_namespace(name)
             try:
-                deleted = self.store.delete(rt, target.namespace if rt.namespaced else None, name)
+                deleted = self.store.delete(rt, resource.namespace if rt.namespaced else None, name)
             except StoreNotFound:
                 raise not_found(rt, name) from None
         return json_response(self._deleted_body(rt, deleted))
@@ -655,11 +655,11 @@ class ApiServer:
                 except StoreNotFound:
                     pass
 
-    async def _delete_collection(self, request: web.Request, target: Target) -> web.Response:
-        rt = target.rt
+    async def _delete_collection(self, request: web.Request, resource: ResourcePath) -> web.Response:
+        rt = resource.rt
         options = await self._delete_options(request)
-        selection = self._selection(request, target)
-        items, _ = self.store.list(rt, target.namespace if rt.namespaced else None)
+        selection = self._selection(request, resource)
+        items, _ = self.store.list(rt, resource.namespace if rt.namespaced else None)
         deleted = []
         for item in items:
             if not selection.matches(item):
@@ -677,8 +677,8 @@ class ApiServer:
 
     # ------------------------------------------------------------------------ watch
 
-    async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
-        return await WatchStream(self.store, self._watches, request, target, self._selection(request, target)).run()
+    async def _watch(self, request: web.Request, resource: ResourcePath) -> web.StreamResponse:
+        return await WatchStream(self.store, self._watches, request, resource, self._selection(request, resource)).run()
 
 
 # DeleteOptions fields and the Go types their JSON must decode into.

@@ -12,9 +12,9 @@ from aiohttp import web
 
 from kserve_nb.local import tables
 from kserve_nb.local.apiserver.codec import JSON, negotiate
-from kserve_nb.local.apiserver.requests import Target, parse_go_duration, query_flag
+from kserve_nb.local.apiserver.failures import ApiError, bad_request, too_large_resource_version
+from kserve_nb.local.apiserver.requests import ResourcePath, parse_go_duration, query_flag
 from kserve_nb.local.apiserver.selectors import Selection
-from kserve_nb.local.apiserver.status import ApiError, bad_request, too_large_resource_version
 from kserve_nb.local.store import Store, StoreGone, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,14 @@ class WatchStream:
     """
 
     def __init__(
-        self, store: Store, watches: OpenWatches, request: web.Request, target: Target, selection: Selection
+        self, store: Store, watches: OpenWatches, request: web.Request, resource: ResourcePath, selection: Selection
     ) -> None:
         self.store = store
         self.watches = watches
         self.request = request
-        self.target = target
-        self.rt = target.rt
-        self.namespace = target.namespace if target.rt.namespaced else None
+        self.resource = resource
+        self.rt = resource.rt
+        self.namespace = resource.namespace if resource.rt.namespaced else None
         params = request.query
         self.selection = selection
         self.form = negotiate(request.headers.get("Accept"))
