@@ -24,7 +24,8 @@ try:  # the helper sits beside this file; import it whether or not tests/ is a p
 except ImportError:  # pragma: no cover - depends on how pytest put this directory on sys.path
     from conftest_api import LocalApi, canary_status, isvc_manifest, pod_manifest  # type: ignore[no-redef]
 
-from kserve_nb.local import admission, patching, tables, validation
+from kserve_nb import patches
+from kserve_nb.local import admission, patch_formats, tables, validation
 from kserve_nb.local.apiserver import negotiate, parse_label_selector, parse_resource_path
 from kserve_nb.local.store import CONFIGMAPS, INFERENCESERVICES, NAMESPACES, PODS, REVISIONS
 from kserve_nb.resources import human_duration
@@ -1314,27 +1315,28 @@ def test_pod_cells_follow_the_kubectl_printer(
 
 def test_merge_patch_rfc7386_examples() -> None:
     target = {"a": "b", "c": {"d": "e", "f": "g"}}
-    assert patching.merge_patch(target, {"a": "z", "c": {"f": None}}) == {"a": "z", "c": {"d": "e"}}
-    assert patching.merge_patch({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
-    assert patching.merge_patch({"a": "foo"}, "bar") == "bar"
-    assert patching.merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}
+    assert patches.merge_patch(target, {"a": "z", "c": {"f": None}}) == {"a": "z", "c": {"d": "e"}}
+    assert patches.merge_patch({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
+    assert patches.merge_patch({"a": "foo"}, "bar") == "bar"
+    assert patches.merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}
     assert target == {"a": "b", "c": {"d": "e", "f": "g"}}  # inputs untouched
 
 
 def test_json_patch_rfc6902_details() -> None:
     doc = {"foo": ["bar", "baz"], "a~b": 1, "c/d": 2}
-    assert patching.json_patch(doc, [{"op": "add", "path": "/foo/1", "value": "qux"}])["foo"] == ["bar", "qux", "baz"]
-    assert patching.json_patch(doc, [{"op": "test", "path": "/a~0b", "value": 1.0}]) == doc
-    assert patching.json_patch(doc, [{"op": "test", "path": "/c~1d", "value": 2}]) == doc
-    assert patching.json_patch(doc, [{"op": "replace", "path": "", "value": {"x": 1}}]) == {"x": 1}
-    with pytest.raises(patching.PatchError):
-        patching.json_patch(doc, [{"op": "test", "path": "/a~0b", "value": True}])
-    with pytest.raises(patching.PatchError):
-        patching.json_patch(doc, [{"op": "add", "path": "/foo/5", "value": 1}])
-    with pytest.raises(patching.PatchError):
-        patching.json_patch(doc, [{"op": "move", "from": "/foo", "path": "/foo/0"}])
-    with pytest.raises(patching.PatchError):
-        patching.json_patch(doc, [{"op": "add", "path": "/foo/01", "value": 1}])
+    added = patch_formats.json_patch(doc, [{"op": "add", "path": "/foo/1", "value": "qux"}])
+    assert added["foo"] == ["bar", "qux", "baz"]
+    assert patch_formats.json_patch(doc, [{"op": "test", "path": "/a~0b", "value": 1.0}]) == doc
+    assert patch_formats.json_patch(doc, [{"op": "test", "path": "/c~1d", "value": 2}]) == doc
+    assert patch_formats.json_patch(doc, [{"op": "replace", "path": "", "value": {"x": 1}}]) == {"x": 1}
+    with pytest.raises(patch_formats.PatchError):
+        patch_formats.json_patch(doc, [{"op": "test", "path": "/a~0b", "value": True}])
+    with pytest.raises(patch_formats.PatchError):
+        patch_formats.json_patch(doc, [{"op": "add", "path": "/foo/5", "value": 1}])
+    with pytest.raises(patch_formats.PatchError):
+        patch_formats.json_patch(doc, [{"op": "move", "from": "/foo", "path": "/foo/0"}])
+    with pytest.raises(patch_formats.PatchError):
+        patch_formats.json_patch(doc, [{"op": "add", "path": "/foo/01", "value": 1}])
 
 
 def test_defaulter_rewrites_each_legacy_framework() -> None:

@@ -56,7 +56,7 @@ from kserve_nb.local.apiserver.requests import (
 )
 from kserve_nb.local.apiserver.selectors import Selection, parse_field_selector, parse_label_selector
 from kserve_nb.local.apiserver.watch import OpenWatches, WatchStream
-from kserve_nb.local.patching import (
+from kserve_nb.local.patch_formats import (
     PatchError,
     applied_fields,
     apply_merge,

@@ -1,11 +1,15 @@
-"""JSON patch formats the local API server accepts, as pure functions.
+"""The patch formats the local API server accepts beyond a merge patch, as pure functions.
 
-- :func:`merge_patch` — RFC 7386 JSON merge patch (``application/merge-patch+json``).
 - :func:`json_patch` — RFC 6902 JSON patch (``application/json-patch+json``): add, remove, replace,
   move, copy, test, with RFC 6901 pointers.
 - :func:`strategic_merge_patch` — the subset of Kubernetes' strategic merge patch that the core
   types we serve (ConfigMap, Namespace) need: a merge patch that understands and drops the
   ``$patch`` / ``$retainKeys`` / ``$setElementOrder`` / ``$deleteFromPrimitiveList`` directives.
+- server-side apply (``application/apply-patch+yaml``): the fields an apply configuration owns
+  (:func:`applied_fields`, ``managedFields``' ``FieldsV1`` form) and :func:`apply_merge`.
+
+The RFC 7386 merge patch (``application/merge-patch+json``) is :func:`kserve_nb.patches.merge_patch`,
+the one the client's release steps build and dry-run too.
 
 Error texts follow the Go libraries behind a real API server (evanphx/json-patch), so that a client
 sees the same message it would see from Kubernetes.
@@ -17,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from kserve_nb.patches import clone, merge_patch  # noqa: F401 - re-exported for the API server
+from kserve_nb.patches import clone
 
 #: The API server's limits on a JSON patch: operations per patch, and bytes all ``copy``
 #: operations of one patch may add.
@@ -34,9 +38,6 @@ class PatchError(ValueError):
         self.path = ""  # the JSON pointer of the failing operation, when known
         # True: the patch itself is malformed (400); False: it does not apply to the object (422).
         self.bad_request = bad_request
-
-
-# --------------------------------------------------------------------------- merge patch
 
 
 # ----------------------------------------------------------------- strategic merge patch
