@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kserve_nb.local import discovery
+from kserve_nb.local import api_discovery as discovery
 from kserve_nb.local.apiserver.failures import bad_request
 from kserve_nb.local.store import ResourceType
 

@@ -10,7 +10,8 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from kserve_nb.local import discovery, openapi, tables, validation
+from kserve_nb.local import api_discovery as discovery
+from kserve_nb.local import openapi, tables, validation
 from kserve_nb.local.admission import (
     AdmissionDenied,
     FieldError,

@@ -1,8 +1,9 @@
-"""The discovery documents of the local API server.
+"""The Kubernetes API discovery documents of the local API server.
 
 :func:`resource_list` and :func:`api_group` are the legacy ``APIResourceList`` / ``APIGroup``
 bodies; :func:`aggregated_discovery` is the aggregated ``apidiscovery.k8s.io/v2`` list kubectl 1.32
 asks for first. :data:`BY_GROUP_VERSION` maps a URL's group and version to its resources.
+(Finding Prometheus is another discovery: :mod:`kserve_nb.metrics.discovery`.)
 """
 
 from __future__ import annotations
