@@ -664,19 +664,16 @@ class Service:
         ``y`` labels, ``rate`` req/s and ``concurrency``), ``dry_run`` (the plan, the first patch and
         the resolved queries; nothing applied), ``cancel`` (an Event that stops supervising).
 
+        In Standard mode the candidate is a new ``spec.canary[]`` entry (the next free ``vN``): the
+        steps set its ``trafficPercent``, the gates compare its side with the ``stable`` side (each
+        side all the pods of its Deployment), a failed gate removes it, 100 promotes it.
+
         The plan and its progress live in the cluster (ConfigMap ``NAME-kserve-nb-rollout``): running
         the same rollout again resumes it; if this process dies the service holds at its step.
         Returns a :class:`~kserve_nb.rollout.RolloutResult` (or a preview for ``dry_run``).
         """
         from kserve_nb.rollout.api import rollout
 
-        if standard.is_standard(self.get()):
-            # The gates judge Knative's per-revision metrics (revision_name); a Standard-mode service
-            # has no revisions to label them with.
-            raise errors.ValidationError(
-                f"{self.name} runs in Standard mode; progressive rollouts judge Knative's per-revision metrics, "
-                f"so step it by hand there: %kserve canary, traffic, compare, then promote or rollback"
-            )
         return rollout(self, storage_uri, dry_run=dry_run, **options)
 
     def rollout_state(self) -> RolloutState | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +189,11 @@ class ClientSource:
                     self._count(r.revision, r.status_code, r.latency_ms, r.correct)
             return sorted(k for k in self._counts if k != UNATTRIBUTED)
 
+    def for_sides(self, sides: Mapping[str, str]) -> SideClientSource:
+        """A view of these counters per Standard-mode side: ``sides`` maps each side's name
+        (``stable``, ``v2``…) to its Deployment; see :class:`SideClientSource`."""
+        return SideClientSource(self, sides)
+
     def __repr__(self) -> str:
         return f"<ClientSource {self._describe()}>"
 
@@ -225,6 +230,63 @@ class ClientSource:
                 math.nan if _missing(lat) else float(lat),
                 None if _missing(ok) else bool(ok),
             )
+
+
+def deployment_of(answered_by: str) -> str:
+    """The Deployment of a Standard-mode answer's ``x-kserve-revision`` value: the local ingress
+    names the pod template that answered, ``{deployment}-{pod-template-hash}``."""
+    return answered_by.rsplit("-", 1)[0]
+
+
+class SideClientSource:
+    """:class:`ClientSource`'s counters per Standard-mode side (``stable``, a canary's name).
+
+    A Standard-mode answer names the pod template that served it (``{deployment}-{hash}``, see
+    :func:`deployment_of`); every template of a side's Deployment (old and new during a rolling
+    update) counts for that side. Answers no side claims stay under their own names.
+    """
+
+    name = "client"
+
+    def __init__(self, base: ClientSource, sides: Mapping[str, str]) -> None:
+        if not sides:
+            raise ValidationError("for_sides needs at least one side: {side name: Deployment}")
+        self.base = base
+        self.sides = {str(k): str(v) for k, v in sides.items()}
+
+    def __repr__(self) -> str:
+        return f"<SideClientSource {', '.join(self.sides)} of {self.base!r}>"
+
+    def snapshot(self, namespace: str, service: str, revisions: Sequence[str]) -> dict[str, RevisionSample]:
+        """Cumulative counters of each named side (all zero for one never seen), plus
+        :data:`UNATTRIBUTED` when some requests had no answer to charge."""
+        seen = self.base.revisions()
+        raw = self.base.snapshot(namespace, service, seen)
+        out: dict[str, RevisionSample] = {}
+        for side in revisions:
+            deployment = self.sides.get(side, side)
+            parts = [raw[k] for k in seen if k == deployment or deployment_of(k) == deployment]
+            out[side] = _merged(side, parts, raw)
+        if UNATTRIBUTED in raw:
+            out[UNATTRIBUTED] = raw[UNATTRIBUTED]
+        return out
+
+
+def _merged(name: str, parts: Sequence[RevisionSample], raw: Mapping[str, RevisionSample]) -> RevisionSample:
+    queries = next(iter(raw.values())).queries if raw else {}
+    if not parts:
+        return RevisionSample(name, source="client", queries=queries)
+    codes: dict[str, int] = {}
+    latency = parts[0].latency
+    for p in parts[1:]:
+        latency = latency + p.latency
+    for p in parts:
+        for k, v in p.codes.items():
+            codes[k] = codes.get(k, 0) + v
+    return RevisionSample(
+        name, sum(p.requests for p in parts), sum(p.errors for p in parts), latency,
+        sum(p.labelled for p in parts), sum(p.correct for p in parts), codes, "client", queries,
+    )
 
 
 def _missing(v: Any) -> bool:

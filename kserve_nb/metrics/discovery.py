@@ -36,10 +36,13 @@ HOW_TO = (
 def local_source(state_dir: Any) -> PrometheusSource:
     """The local cluster's Prometheus (started now if it is not running)."""
     from kserve_nb.local import manager
-    from kserve_nb.metrics.prometheus import PrometheusSource
+    from kserve_nb.metrics.prometheus import STANDARD_LOCAL, PrometheusSource
 
     running = manager.ensure_prometheus(state_dir)
-    source = PrometheusSource(running.url, auth=running.auth, rate_window=LOCAL_RATE_WINDOW)
+    # Standard-mode sides are read from the ingress's per-target counters (no model-server scrape).
+    source = PrometheusSource(
+        running.url, auth=running.auth, rate_window=LOCAL_RATE_WINDOW, standard_queries=STANDARD_LOCAL
+    )
     source.name = f"prometheus {running.url} (local)"
     return source
 

@@ -16,6 +16,15 @@ queue-proxy metrics, which every KServe Serverless revision exports:
 ``namespace_name``, ``configuration_name`` (``{isvc}-predictor``), ``revision_name``,
 ``response_code``. :data:`KSERVE_MODEL_SERVER` reads the model server's own
 ``request_predict_seconds`` histogram instead (no status codes there, so no error counts).
+
+Standard (RawDeployment) mode has no revisions and no queue-proxy: its unit is the *side* — the
+stable predictor or one ``spec.canary[]`` entry, each its own Deployment. :meth:`PrometheusSource.for_sides`
+gives a source that answers per side (``stable``, ``v2``…): its ``standard_queries`` aggregate by a
+``deployment`` label, derived in PromQL from a pod-like name (``label_replace``), and the source
+translates side names to Deployments and back. :data:`KSERVE_STANDARD` (the default on a real
+cluster) reads the model server's ``request_predict_seconds`` per pod, :data:`ISTIO_STANDARD` a
+mesh's ``istio_requests_total`` per workload (with status codes), :data:`STANDARD_LOCAL` the local
+ingress's counters per target ``{deployment}-{pod-template-hash}``.
 """
 
 from __future__ import annotations
@@ -77,6 +86,11 @@ class PromQueries:
     code_label: str | None = "response_code"
     latency_unit_ms: float = 1.0
 
+    @property
+    def counts_errors(self) -> bool:
+        """Whether these metrics tell failed requests apart (they carry a status code)."""
+        return self.code_label is not None
+
     def resolve(self, quantity: str, **values: Any) -> str:
         """The PromQL of ``quantity`` (a field name) with the placeholders filled in."""
         text = str(getattr(self, quantity))
@@ -122,6 +136,89 @@ KSERVE_MODEL_SERVER = PromQueries(
     latency_unit_ms=1000.0,
 )
 
+# Standard mode: a side's Deployment from the name of what served it. The local ingress labels a
+# request with its target ``{deployment}-{pod-template-hash}`` (the hash in Kubernetes' name
+# alphabet, which has no 0, 1 or vowels, so a Knative revision's ``-00001`` never matches); a real
+# pod is ``{deployment}-{pod-template-hash}-{suffix}``.
+_HASH = "[bcdfghjklmnpqrstvwxz2456789]+"
+_LOCAL_SEL = 'namespace_name="{namespace}",revision_name=~"({revisions})-' + _HASH + '"'
+
+
+def _local_dep(expr: str) -> str:
+    return 'label_replace(' + expr + ', "deployment", "$1", "revision_name", "(.+)-' + _HASH + '")'
+
+
+_LOCAL_RATE = "sum by (deployment) (" + _local_dep("rate(revision_app_request_count{" + _LOCAL_SEL + "}[{window}])") + ")"
+_LOCAL_RATE_5XX = (
+    "sum by (deployment) ("
+    + _local_dep("rate(revision_app_request_count{" + _LOCAL_SEL + ',response_code_class="5xx"}[{window}])')
+    + ")"
+)
+#: Standard mode on the local cluster: its ingress counts every request per target (the process
+#: serving one pod template of a Deployment) under Knative's metric names; these aggregate them by
+#: Deployment, so each side's numbers are all of its pods' requests, with status codes.
+STANDARD_LOCAL = PromQueries(
+    name="standard-local-ingress",
+    requests="sum by (deployment, response_code) (" + _local_dep("revision_app_request_count{" + _LOCAL_SEL + "}") + ")",
+    latency_buckets=(
+        "sum by (deployment, le) (" + _local_dep("revision_app_request_latencies_bucket{" + _LOCAL_SEL + "}") + ")"
+    ),
+    rps=_LOCAL_RATE,
+    error_rate=f"({_LOCAL_RATE_5XX} or 0 * {_LOCAL_RATE}) / {_LOCAL_RATE}",
+    quantile=(
+        "histogram_quantile({q}, sum by (deployment, le) ("
+        + _local_dep("rate(revision_app_request_latencies_bucket{" + _LOCAL_SEL + "}[{window}])") + "))"
+    ),
+    revision_label="deployment",
+)
+
+_POD_SEL = 'namespace="{namespace}",pod=~"({revisions})-[a-z0-9]+-[a-z0-9]+"'
+
+
+def _pod_dep(expr: str) -> str:
+    return 'label_replace(' + expr + ', "deployment", "$1", "pod", "(.+)-[a-z0-9]+-[a-z0-9]+")'
+
+
+#: Standard mode on a real cluster: the KServe model server's own ``request_predict_seconds``
+#: histogram (seconds, labelled ``model_name``), scraped from each predictor pod with its
+#: ``namespace`` and ``pod`` labels (the usual kubernetes-pods job or a PodMonitor; KServe annotates
+#: the pods ``prometheus.io/scrape`` when ``serving.kserve.io/enable-prometheus-scraping`` is on) and
+#: summed by Deployment, the pod name without its ``-{pod-template-hash}-{suffix}``. It has no status
+#: codes: request counts and latency only, the error rate is unknown (an error gate needs another
+#: source, e.g. :data:`ISTIO_STANDARD` or the rollout's own test traffic).
+KSERVE_STANDARD = PromQueries(
+    name="kserve-model-server-standard",
+    requests="sum by (deployment) (" + _pod_dep("request_predict_seconds_count{" + _POD_SEL + "}") + ")",
+    latency_buckets="sum by (deployment, le) (" + _pod_dep("request_predict_seconds_bucket{" + _POD_SEL + "}") + ")",
+    rps="sum by (deployment) (" + _pod_dep("rate(request_predict_seconds_count{" + _POD_SEL + "}[{window}])") + ")",
+    error_rate="",
+    quantile=(
+        "1000 * histogram_quantile({q}, sum by (deployment, le) ("
+        + _pod_dep("rate(request_predict_seconds_bucket{" + _POD_SEL + "}[{window}])") + "))"
+    ),
+    revision_label="deployment",
+    code_label=None,
+    latency_unit_ms=1000.0,
+)
+
+_ISEL = 'reporter="destination",destination_workload_namespace="{namespace}",destination_workload=~"{revisions}"'
+_IRATE = "sum by (destination_workload) (rate(istio_requests_total{" + _ISEL + "}[{window}]))"
+_IRATE_5XX = "sum by (destination_workload) (rate(istio_requests_total{" + _ISEL + ',response_code=~"5.."}[{window}]))'
+#: Standard mode behind an Istio mesh (sidecars or waypoints): Istio's standard request metrics by
+#: destination workload, which for a KServe predictor pod is its Deployment; with status codes.
+ISTIO_STANDARD = PromQueries(
+    name="istio-standard",
+    requests="sum by (destination_workload, response_code) (istio_requests_total{" + _ISEL + "})",
+    latency_buckets="sum by (destination_workload, le) (istio_request_duration_milliseconds_bucket{" + _ISEL + "})",
+    rps=_IRATE,
+    error_rate=f"({_IRATE_5XX} or 0 * {_IRATE}) / {_IRATE}",
+    quantile=(
+        "histogram_quantile({q}, sum by (destination_workload, le) "
+        "(rate(istio_request_duration_milliseconds_bucket{" + _ISEL + "}[{window}])))"
+    ),
+    revision_label="destination_workload",
+)
+
 #: Columns of :meth:`PrometheusSource.range_frame`.
 RANGE_COLUMNS = ["time", "revision", "rps", "error_rate", "p50_ms", "p95_ms"]
 
@@ -156,6 +253,9 @@ class PrometheusSource:
         scrape intervals of the Prometheus behind it; the local one scrapes every second).
     timeout:
         Seconds one query may take.
+    standard_queries:
+        The templates :meth:`for_sides` reads Standard-mode sides with (:data:`KSERVE_STANDARD` by
+        default; the local cluster's source uses :data:`STANDARD_LOCAL`).
     """
 
     def __init__(
@@ -169,6 +269,7 @@ class PrometheusSource:
         cert: Any = None,
         rate_window: float = 60.0,
         timeout: float = 10.0,
+        standard_queries: PromQueries | None = None,
     ) -> None:
         if not isinstance(url, str) or not re.match(r"^https?://[^/]", url):
             raise errors.ConfigError(f"a Prometheus URL must start with http:// or https://, got {url!r}")
@@ -181,6 +282,9 @@ class PrometheusSource:
         self._cert = cert
         self._timeout = timeout
         self._client: httpx.Client | None = None
+        self.standard_queries = standard_queries or KSERVE_STANDARD
+        #: Standard mode (:meth:`for_sides`): side name → its Deployment; empty: names are revisions.
+        self.sides: dict[str, str] = {}
         #: Short name shown with every verdict.
         self.name = f"prometheus {_display(self.url)}"
 
@@ -192,8 +296,21 @@ class PrometheusSource:
         other = PrometheusSource(
             self.url, queries=queries, headers=self._headers, auth=self._auth, verify=self._verify,
             cert=self._cert, rate_window=self.rate_window, timeout=self._timeout,
+            standard_queries=self.standard_queries,
         )
         other.name = self.name
+        other.sides = dict(self.sides)
+        return other
+
+    def for_sides(self, sides: Mapping[str, str]) -> PrometheusSource:
+        """The same Prometheus answering per Standard-mode side: ``sides`` maps each side's name
+        (``stable``, ``v2``…) to its Deployment (``ServiceStatus.sides``). The names given to
+        :meth:`snapshot`, :meth:`range_frame` and :meth:`explain` are then side names, and so are the
+        names in their answers (a Deployment no side names keeps its own name)."""
+        if not sides:
+            raise errors.ValidationError("for_sides needs at least one side: {side name: Deployment}")
+        other = self.with_queries(self.standard_queries)
+        other.sides = {str(k): str(v) for k, v in sides.items()}
         return other
 
     def close(self) -> None:
@@ -262,7 +379,16 @@ class PrometheusSource:
     # ------------------------------------------------------------------ MetricSource
 
     def _values(self, namespace: str, service: str, revisions: Sequence[str] | None, **extra: Any) -> dict[str, Any]:
+        if self.sides:  # side names → their Deployments (every side when none is named)
+            revisions = [self.sides.get(n, n) for n in (revisions or list(self.sides))]
         return {"namespace": namespace, "service": service, "revisions": _alternation(revisions), **extra}
+
+    def _name(self, labels: Mapping[str, Any]) -> str | None:
+        """The revision (or side) a result row is about, from its labels."""
+        value = labels.get(self.queries.revision_label)
+        if value is None or not self.sides:
+            return None if value is None else str(value)
+        return next((side for side, dep in self.sides.items() if dep == value), str(value))
 
     def snapshot(self, namespace: str, service: str, revisions: Sequence[str]) -> dict[str, RevisionSample]:
         """Cumulative counters of each of ``revisions`` now (all zero for a revision never seen)."""
@@ -273,7 +399,7 @@ class PrometheusSource:
         codes: dict[str, dict[str, int]] = {}
         for row in self.query(requests_q):
             labels = row.get("metric") or {}
-            rev = labels.get(q.revision_label)
+            rev = self._name(labels)
             if rev is None:
                 continue
             code = str(labels.get(q.code_label, "")) if q.code_label else "all"
@@ -283,7 +409,7 @@ class PrometheusSource:
         buckets: dict[str, dict[float, int]] = {}
         for row in self.query(latency_q):
             labels = row.get("metric") or {}
-            rev, le = labels.get(q.revision_label), labels.get("le")
+            rev, le = self._name(labels), labels.get("le")
             if rev is None or le is None:
                 continue
             bound = math.inf if le == "+Inf" else round(float(le) * q.latency_unit_ms, 6)
@@ -321,9 +447,10 @@ class PrometheusSource:
         """Per-revision rates between ``start`` and ``end`` (Unix seconds), one row per ``step``.
 
         Columns ``time`` (UTC timestamps), ``revision``, ``rps``, ``error_rate``, ``p50_ms``,
-        ``p95_ms`` (NaN where a quantity has no value, e.g. no traffic). Every revision of the
-        service unless ``revisions`` names some. Rates are over the larger of ``step`` and the
-        source's ``rate_window``.
+        ``p95_ms`` (NaN where a quantity has no value, e.g. no traffic, or no status codes for the
+        error rate). Every revision of the service unless ``revisions`` names some; per side
+        (``revision`` holds the side's name) for a source made by :meth:`for_sides`. Rates are over
+        the larger of ``step`` and the source's ``rate_window``.
         """
         import pandas as pd
 
@@ -337,15 +464,17 @@ class PrometheusSource:
             ("p50_ms", "quantile", {"q": "0.5"}),
             ("p95_ms", "quantile", {"q": "0.95"}),
         ):
-            promql = self.queries.resolve(quantity, **values, **extra)
             series: dict[tuple[float, str], float] = {}
+            columns[column] = series
+            if not getattr(self.queries, quantity):
+                continue  # not in these metrics (an error rate without status codes): NaN
+            promql = self.queries.resolve(quantity, **values, **extra)
             for row in self.query_range(promql, start, end, step):
-                rev = (row.get("metric") or {}).get(self.queries.revision_label)
+                rev = self._name(row.get("metric") or {})
                 if rev is None:
                     continue
                 for ts, raw in row.get("values") or []:
                     series[(float(ts), rev)] = _float(raw)
-            columns[column] = series
         keys = sorted(set().union(*(c.keys() for c in columns.values())))
         frame = pd.DataFrame(
             {
@@ -367,10 +496,12 @@ class PrometheusSource:
                 f"unknown quantity {quantity!r}: use requests, latency_buckets, rps, error_rate or quantile"
             )
         values = self._values(namespace, service, revisions, window=_duration(self.rate_window), **extra)
+        if not getattr(self.queries, quantity):
+            return Reading(quantity, f"(not in {self.queries.name}: its metrics carry no status codes)", {})
         promql = self.queries.resolve(quantity, **values)
         out: dict[str, float] = {}
         for row in self.query(promql):
-            rev = (row.get("metric") or {}).get(self.queries.revision_label)
+            rev = self._name(row.get("metric") or {})
             if rev is not None:
                 out[rev] = out.get(rev, 0.0) + _float((row.get("value") or [0, "NaN"])[1])
         return Reading(quantity, promql, out)

@@ -76,6 +76,31 @@ class WithLabels:
             out[rev] = replace(base, labelled=lab.labelled, correct=lab.correct) if lab is not None else base
         return out
 
+    def for_sides(self, sides: Mapping[str, str]) -> WithLabels:
+        """Both sources read per Standard-mode side (see ``PrometheusSource.for_sides``)."""
+        return WithLabels(_for_sides(self.counters, sides), _for_sides(self.labels, sides))
+
+
+def _for_sides(source: MetricSource, sides: Mapping[str, str]) -> MetricSource:
+    for_sides = getattr(source, "for_sides", None)
+    return for_sides(sides) if callable(for_sides) else source
+
+
+def check_source_counts_errors(plan: RolloutPlan, source: MetricSource, standard: bool) -> None:
+    """Refuse an error gate its source cannot judge: metrics without status codes (the KServe model
+    server's ``request_predict_seconds``) count requests, not failures, and would always read 0."""
+    counters = getattr(source, "counters", source)
+    queries = getattr(counters, "standard_queries" if standard else "queries", None)
+    if queries is None or getattr(queries, "counts_errors", True):
+        return
+    bad = [g.text for g in plan.gates if g.metric in ("error_rate", "success_rate")]
+    if bad:
+        raise errors.ValidationError(
+            f"gate {bad[0]!r} needs status codes, which {queries.name}'s metrics do not carry; judge errors on "
+            "the test traffic (metrics='client' with load=ROWS), use metrics with status codes "
+            "(session.metrics().with_queries(…), e.g. ISTIO_STANDARD in Standard mode), or drop the gate"
+        )
+
 
 def resolve_source(service: Service, metrics: Any, load_run: Any = None, labelled: bool = False) -> MetricSource:
     """The metric source for ``metrics``: a MetricSource as it is, ``"prometheus"`` (the session's;
@@ -164,6 +189,7 @@ def rollout(
         load_run = service.generate_load(load, y=y, rate=rate, concurrency=concurrency, duration=bound)
     try:
         source = resolve_source(service, metrics, load_run, labelled=y is not None)
+        check_source_counts_errors(plan, source, standard=service.status().standard)
         return Supervisor(
             service, plan, source, cancel=cancel, display=display, on_update=on_update,
             lease=None if lease is None else parse_duration(lease, "lease"),
@@ -174,15 +200,32 @@ def rollout(
 
 
 def _preview(service: Service, plan: RolloutPlan, metrics: Any, load: Any) -> RolloutPreview:
+    from kserve_nb import semantics_standard as std
+    from kserve_nb import standard
+
     first = plan.steps[0]
-    step = service.canary(plan.storage_uri, int(first), tag_routing=plan.tag_routing, dry_run=True)
     st = service.status()
+    sides: dict[str, str] = {}
+    if st.standard:
+        # The canary the rollout will add, and the sides its gates will compare.
+        cname = standard.next_canary_name(st.raw)
+        step = service.canary(plan.storage_uri, int(first), name=cname, tag_routing=plan.tag_routing, dry_run=True)
+        if st.stable is not None:
+            sides = {"stable": st.stable.deployment, cname: std.predictor_service_name(service.name, cname)}
+    else:
+        step = service.canary(plan.storage_uri, int(first), tag_routing=plan.tag_routing, dry_run=True)
     queries: dict[str, str] = {}
     source_name = "client (the rollout's own test traffic)"
     if metrics != "client" and not (metrics is None and load is not None and not _has_prometheus(service)):
         source = resolve_source(service, metrics)
+        check_source_counts_errors(plan, source, standard=st.standard)
         source_name = source.name
-        revisions = [r for r in (getattr(step, "new_revision", None), st.latest_rolledout_revision) if r]
+        if sides:
+            source = _for_sides(source, sides)
+            source_name += " per side: " + ", ".join(f"{k} = Deployment {v}" for k, v in sides.items())
+            revisions = list(sides)
+        else:
+            revisions = [r for r in (getattr(step, "new_revision", None), st.latest_rolledout_revision) if r]
         for sample in source.snapshot(service.namespace, service.name, revisions).values():
             queries.update(sample.queries)
             break

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from kserve_nb import errors
+from kserve_nb import semantics_standard as std
 from kserve_nb.history import DONE, FAILED, new_entry
 from kserve_nb.metrics.sample import MetricSource, RevisionSample, describe
 from kserve_nb.progress import in_kernel
@@ -42,6 +43,8 @@ from kserve_nb.rollout.state import (
     sample_to_dict,
     supervisor_id,
 )
+
+from kserve_nb.status import STABLE
 
 if TYPE_CHECKING:  # pragma: no cover
     from kserve_nb.service import Service
@@ -112,6 +115,8 @@ class RolloutResult:
             "service": self.service, "namespace": self.namespace, "plan": self.plan.to_dict(),
             "phase": self.phase, "reason": self.reason, "candidate": self.state.candidate,
             "baseline": self.state.baseline, "source": self.state.source,
+            # Standard mode: the compared sides (candidate/baseline are side names) and their Deployments.
+            "mode": "Standard" if self.state.standard else "Knative", "sides": dict(self.state.sides),
             "timeline": [dict(e) for e in self.state.timeline],
             "gates": [_evidence_dict(e) for e in self.evidence],
             "samples": {k: describe(v) for k, v in (self.samples or {}).items()},
@@ -231,6 +236,8 @@ class Supervisor:
     ) -> None:
         self.svc = service
         self.plan = plan
+        #: The source as given; ``source`` is it read per side once a Standard-mode rollout knows them.
+        self.base_source = source
         self.source = source
         self.cancel = cancel or threading.Event()
         self.store = StateStore(service.session.cluster, service.name, service.namespace)
@@ -268,6 +275,8 @@ class Supervisor:
         if existing is not None and existing.live:
             return self._resume(existing)
         st = self.svc.status()
+        if st.standard:
+            return self._start_standard(st)
         if not st.ready or not st.latest_rolledout_revision:
             raise errors.ValidationError(
                 f"{self.svc.name} is not ready (READY {st.ready_status}); a rollout starts from a ready service — "
@@ -300,7 +309,7 @@ class Supervisor:
             )
         except errors.RolloutError as err:
             # The candidate never became ready: it got no traffic; pin the baseline and stop.
-            self._rollback_quietly()
+            self._rollback_quietly(state)
             return self._finish(state, "Failed", f"the candidate did not start: {err}")
         candidate = getattr(release, "new_revision", None) or self.svc.status().latest_ready_revision
         origin = self._snapshot([candidate, state.baseline])
@@ -309,6 +318,60 @@ class Supervisor:
             step_started=time.time(),
         )
         return self._save(state.event("step", f"{first}% of the traffic to {candidate}"))
+
+    def _use_sides(self, sides: Mapping[str, str]) -> None:
+        """Read the metric source per side from now on (a source without ``for_sides`` is
+        asked with the side names as they are)."""
+        for_sides = getattr(self.base_source, "for_sides", None)
+        self.source = for_sides(dict(sides)) if callable(for_sides) else self.base_source
+
+    def _start_standard(self, st: ServiceStatus) -> RolloutState:
+        """A new Standard-mode rollout: the candidate is a new ``spec.canary[]`` entry, judged as
+        its side against the ``stable`` side, each side being all the pods of its Deployment."""
+        from kserve_nb import standard
+
+        stable = st.stable
+        if stable is None or not stable.ready:
+            raise errors.ValidationError(
+                f"{self.svc.name}'s stable predictor is not ready; a rollout starts from a ready service — "
+                "wait until it is ready"
+            )
+        moving = [c for c in st.canaries if c.percent > 0]
+        if moving:
+            raise errors.ValidationError(
+                f"{self.svc.name} already has a canary in flight ({moving[-1].name}: {moving[-1].percent}%); "
+                "promote or roll it back first"
+            )
+        if stable.storage_uri == self.plan.storage_uri:
+            raise errors.ValidationError(
+                f"{self.svc.name} already serves {self.plan.storage_uri}; a rollout needs a new model"
+            )
+        if self.plan.tag_routing:
+            raise errors.ValidationError(
+                "tag routing (latest-/prev- URLs) exists only in Knative mode; a Standard-mode rollout "
+                "needs none (each side answers on its own host): drop tag_routing / --tag-routing"
+            )
+        cname = standard.next_canary_name(st.raw)
+        sides = {STABLE: stable.deployment, cname: std.predictor_service_name(self.svc.name, cname)}
+        self._use_sides(sides)
+        now = time.time()
+        state = RolloutState(
+            self.svc.name, self.svc.namespace, self.plan, phase="Progressing", step=0, candidate=cname,
+            baseline=STABLE, source=self.source.name, started=now, step_started=now, heartbeat=now,
+            lease=self.lease, supervisor=supervisor_id(), sides=sides,
+        )
+        state = self.store.start(state.event("start", self.plan.describe()))
+        self._record("rollout", f"started: {self.plan.describe()}")
+        first = self.plan.steps[0]
+        assert isinstance(first, int)
+        try:
+            self.svc.canary(self.plan.storage_uri, first, name=cname, cancel=self.cancel)
+        except errors.RolloutError as err:
+            self._rollback_quietly(state)
+            return self._finish(state, "Failed", f"the candidate did not start: {err}")
+        origin = self._snapshot([cname, STABLE])
+        state = replace(state, origin={k: sample_to_dict(v) for k, v in origin.items()}, step_started=time.time())
+        return self._save(state.event("step", f"{first}% of the traffic to {_who(state)}"))
 
     def _resume(self, existing: RolloutState) -> RolloutState:
         me = supervisor_id()
@@ -323,11 +386,11 @@ class Supervisor:
                 f"(heartbeat {time.time() - existing.heartbeat:.0f}s ago); wait for it, or --abort"
             )
         st = self.svc.status()
-        if st.storage_uri != existing.plan.storage_uri:
-            return self._finish(
-                existing, "Failed",
-                f"the service's model was changed to {st.storage_uri} outside the rollout; traffic left as it is",
-            )
+        changed = self._changed_outside(existing, st)
+        if changed:
+            return self._finish(existing, "Failed", changed)
+        if existing.standard:
+            self._use_sides(existing.sides)
         origin = dict(existing.origin)
         note = f"resumed by {me} at step {existing.step + 1} (the step's bake starts again)"
         if existing.source != self.source.name or not origin:
@@ -356,13 +419,12 @@ class Supervisor:
             if state.abort_requested:
                 return self._roll_back(state, "Aborted", f"aborted by {state.abort_requested}")
             st = self.svc.status()
-            if st.storage_uri != self.plan.storage_uri:
-                return self._finish(
-                    state, "Failed",
-                    f"the service's model was changed to {st.storage_uri} outside the rollout; traffic left as it is",
-                )
-            if st.failure and st.latest_created_revision == state.candidate:
-                return self._roll_back(state, "RolledBack", f"the candidate {state.candidate} failed: {st.failure}")
+            changed = self._changed_outside(state, st)
+            if changed:
+                return self._finish(state, "Failed", changed)
+            failure = self._candidate_failure(state, st)
+            if failure:
+                return self._roll_back(state, "RolledBack", f"the candidate {state.candidate} failed: {failure}")
             try:
                 now_samples = self._snapshot([state.candidate, state.baseline])
                 metrics_down_since = None
@@ -394,6 +456,33 @@ class Supervisor:
             if state.live:
                 self._sleep()
         return state
+
+    def _changed_outside(self, state: RolloutState, st: ServiceStatus) -> str | None:
+        """Why the service no longer runs this rollout's release (someone else changed it), or None."""
+        if not state.standard:
+            if st.storage_uri != state.plan.storage_uri:
+                return f"the service's model was changed to {st.storage_uri} outside the rollout; traffic left as it is"
+            return None
+        side = st.side(state.candidate or "")
+        if side is None or side.role == STABLE:
+            return f"canary {state.candidate} was removed or promoted outside the rollout; traffic left as it is"
+        if side.storage_uri != state.plan.storage_uri:
+            return (
+                f"canary {state.candidate}'s model was changed to {side.storage_uri} outside the rollout; "
+                "traffic left as it is"
+            )
+        return None
+
+    def _candidate_failure(self, state: RolloutState, st: ServiceStatus) -> str | None:
+        """The candidate's failure (a revision that failed; a canary Deployment that gave up)."""
+        if not state.standard:
+            return st.failure if st.failure and st.latest_created_revision == state.candidate else None
+        side = st.side(state.candidate or "")
+        if side is None or side.ready:
+            return None
+        from kserve_nb import standard
+
+        return standard.deployment_failure(self.svc.session.cluster, side.deployment, self.svc.namespace)
 
     def _maybe_advance(self, state: RolloutState, st: ServiceStatus, step_requests: int) -> RolloutState:
         step = state.current_step
@@ -437,26 +526,27 @@ class Supervisor:
             self._record("rollout", f"paused at step {nxt + 1} for approval")
             return self._save(state)
         assert isinstance(entry, int)
+        which = _which(state)
         if entry == 100:
-            state = self._save(state.event("promote", f"promoting {state.candidate}"))
-            self.svc.promote(cancel=self.cancel)
-            return self._finish(state, "Succeeded", f"{state.candidate} promoted after {nxt} step(s)")
-        self.svc.set_traffic(entry, cancel=self.cancel)
+            state = self._save(state.event("promote", f"promoting {_who(state)}"))
+            self.svc.promote(cancel=self.cancel, **which)
+            return self._finish(state, "Succeeded", f"{_who(state)} promoted after {nxt} step(s)")
+        self.svc.set_traffic(entry, cancel=self.cancel, **which)
         state = replace(state, step_started=time.time())
-        self._record("rollout", f"step {nxt + 1}: {entry}% to {state.candidate}")
-        return self._save(state.event("step", f"{entry}% of the traffic to {state.candidate}"))
+        self._record("rollout", f"step {nxt + 1}: {entry}% to {_who(state)}")
+        return self._save(state.event("step", f"{entry}% of the traffic to {_who(state)}"))
 
     # ------------------------------------------------------------------ endings
 
     def _roll_back(self, state: RolloutState, phase: str, reason: str) -> RolloutState:
         # The intent first (a supervisor dying mid-rollback leaves it visible), then the outcome.
         state = self._save(state.event("rollback", reason))
-        self._rollback_quietly()
-        return self._finish(state, phase, reason, f"all traffic back on {state.baseline}")
+        self._rollback_quietly(state)
+        return self._finish(state, phase, reason, f"all traffic back on {_who(state, state.baseline)}")
 
-    def _rollback_quietly(self) -> None:
+    def _rollback_quietly(self, state: RolloutState) -> None:
         try:
-            self.svc.rollback(cancel=None)
+            self.svc.rollback(cancel=None, **_which(state))
         except errors.ValidationError:
             pass  # nothing to roll back to (the candidate never got traffic)
 
@@ -511,6 +601,22 @@ class Supervisor:
                                    storageUri=self.plan.storage_uri, error=error))
 
 
+def _which(state: RolloutState) -> dict[str, Any]:
+    """The release-step argument naming the candidate: its canary in Standard mode (other canaries
+    are left alone), nothing in Knative mode (the revision in flight is the candidate)."""
+    return {"canary": state.candidate} if state.standard else {}
+
+
+def _who(state: RolloutState, name: str | None = None) -> str:
+    """A compared revision, or a side with its Deployment (``canary v2 (Deployment …)``)."""
+    name = state.candidate if name is None else name
+    if not state.standard or name is None:
+        return name or "the candidate"
+    kind = "the stable" if name == STABLE else f"canary {name}"
+    deployment = state.sides.get(name)
+    return f"{kind} (Deployment {deployment})" if deployment else kind
+
+
 # ---------------------------------------------------------------------- person-side operations
 
 
@@ -554,10 +660,10 @@ def abort(service: Service, wait: float = 30.0) -> RolloutState:
             state = store.load() or state
     # Nobody supervises it (or nobody answered): roll back here.
     try:
-        service.rollback()
+        service.rollback(**_which(state))
     except errors.ValidationError:
         pass
     final = replace(state, phase="Aborted", reason=f"aborted by {who}", heartbeat=time.time()).event(
-        "aborted", f"aborted by {who}; traffic back on {state.baseline}"
+        "aborted", f"aborted by {who}; traffic back on {_who(state, state.baseline)}"
     )
     return store.save(final)

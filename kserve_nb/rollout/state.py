@@ -5,7 +5,8 @@ same reason: KServe copies an InferenceService's annotations into the revision t
 written there would itself roll out a revision. Keys:
 
 ``state``
-    The plan, the phase, the current step, the revisions being compared, the counters at the
+    The plan, the phase, the current step, what is compared — two revisions, or in Standard mode two
+    sides (``stable`` and the candidate canary's name, with their Deployments) — the counters at the
     start (so a resumed rollout judges from the same origin), the timeline, and the supervisor's
     heartbeat. Written only by the supervisor (the process running the rollout).
 ``approve-<step>`` / ``abort``
@@ -92,6 +93,14 @@ class RolloutState:
     timeline: tuple[Mapping[str, Any], ...] = ()
     approved: frozenset[int] = frozenset()
     abort_requested: str = ""
+    #: Standard mode: side name → Deployment of the compared sides (``candidate`` and ``baseline``
+    #: are then side names); empty in Knative mode, where they are revisions.
+    sides: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def standard(self) -> bool:
+        """Whether this rollout compares Standard-mode sides (not revisions)."""
+        return bool(self.sides)
 
     @property
     def live(self) -> bool:
@@ -159,6 +168,7 @@ class RolloutState:
             "source": self.source, "origin": dict(self.origin), "started": self.started,
             "stepStarted": self.step_started, "heartbeat": self.heartbeat, "lease": self.lease,
             "supervisor": self.supervisor, "reason": self.reason, "timeline": list(self.timeline),
+            "sides": dict(self.sides),
         }
 
     @classmethod
@@ -183,6 +193,7 @@ class RolloutState:
             lease=float(d.get("lease", DEFAULT_LEASE_SECONDS)), supervisor=str(d.get("supervisor", "")),
             reason=str(d.get("reason", "")), timeline=tuple(d.get("timeline") or ()), approved=approved,
             abort_requested=str(data.get("abort", "")),
+            sides={str(k): str(v) for k, v in (d.get("sides") or {}).items()},
         )
 
 

@@ -4,6 +4,9 @@ One plotly ``FigureWidget`` with a shared time axis and four rows: request rate,
 p50/p95 latency per revision (from a Prometheus range query over the last ``window`` seconds), and
 beneath them the configured traffic weight of each revision (``status…traffic``, sampled at every
 refresh, since Prometheus knows nothing of the split). A one-line status sits above the chart.
+A Standard-mode service (``spec.canary[]``) has sides instead of revisions: the series are per side
+(``stable`` and each canary's name; a source with ``for_sides``, such as ``PrometheusSource``, is
+read per side's Deployment) and the weights are each side's configured percent.
 
 Why a background thread and not the kernel's event loop: the loop is blocked while a cell runs,
 and the moment worth watching is exactly when a cell is sending traffic or moving the split. The
@@ -119,7 +122,10 @@ class RevisionColors:
 
 
 def roles(st: ServiceStatus) -> dict[str, str]:
-    """Revision → ``latest`` / ``prev`` as ``kubectl get isvc`` names them (LATEST and PREV columns)."""
+    """Revision → ``latest`` / ``prev`` as ``kubectl get isvc`` names them (LATEST and PREV columns);
+    Standard mode: canary name → ``canary`` (the stable's name says its role)."""
+    if st.standard:
+        return {c.name: "canary" for c in st.canaries}
     out: dict[str, str] = {}
     if st.latest_revision:
         out[st.latest_revision] = "latest"
@@ -130,7 +136,11 @@ def roles(st: ServiceStatus) -> dict[str, str]:
 
 def colour_side(st: ServiceStatus | None, revision: str) -> str:
     """The side whose colour ``revision`` prefers: ``latest`` (orange) for a canary next to a
-    serving baseline, ``prev`` (blue) for the baseline or a revision serving alone."""
+    serving baseline, ``prev`` (blue) for the baseline or a revision serving alone (Standard mode:
+    the newest canary next to a stable with traffic is orange)."""
+    if st is not None and st.standard:
+        newest, stable = st.newest_canary, st.stable
+        return "latest" if newest is not None and newest.name == revision and stable and stable.percent else "prev"
     if st is None or revision != (st.latest_revision or st.latest_ready_revision):
         return "prev"
     others = {e.revision for e in st.traffic if e.percent > 0} - {revision}
@@ -138,7 +148,10 @@ def colour_side(st: ServiceStatus | None, revision: str) -> str:
 
 
 def split_of(st: ServiceStatus) -> dict[str, int]:
-    """Revision → configured percent (entries for one revision, e.g. a tag entry, added up)."""
+    """Revision → configured percent (entries for one revision, e.g. a tag entry, added up);
+    Standard mode: side → its configured percent."""
+    if st.standard:
+        return {s.name: int(s.percent) for s in st.sides}
     out: dict[str, int] = {}
     for e in st.traffic:
         if e.revision:
@@ -342,6 +355,10 @@ class LiveMetrics(w.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
             if source is None:
                 problems.append(self._source_error or "no Prometheus")
             else:
+                sides = sides_of(status)
+                for_sides = getattr(source, "for_sides", None)
+                if sides and callable(for_sides):
+                    source = for_sides(sides)  # per side: the Deployments the status names now
                 try:
                     frame = source.range_frame(
                         self.service.namespace, self.service.name, now - self.window, now, self.step
@@ -579,6 +596,13 @@ class LiveMetrics(w.VBox):  # type: ignore[misc]  # ipywidgets ships no type inf
     def __repr__(self) -> str:
         state = "running" if self.running else ("closed" if self.closed else "stopped")
         return f"<LiveMetrics {self.service.namespace}/{self.service.name} {state}, {len(self._traces)} revisions>"
+
+
+def sides_of(st: ServiceStatus | None) -> dict[str, str]:
+    """Standard mode: side name → Deployment (empty in Knative mode or without a status)."""
+    if st is None or not st.standard:
+        return {}
+    return {s.name: s.deployment for s in st.sides}
 
 
 def live_tab(panel: Any) -> tuple[str, LiveMetrics]:
