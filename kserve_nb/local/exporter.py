@@ -13,6 +13,11 @@ counts only the requests it forwards to a revision itself, so none is counted tw
 same series, so one PromQL text reads a real and the local cluster alike. Buckets are
 :data:`~kserve_nb.metrics.sample.LATENCY_BUCKETS_MS`, a superset of Knative's.
 
+A Standard-mode (RawDeployment) target is the process serving one pod template of a Deployment, so
+its ``revision_name`` (and ``configuration_name``) is the ReplicaSet-like
+``{deployment}-{pod-template-hash}``: :data:`~kserve_nb.metrics.prometheus.STANDARD_LOCAL` sums
+those by Deployment — a side — with ``label_replace``, as the real-cluster Standard queries sum pods.
+
 This module holds the Python gateway's counters (:class:`RequestMetrics`), the exposition format
 both data planes share (:func:`series_labels`, :data:`LE_LABELS`, the HELP/TYPE text) and a tiny
 loopback HTTP endpoint that serves them behind a bearer token (:class:`MetricsServer`, on

@@ -148,7 +148,9 @@ def _local_dep(expr: str) -> str:
     return 'label_replace(' + expr + ', "deployment", "$1", "revision_name", "(.+)-' + _HASH + '")'
 
 
-_LOCAL_RATE = "sum by (deployment) (" + _local_dep("rate(revision_app_request_count{" + _LOCAL_SEL + "}[{window}])") + ")"
+_LOCAL_RATE = (
+    "sum by (deployment) (" + _local_dep("rate(revision_app_request_count{" + _LOCAL_SEL + "}[{window}])") + ")"
+)
 _LOCAL_RATE_5XX = (
     "sum by (deployment) ("
     + _local_dep("rate(revision_app_request_count{" + _LOCAL_SEL + ',response_code_class="5xx"}[{window}])')
@@ -159,7 +161,9 @@ _LOCAL_RATE_5XX = (
 #: Deployment, so each side's numbers are all of its pods' requests, with status codes.
 STANDARD_LOCAL = PromQueries(
     name="standard-local-ingress",
-    requests="sum by (deployment, response_code) (" + _local_dep("revision_app_request_count{" + _LOCAL_SEL + "}") + ")",
+    requests=(
+        "sum by (deployment, response_code) (" + _local_dep("revision_app_request_count{" + _LOCAL_SEL + "}") + ")"
+    ),
     latency_buckets=(
         "sum by (deployment, le) (" + _local_dep("revision_app_request_latencies_bucket{" + _LOCAL_SEL + "}") + ")"
     ),

@@ -43,7 +43,6 @@ from kserve_nb.rollout.state import (
     sample_to_dict,
     supervisor_id,
 )
-
 from kserve_nb.status import STABLE
 
 if TYPE_CHECKING:  # pragma: no cover
