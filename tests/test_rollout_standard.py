@@ -7,11 +7,13 @@ Deployment by the Standard-mode PromQL (``STANDARD_LOCAL``); traffic is real pre
 the service's weighted host by the traffic generator. Covered: the per-side counters agree with
 what the client saw answered by each Deployment; a good candidate is promoted through its steps; a
 candidate that fails a quarter of its requests is rolled back by itself at the first step, with no
-failed request outside its Deployment; an error gate on metrics without status codes is refused.
+failed request outside its Deployment; a rollout paused for approval and aborted removes its
+canary; an error gate on metrics without status codes is refused.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -134,6 +136,33 @@ def test_a_good_standard_canary_is_promoted_through_its_steps(svc: Service, iris
     assert record["samples"]["v2"]["requests"] > 0 and record["samples"]["stable"]["requests"] > 0
     accuracy = next(g for g in record["gates"] if g["metric"] == "accuracy")
     assert accuracy["n_candidate"] > 0
+    assert "<th>side</th>" in result._repr_html_() and "<th>deployment</th>" in result._repr_html_()
+
+
+def test_a_paused_standard_rollout_aborted_by_a_person_removes_its_canary(svc: Service, iris: tuple[Any, Any]) -> None:
+    rows, _ = iris
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        out["result"] = svc.rollout(
+            M2, steps="20,pause,100", interval="1s", gates=["error_rate<=prev+0.05"], min_requests=5,
+            max_wait="60s", load=rows, rate=40, display=False,
+        )
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and ((st := svc.rollout_state()) is None or st.phase != "Paused"):
+        time.sleep(0.2)
+    state = svc.rollout_state()
+    assert state is not None and state.phase == "Paused", state
+    assert "to v2" in state.summary() and svc.status().side("v2").percent == 20
+    aborted = svc.abort_rollout()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert aborted.phase == "Aborted" and out["result"].phase == "Aborted"
+    st = svc.status()
+    assert not st.canaries and st.stable is not None and st.stable.storage_uri == M1
 
 
 def test_a_bad_standard_canary_is_rolled_back_by_itself(svc: Service, iris: tuple[Any, Any]) -> None:

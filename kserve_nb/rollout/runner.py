@@ -12,6 +12,11 @@ the supervisor is the only writer of traffic while it runs. Every check it
 4. advances when the step has baked ``interval`` seconds with ``min_requests`` candidate requests
    and no failed gate (or, with ``require_pass``, every gate passed); the last step promotes.
 
+In Standard mode (``spec.canary[]``) the candidate is a new canary and what is compared are two
+*sides*, ``stable`` and the canary's name, each every pod of its Deployment: the metric source is
+read through its ``for_sides`` view, the steps set that canary's ``trafficPercent``, a rollback
+removes it (other canaries stay) and 100 promotes it.
+
 Gates are anytime-valid (see :mod:`kserve_nb.rollout.gates`), so checking every few seconds does
 not raise the chance of a false rollback above ``plan.alpha``. What happens when the supervisor
 dies is described in :mod:`kserve_nb.rollout.state`: the service holds at its step.
@@ -176,6 +181,9 @@ def rollout_html(plan: RolloutPlan, state: RolloutState | None, evidence: Sequen
         parts.append("<ul>" + "".join(f"<li>{html.escape(str(e))}</li>" for e in evidence) + "</ul>")
     if samples:
         frame = pd.DataFrame([describe(s) for s in samples.values()])
+        if state is not None and state.standard:  # Standard mode compares sides: name each one's Deployment
+            frame = frame.rename(columns={"revision": "side"})
+            frame.insert(1, "deployment", [state.sides.get(str(n), "") for n in frame["side"]])
         parts.append(frame.to_html(index=False, border=0, classes="kserve-nb-table"))
         queries = {q: text for s in samples.values() for q, text in s.queries.items()}
         if queries:  # the numbers' own questions, one click away
