@@ -11,7 +11,7 @@ It plays three cluster roles at once, all driven by the pure :func:`semantics.re
 It shows the Knative Service and Revisions (read-only), and records the events KServe's controller
 records (reconcile errors, Ready transitions) as core/v1 Events.
 
-Standard-mode (RawDeployment) InferenceServices go to :class:`~kserve_nb.local.standard.StandardDriver`
+Standard-mode (RawDeployment) InferenceServices go to :class:`~kserve_nb.local.standard_driver.StandardDriver`
 (KServe's ``spec.canary[]`` rules of :mod:`kserve_nb.semantics_standard`: Deployments, Services,
 HTTPRoutes, one process per pod template); this module dispatches on the mode and shares the
 ingress bookkeeping (status held until the ingress serves the routes it announces) with it.
@@ -34,7 +34,7 @@ from kserve_nb import semantics_standard as ss
 from kserve_nb.local import store as st
 from kserve_nb.local.events import EventRecorder
 from kserve_nb.local.runtime import RevisionSpec
-from kserve_nb.local.standard import StandardDriver
+from kserve_nb.local.standard_driver import StandardDriver
 from kserve_nb.semantics import (
     KsvcState,
     Revision,
@@ -472,6 +472,13 @@ class Controller:
         if obj.get("status") != existing.get("status"):
             latest = self.store.get(rt, ns, obj["metadata"]["name"]) or merged
             self.store.update(rt, {**latest, "status": obj.get("status")}, subresource="status")
+
+    # ------------------------------------------------------------------ endpoints
+
+    def service_endpoints(self, namespace: str, service: str) -> tuple[list[tuple[str, int]], int]:
+        """The pods behind a Service, for the API server's service proxy: ``(host, port)`` of each
+        ready one and how many are not ready. Only Standard-mode predictors have Services here."""
+        return self.standard.service_endpoints(namespace, service)
 
     # ------------------------------------------------------------------ gateway
 

@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 
 from kserve_nb import semantics_standard as ss
 from kserve_nb.local import dataplane, manager
-from kserve_nb.local.standard import deployment_of
+from kserve_nb.local.standard_driver import deployment_of
 
 NS = "std-controller"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"

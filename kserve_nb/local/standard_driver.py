@@ -163,6 +163,33 @@ class StandardDriver:
         """Whether runtime key ``revision`` is one of this driver's processes."""
         return (ns, revision) in self._owner
 
+    def service_endpoints(self, namespace: str, service: str) -> tuple[list[tuple[str, int]], int]:
+        """The pods behind Service ``namespace/service`` as its Endpoints object would list them:
+        ``(host, port)`` of each ready process of its Deployment, and how many are not ready.
+
+        The Service selects the pods of its Deployment's current template and, during a rolling
+        update, of the older one still serving; a process kept only until the ingress stops
+        routing to it is a terminating pod, no longer an endpoint.
+        """
+        states = self.runtime.states()
+        for (ns, _), entry in self._isvcs.items():
+            rec = entry.state.deployments.get(service) if ns == namespace else None
+            if rec is None:
+                continue
+            templates = {rec.template_hash, rec.serving_hash}
+            ready: list[tuple[str, int]] = []
+            not_ready = 0
+            for key, proc in entry.processes.items():
+                if proc.deployment != service or proc.template_hash not in templates:
+                    continue
+                state = states.get((namespace, key))
+                if state is not None and state.phase == "Ready" and state.port:
+                    ready.append((state.host, int(state.port)))
+                else:
+                    not_ready += 1
+            return ready, not_ready
+        return [], 0
+
     def draining(self) -> list[tuple[str, str]]:
         """Isvcs that keep a process only until the ingress stops routing to it."""
         return sorted(self._draining)
