@@ -193,3 +193,37 @@ def test_an_error_gate_on_metrics_without_status_codes_is_refused(svc: Service) 
     with pytest.raises(errors.ValidationError, match="needs status codes"):
         svc.rollout(M2, gates=["error_rate<=1%"], metrics=source, dry_run=True)
     assert not svc.status().canaries  # nothing applied
+
+
+def test_a_bad_standard_canary_is_rolled_back_on_the_test_traffic_alone(svc: Service, iris: tuple[Any, Any]) -> None:
+    rows, labels = iris
+    result = svc.rollout(
+        ERRORS, steps="20,100", interval="60s", gates=["error_rate<=prev+0.01"], load=rows, y=labels, rate=80,
+        metrics="client", display=False,
+    )
+    assert result.phase == "RolledBack" and result.state.step == 0, result.summary()
+    assert result.state.source == "client" and set(result.samples or {}) >= {"stable", "v2"}
+    assert result.samples is not None and result.samples["v2"].errors > 0 and result.samples["stable"].errors == 0
+    assert not svc.status().canaries
+
+
+def test_the_rollout_magic_previews_a_standard_rollout_per_side(svc: Service, local_cluster: Any) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.testing.tools import default_config
+
+    from kserve_nb.rollout.api import RolloutPreview
+
+    shell = InteractiveShell.instance(config=default_config())
+    shell.run_line_magic("load_ext", "kserve_nb")
+    try:
+        assert shell.run_cell(f"%kserve connect local --state-dir {local_cluster.state_dir} -n {NS}").success
+        result = shell.run_cell(f"%kserve rollout {svc.name} --storage-uri {M2} --steps 20,100 --dry-run")
+        assert result.success, result.error_in_exec
+        preview = result.result
+        assert isinstance(preview, RolloutPreview)
+        assert preview.first_step.patch["spec"]["canary"][0]["predictor"]["name"] == "v2"
+        assert f"v2 = Deployment {svc.name}-v2-predictor" in preview.source
+        assert "label_replace" in preview.queries["requests"]
+    finally:
+        shell.run_line_magic("unload_ext", "kserve_nb")
+    assert not svc.status().canaries  # a dry run applies nothing
