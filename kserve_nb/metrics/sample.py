@@ -180,7 +180,12 @@ class RevisionSample:
 
 
 class MetricSource(Protocol):
-    """Where per-revision counters come from (Prometheus, or the traffic generator's responses)."""
+    """Where per-revision counters come from (Prometheus, or the traffic generator's responses).
+
+    A source that can also answer per Standard-mode side has ``for_sides({side: Deployment})``,
+    returning a source whose names are side names (``stable``, ``v2``…); the rollout and the live
+    chart use it when there is one.
+    """
 
     #: Short name shown with every verdict (``prometheus http://…``, ``client``).
     name: str
