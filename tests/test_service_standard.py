@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from kserve_nb import errors
 from kserve_nb.history import DONE
@@ -215,98 +216,49 @@ def test_runbook_helpers_read_the_same_in_standard_mode(svc: Service) -> None:
         svc.rollout(M2)
 
 
-class _StandInProxy:
-    """What the Kubernetes API server's service proxy does, for one test: a request to
-    ``/api/v1/namespaces/NS/services/SVC:80/proxy/PATH`` is forwarded to Service SVC — here through
-    the local ingress, which routes a Service's in-cluster host to that Deployment alone."""
-
-    def __init__(self, ingress: str, token: str) -> None:
-        import http.server
-        import re
-        import threading
-
-        import httpx
-
-        seen: list[tuple[str, str | None]] = []
-        pattern = re.compile(r"^/api/v1/namespaces/([a-z0-9-]+)/services/([a-z0-9-]+):80/proxy(/.*)$")
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # the stdlib's hook name
-                seen.append((self.path, self.headers.get("Authorization")))
-                match = pattern.match(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if match is None or self.headers.get("Authorization") != f"Bearer {token}":
-                    self.send_response(403 if match else 404)
-                    self.end_headers()
-                    return
-                ns, svc, rest = match.groups()
-                answer = httpx.post(ingress + rest, content=body, headers={
-                    "Host": f"{svc}.{ns}.svc.cluster.local", "Content-Type": "application/json"})
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.seen = seen
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def test_without_a_route_a_side_is_reached_through_the_api_servers_service_proxy(
-    svc: Service, session: Session, local_cluster: Any
+def test_without_a_route_each_side_is_reached_through_the_api_servers_service_proxy(
+    svc: Service, local_cluster: Any
 ) -> None:
-    from kubernetes import client as k8s
-
     from kserve_nb import standard
     from kserve_nb.cluster import Cluster
-    from kserve_nb.predict.client import PredictionClient
-    from kserve_nb.session import Session as RealClusterSession
 
     svc.canary(M2, 20)
-    # A session as on a real cluster (not the local one): no route of ours reaches v2, so the
-    # target is the Service's in-cluster host, marked for the service proxy.
-    remote = RealClusterSession(Cluster.from_kubeconfig(local_cluster.kubeconfig), ingress=local_cluster.ingress)
+    # A session as on a real cluster (no local half): KServe routes no per-side host and no route
+    # of ours lists one, so stable and v2 are called through the API server's service proxy.
+    remote = Session(Cluster.from_kubeconfig(local_cluster.kubeconfig), ingress=local_cluster.ingress)
     try:
         far = remote.service(svc.name, NS)
-        target = far.target("v2")
-        assert target.host == f"{svc.name}-v2-predictor.{NS}.svc.cluster.local" and target.host in far._proxied
+        sides = {"stable": f"{svc.name}-predictor", "v2": f"{svc.name}-v2-predictor"}
+        for side, name in sides.items():
+            target = far.target(side)
+            assert target.host == f"{name}.{NS}.svc.cluster.local" and target.host in far._proxied
         assert far.target("default").host not in far._proxied
-        # far.predict goes to this API server's service proxy, which the local one does not serve
-        with pytest.raises(errors.PredictionError) as refused:
-            far.predict({"instances": ROWS[:1]}, to="v2")
-        assert refused.value.status == 404
+        answer = far.predict({"instances": ROWS[:1]}, to="v2")
+        # No x-kserve-revision: the proxy reached the pod itself, so the row names the side's Deployment.
+        assert answer.status_code == 200 and answer.revision == sides["v2"]
+        results = far.send(ROWS, to=("stable", "v2", "default"), warmup=1)
+        assert results["error"].isna().all() and (results["status_code"] == 200).all()
+        revisions = results.groupby("target")["revision"].agg(set).to_dict()
+        assert revisions["stable"] == {sides["stable"]} and revisions["v2"] == {sides["v2"]}
+        # default went to the ingress, which names the pod that answered ({deployment}-{hash}).
+        assert {deployment(r) for r in revisions["default"]} <= set(sides.values())
+        # The same models answer as through the local ingress.
+        local = svc.send(ROWS, to=("stable", "v2"), warmup=0)
+        key = ["target", "row"]
+        proxied = results[results["target"] != "default"].sort_values(key)["prediction"].tolist()
+        assert proxied == local.sort_values(key)["prediction"].tolist()
+        comparison = far.compare(ROWS, warmup=1)
+        assert (comparison.baseline, comparison.candidate) == ("stable", "v2")
+        assert set(comparison.summary["revision"]) == set(sides.values())
     finally:
         remote.close()
-    # The transport rewrites exactly what the API server's proxy expects, with the credential.
-    configuration = k8s.Configuration()
-    configuration.api_key = {"authorization": "secret-token"}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
-    proxy = _StandInProxy(local_cluster.ingress, "secret-token")
+    # The transport never shows the credential it sends.
+    token = yaml.safe_load(local_cluster.kubeconfig.read_text())["users"][0]["user"]["token"]
+    transport = standard.ServiceProxyTransport(remote.cluster.api_client.configuration)
     try:
-        configuration.host = proxy.url
-        transport = standard.ServiceProxyTransport(configuration)
-        assert "secret-token" not in repr(transport)
-        with PredictionClient(local_cluster.ingress, model=svc.name, transport=transport) as client:
-            answer = client.predict(target, {"instances": ROWS[:1]})
-            results = client.send([target, svc.target("default")], ROWS, warmup=0)
-        assert answer.status_code == 200 and answer.revision == f"{svc.name}-v2-predictor"
-        assert proxy.seen[0] == (
-            f"/api/v1/namespaces/{NS}/services/{svc.name}-v2-predictor:80/proxy/v1/models/{svc.name}:predict",
-            "Bearer secret-token",
-        )
-        assert results["error"].isna().all() and len(proxy.seen) == 1 + len(ROWS)  # default went to the ingress
+        assert token not in repr(transport)
     finally:
-        proxy.close()
+        transport.close()
 
 
 def test_a_canary_given_a_new_model_under_its_name_waits_for_the_rollout(svc: Service, kubectl: Any) -> None:

@@ -148,11 +148,11 @@ async def serve(state_dir: Path, domain: str = DEFAULT_DOMAIN) -> None:
     token = load_or_create_token(state_dir)
     tls = load_or_create_tls(state_dir)
     store = Store(state_dir / "store.sqlite")
-    controller: Controller | None = None
+    following: Controller | None = None  # runtime changes reach the controller once it starts
 
     def on_change(state: Any) -> None:
-        if controller is not None:
-            controller.on_runtime_change(state)
+        if following is not None:
+            following.on_runtime_change(state)
 
     # Seeding the mirror trains two small models (it imports scikit-learn) and the zygote imports
     # kserve: both run concurrently with the API's start-up; launches wait for them.
@@ -180,7 +180,9 @@ async def serve(state_dir: Path, domain: str = DEFAULT_DOMAIN) -> None:
         exporters["nginx"] = gateway.metrics_port
     # Rewritten at every start: a running Prometheus follows the new ports (file-based discovery).
     prometheus.write_targets(state_dir, exporters)
-    app = create_app(store, token)
+    controller = Controller(store, runtime, gateway, Settings(domain=domain))
+    # The service proxy reaches a Service's pods: the controller knows its ready processes.
+    app = create_app(store, token, endpoints=controller)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     api_sock = _bind(int(previous.get("api", 0)))
@@ -188,9 +190,9 @@ async def serve(state_dir: Path, domain: str = DEFAULT_DOMAIN) -> None:
     await site.start()
     api_port = api_sock.getsockname()[1]
 
-    controller = Controller(store, runtime, gateway, Settings(domain=domain))
     if isinstance(gateway, NginxIngress):
         gateway.on_programmed = controller.on_ingress_programmed
+    following = controller
     await controller.start()
     # Announce the cluster only once the seeded models exist: a client's pre-flight check of a
     # seeded storageUri must never race the seeding. The zygote keeps warming meanwhile.

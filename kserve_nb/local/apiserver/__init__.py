@@ -12,15 +12,19 @@ HTTPRoutes (read-only), pods and events (read-only), configmaps and namespaces:
   ``kubectl create namespace|configmap``) protobuf bodies, server-side field validation;
 - ``meta.k8s.io`` Table output for ``kubectl get`` (also on watches);
 - Kubernetes ``Status`` errors with the reasons and message texts of a real cluster, and KServe's
-  admission (defaulting the legacy predictor form, validating names and predictors).
+  admission (defaulting the legacy predictor form, validating names and predictors);
+- the Services' ``proxy`` subresource (``/api/v1/namespaces/{ns}/services/{[scheme:]name[:port]}/proxy/…``)
+  to a ready pod of the Service: the model-server processes the controller reports
+  (:class:`~kserve_nb.local.apiserver.proxy.EndpointSource`).
 
 Every request needs ``Authorization: Bearer <token>``; serve it over TLS (:func:`self_signed_tls`),
-because kubectl sends a kubeconfig's token only over HTTPS. The controller is not involved here: it
-watches the store. Entry point: :func:`create_app`.
+because kubectl sends a kubeconfig's token only over HTTPS. The controller watches the store; the
+API server asks it one thing only, which pods stand behind a Service (for the service proxy).
+Entry point: :func:`create_app`.
 
-Modules: ``failures`` (Kubernetes ``Status`` errors), ``selectors``, ``codec`` (content types, bodies, protobuf),
-``requests`` (URLs, query parameters, write helpers), ``server`` (handlers), ``watch``, ``tls``
-(CA and kubeconfig), ``app`` (middlewares, routes).
+Modules: ``failures`` (Kubernetes ``Status`` errors), ``selectors``, ``codec`` (content types,
+bodies, protobuf), ``requests`` (URLs, query parameters, write helpers), ``server`` (handlers),
+``watch``, ``proxy`` (the service proxy), ``tls`` (CA and kubeconfig), ``app`` (middlewares, routes).
 """
 
 from kserve_nb.local.apiserver.app import create_app, ensure_default_namespaces

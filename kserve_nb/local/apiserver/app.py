@@ -11,6 +11,7 @@ from aiohttp import web
 
 from kserve_nb.local.apiserver.codec import status_response
 from kserve_nb.local.apiserver.failures import UNAUTHORIZED, ApiError
+from kserve_nb.local.apiserver.proxy import EndpointSource
 from kserve_nb.local.apiserver.server import (
     MAX_BODY_BYTES,
     NAMESPACE_NAME_LABEL,
@@ -64,7 +65,7 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
         return status_response(UNAUTHORIZED)
     return await handler(request)
 
-def create_app(store: Store, token: str) -> web.Application:
+def create_app(store: Store, token: str, endpoints: EndpointSource | None = None) -> web.Application:
     """The local Kubernetes API server as an aiohttp application.
 
     Parameters
@@ -73,9 +74,12 @@ def create_app(store: Store, token: str) -> web.Application:
         The object store (its methods are called on the application's event loop).
     token:
         The bearer token every request must carry. It is never logged.
+    endpoints:
+        The pods behind each Service, for the service proxy (the controller: the ready
+        model-server processes of a Service's Deployment). None: no Service has any pod.
     """
     ensure_default_namespaces(store)
-    server = ApiServer(store, token)
+    server = ApiServer(store, token, endpoints)
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware], client_max_size=MAX_BODY_BYTES)
     app[SERVER_KEY] = server
     app.router.add_route("*", "/{tail:.*}", server.dispatch)

@@ -47,6 +47,7 @@ from kserve_nb.local.apiserver.failures import (
     status_for,
     unsupported_media_type,
 )
+from kserve_nb.local.apiserver.proxy import EndpointSource, ServiceProxy, is_proxy_path
 from kserve_nb.local.apiserver.requests import (
     ResourcePath,
     WriteOptions,
@@ -91,13 +92,17 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 class ApiServer:
-    """Request handlers bound to one store. Use :func:`create_app` to get a wired application."""
+    """Request handlers bound to one store. Use :func:`create_app` to get a wired application.
 
-    def __init__(self, store: Store, token: str) -> None:
+    ``endpoints`` names the pods behind each Service for the service proxy (None: none has any).
+    """
+
+    def __init__(self, store: Store, token: str, endpoints: EndpointSource | None = None) -> None:
         self.store = store
         self._token = ("Bearer " + token).encode()
         self._documents = openapi.build_documents()
         self._watches = OpenWatches()
+        self.proxy = ServiceProxy(store, endpoints)
 
     # ------------------------------------------------------------------ middleware
 
@@ -107,8 +112,10 @@ class ApiServer:
         return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), self._token)
 
     async def on_shutdown(self, _app: web.Application) -> None:
-        """End every open watch so the server can stop without waiting for clients."""
+        """End every open watch so the server can stop without waiting for clients; close the
+        service proxy's connections."""
         self._watches.close()
+        await self.proxy.close()
 
     # -------------------------------------------------------------------- dispatch
 
@@ -116,6 +123,8 @@ class ApiServer:
         """Route one request."""
         path = request.path
         segments = [unquote(s) for s in path.split("/") if s]
+        if is_proxy_path(segments):
+            return await self.proxy.serve(request, segments)
         if request.method in ("GET", "HEAD"):
             fixed = self._fixed_route(path, segments, request)
             if fixed is not None:
