@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from kserve_nb.local.apiserver.codec import _jsonable, decode_body
-from kserve_nb.local.apiserver.status import ApiError
+from kserve_nb.local.apiserver.failures import ApiError
 
 MANIFEST = yaml.safe_dump({
     "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
