@@ -4,12 +4,15 @@
 real cluster reaches one Standard-mode side (``docs/standard-mode-canary.md`` §9). Here it is the
 local cluster's: the request goes to a ready model-server process of the Service's Deployment, and
 everything a pod answers comes back as it is — compared with the same request through the local
-ingress on the Service's in-cluster host, which reaches the same process.
+ingress on the Service's in-cluster host, which reaches the same process. What a pod receives
+(headers dropped and added, the path as joined) is checked on a server that echoes its request,
+put behind a Service by a fixed Endpoints table in the controller's place.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -197,3 +200,84 @@ def test_kubectl_reaches_each_side(api: Api, kubectl: Any) -> None:
                                 f"{NAME}:predict", "-f", "-", input=json.dumps({"instances": ROWS}))
         expected = api.direct("POST", service, f"/v1/models/{NAME}:predict", json={"instances": ROWS}).json()
         assert json.loads(predicted.stdout) == expected
+
+
+class _Endpoints:
+    """A fixed Endpoints table: Service ``echo`` has one ready pod, the echo server below. It takes
+    the controller's place so that the pod can be a server that shows what it received."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def service_endpoints(self, namespace: str, service: str) -> tuple[list[tuple[str, int]], int]:
+        return ([("127.0.0.1", self.port)], 0) if (namespace, service) == ("default", "echo") else ([], 0)
+
+
+def loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def test_what_the_pod_receives_and_what_comes_back(tmp_path: Path) -> None:
+    import asyncio
+    import secrets
+
+    from aiohttp import web
+
+    from kserve_nb.local.apiserver import create_app
+    from kserve_nb.local.store import SERVICES, Store
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen = {"method": request.method, "path_qs": request.rel_url.raw_path_qs, "body": body.decode(),
+                "headers": {k.lower(): v for k, v in request.headers.items()}}
+        status = 302 if request.path == "/away" else 201
+        own = "{}:{}".format(*request.transport.get_extra_info("sockname")[:2])  # type: ignore[union-attr]
+        headers = {"Location": f"http://{own}/elsewhere/" if status == 302 else "/made",
+                   "X-Pod": "yes", "Access-Control-Allow-Origin": "*"}
+        return web.json_response(seen, status=status, headers=headers)
+
+    async def main() -> None:
+        pod = web.AppRunner(web.Application(), access_log=None)
+        pod.app.router.add_route("*", "/{tail:.*}", echo)
+        await pod.setup()
+        pod_sock = loopback_socket()
+        await web.SockSite(pod, pod_sock).start()
+        pod_port = pod_sock.getsockname()[1]
+        store = Store(tmp_path / "db.sqlite")
+        store.create(SERVICES, {"apiVersion": "v1", "kind": "Service",
+                                "metadata": {"name": "echo", "namespace": "default"},
+                                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+        token = secrets.token_urlsafe(16)
+        api = web.AppRunner(create_app(store, token, endpoints=_Endpoints(pod_port)), access_log=None)
+        await api.setup()
+        api_sock = loopback_socket()
+        await web.SockSite(api, api_sock).start()
+        api_port = api_sock.getsockname()[1]
+        base = f"http://127.0.0.1:{api_port}/api/v1/namespaces/default/services/echo:80/proxy"
+        try:
+            async with httpx.AsyncClient(trust_env=False) as client:
+                answer = await client.put(f"{base}/a//b/../c/?q=1&q=2", content=b"payload", headers={
+                    "Authorization": f"Bearer {token}", "X-Custom": "kept", "Connection": "keep-alive, X-Hop",
+                    "X-Hop": "dropped", "X-Forwarded-For": "10.0.0.1"})
+                redirect = await client.get(f"{base}/away", headers={"Authorization": f"Bearer {token}"})
+        finally:
+            await api.cleanup()
+            await pod.cleanup()
+            store.close()
+        assert answer.status_code == 201 and answer.headers["x-pod"] == "yes"
+        assert "access-control-allow-origin" not in answer.headers  # the pod's CORS is not the API server's
+        seen = answer.json()
+        assert (seen["method"], seen["path_qs"], seen["body"]) == ("PUT", "/a/c/?q=1&q=2", "payload")
+        headers = seen["headers"]
+        assert "authorization" not in headers and "x-hop" not in headers and headers["x-custom"] == "kept"
+        assert headers["host"] == f"127.0.0.1:{api_port}" and headers["content-length"] == "7"
+        assert headers["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+        assert headers["x-forwarded-uri"] == "/api/v1/namespaces/default/services/echo:80/proxy/a/c/"
+        # A Location on the pod (a path, or the pod's own address) points back through the proxy.
+        assert answer.headers["location"] == "/api/v1/namespaces/default/services/echo:80/proxy/made"
+        assert redirect.status_code == 302
+        assert redirect.headers["location"] == "/api/v1/namespaces/default/services/echo:80/proxy/elsewhere/"
+
+    asyncio.run(main())

@@ -230,7 +230,7 @@ def _forwarded_headers(request: web.Request, forwarded_uri: str) -> list[tuple[s
         headers.append(("Content-Length", length))  # streamed with its length, not re-chunked
     peer = request.remote or ""
     previous = ", ".join(request.headers.getall("X-Forwarded-For", []))
-    headers = [(k, v) for k, v in headers if k.lower() != "x-forwarded-for"]
+    headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-uri")]
     if peer:
         headers.append(("X-Forwarded-For", f"{previous}, {peer}" if previous else peer))
     headers.append(("X-Forwarded-Uri", forwarded_uri))
