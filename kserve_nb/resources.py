@@ -6,6 +6,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -98,9 +99,24 @@ def tag_label_too_long(isvc_name: str, tag: str = "latest") -> bool:
     return len(f"{tag}-{predictor_name(isvc_name)}") > DNS_LABEL_MAX
 
 
-def cluster_local_host(name: str, namespace: str) -> str:
-    """In-cluster service host: ``{name}.{ns}.svc.cluster.local``."""
-    return f"{name}.{namespace}.svc.cluster.local"
+def cluster_local_host(name: str, namespace: str, cluster_domain: str = "cluster.local") -> str:
+    """In-cluster host of a Service: ``{name}.{ns}.svc.{cluster_domain}``."""
+    return f"{name}.{namespace}.svc.{cluster_domain}"
+
+
+# The alphabet Kubernetes' rand.SafeEncodeString uses for pod-template-hash labels and generated
+# name suffixes (no vowels, no look-alike digits), so emulated names look like a cluster's.
+K8S_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def pod_template_hash(template_hash: str, length: int = 10) -> str:
+    """A Kubernetes-looking ``pod-template-hash`` label of ``length`` characters for a template's hash.
+
+    ``template_hash`` is :func:`kserve_nb.semantics.template_hash` of the pod (or revision) template;
+    the label changes exactly when it does.
+    """
+    digest = hashlib.sha256(template_hash.encode()).digest()
+    return "".join(K8S_NAME_ALPHABET[b % len(K8S_NAME_ALPHABET)] for b in digest[:length])
 
 
 def deployment_mode(isvc: Mapping[str, Any]) -> str:

@@ -199,7 +199,7 @@ def revision_template(isvc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
-    """Stable hash of a revision template."""
+    """Stable hash of a template: a Knative revision's, or (Standard mode) a Deployment's pod template."""
     blob = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -26,8 +26,6 @@ readiness with :meth:`StandardState.mark_ready` / :meth:`~StandardState.mark_fai
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -36,7 +34,7 @@ from typing import Any
 
 from kserve_nb import conditions, errors
 from kserve_nb import resources as r
-from kserve_nb.semantics import storage_uri_of
+from kserve_nb.semantics import storage_uri_of, template_hash
 
 STANDARD = "Standard"
 LEGACY_RAW = "RawDeployment"
@@ -120,12 +118,6 @@ def component_url(
     """
     settings = settings or StandardSettings()
     return "http://" + domain_name(predictor_service_name(isvc_name, variant), namespace, settings)
-
-
-def service_host(name: str, namespace: str, settings: StandardSettings | None = None) -> str:
-    """In-cluster host of a predictor Service: ``{name}.{ns}.svc.{cluster domain}``."""
-    settings = settings or StandardSettings()
-    return f"{name}.{namespace}.svc.{settings.cluster_domain}"
 
 
 # --------------------------------------------------------------------------- spec accessors
@@ -353,26 +345,9 @@ def pod_template(isvc: Mapping[str, Any], predictor: Mapping[str, Any]) -> dict[
     return {"annotations": annotations, "labels": dict(meta.get("labels") or {}), "predictor": spec}
 
 
-def template_hash(template: Mapping[str, Any]) -> str:
-    """Stable hash of a pod template (stands in for the ``pod-template-hash`` label)."""
-    blob = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-# The alphabet Kubernetes' rand.SafeEncodeString uses for pod-template-hash labels and generated
-# name suffixes (no vowels, no look-alike digits), so emulated names look like a cluster's.
-K8S_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def pod_template_hash(template: str) -> str:
-    """A 10-character, Kubernetes-looking ``pod-template-hash`` label for a :func:`template_hash`."""
-    digest = hashlib.sha256(template.encode()).digest()
-    return "".join(K8S_NAME_ALPHABET[b % len(K8S_NAME_ALPHABET)] for b in digest[:10])
-
-
 def replica_set_name(deployment: str, template: str) -> str:
     """``{deployment}-{pod-template-hash}``: the ReplicaSet of ``deployment`` running ``template``."""
-    return f"{deployment}-{pod_template_hash(template)}"
+    return f"{deployment}-{r.pod_template_hash(template)}"
 
 
 @dataclass(frozen=True)
@@ -908,7 +883,7 @@ def _pass(
         else:
             conds["IngressReady"] = _condition("IngressReady", "True")
             status["url"] = f"{settings.url_scheme}://{top_level_host(name, ns, settings)}"
-            status["address"] = {"url": "http://" + service_host(stable.name, ns, settings)}
+            status["address"] = {"url": "http://" + r.cluster_local_host(stable.name, ns, settings.cluster_domain)}
 
     # 5. Ready = PredictorReady ∧ IngressReady (knative living condition set)
     conds["Ready"] = _condition("Ready", *_combine(conds["PredictorReady"], conds["IngressReady"]))
@@ -968,7 +943,7 @@ def ingress_routes(
     for rec in workloads(state):
         if rec.available:
             table.setdefault(domain_name(rec.name, ns, settings), [(ns, rec.name, 100)])
-            table.setdefault(service_host(rec.name, ns, settings), [(ns, rec.name, 100)])
+            table.setdefault(r.cluster_local_host(rec.name, ns, settings.cluster_domain), [(ns, rec.name, 100)])
     return table
 
 

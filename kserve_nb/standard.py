@@ -160,7 +160,7 @@ def side_host(st: ServiceStatus, side: Side) -> str:
     unnamed stable, ``{isvc}-predictor-{ns}.{domain}``, *is* the predictor HTTPRoute's host. KServe
     itself routes no per-side host from outside (``docs/standard-mode-canary.md`` §9).
     """
-    return std.service_host(side.deployment, st.namespace)
+    return r.cluster_local_host(side.deployment, st.namespace)
 
 
 def side_hosts(st: ServiceStatus, side: Side) -> list[str]:

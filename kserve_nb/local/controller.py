@@ -22,7 +22,6 @@ Everything runs on the daemon's event loop thread; work is coalesced per Inferen
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import secrets
@@ -50,7 +49,6 @@ from kserve_nb.semantics import (
 
 log = logging.getLogger(__name__)
 
-POD_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated name suffixes
 
 
 class RevisionStateLike(Protocol):
@@ -96,17 +94,11 @@ def is_knative_revision(revision: str) -> bool:
 
 def new_pod(rev: Revision) -> dict[str, str]:
     """Name and creation time of a new pod for ``rev``: ``{revision}-deployment-{hash}-{suffix}``."""
-    suffix = "".join(secrets.choice(POD_ALPHABET) for _ in range(5))
+    suffix = "".join(secrets.choice(r.K8S_NAME_ALPHABET) for _ in range(5))
     return {
-        "name": f"{rev.name}-deployment-{pod_template_hash(rev.template_hash)}-{suffix}",
+        "name": f"{rev.name}-deployment-{r.pod_template_hash(rev.template_hash, 9)}-{suffix}",
         "created": st.now_rfc3339(),
     }
-
-
-def pod_template_hash(template_hash: str) -> str:
-    """A 9-10 character, Kubernetes-looking pod-template-hash derived from the revision template."""
-    digest = hashlib.sha256(template_hash.encode()).digest()
-    return "".join(POD_ALPHABET[b % len(POD_ALPHABET)] for b in digest[:9])
 
 
 class Controller:
@@ -695,7 +687,7 @@ def pod_object(ns: str, name: str, rev: Revision, state: Any) -> dict[str, Any]:
         "metadata": {
             "name": rev.pod["name"],
             "namespace": ns,
-            "labels": {**_labels(ns, name, rev), "pod-template-hash": pod_template_hash(rev.template_hash)},
+            "labels": {**_labels(ns, name, rev), "pod-template-hash": r.pod_template_hash(rev.template_hash, 9)},
             "annotations": {r.STORAGE_URI_ANNOTATION: rev.storage_uri or ""},
         },
         "spec": {

@@ -321,7 +321,7 @@ class StandardDriver:
 
     def _new_process(self, rec: ss.DeploymentRecord) -> Process:
         model = rec.predictor.get("model") if isinstance(rec.predictor.get("model"), Mapping) else {}
-        suffix = "".join(secrets.choice(ss.K8S_NAME_ALPHABET) for _ in range(5))
+        suffix = "".join(secrets.choice(r.K8S_NAME_ALPHABET) for _ in range(5))
         return Process(
             deployment=rec.name,
             template_hash=rec.template_hash,
@@ -527,7 +527,7 @@ def pod_object(isvc: Mapping[str, Any], proc: Process, state: Any, labels: Mappi
                 r.ISVC_LABEL: name,
                 r.COMPONENT_LABEL: "predictor",
                 "app": objects.raw_service_label(proc.deployment),
-                "pod-template-hash": ss.pod_template_hash(proc.template_hash),
+                "pod-template-hash": r.pod_template_hash(proc.template_hash),
             },
             "annotations": {r.STORAGE_URI_ANNOTATION: proc.storage_uri},
             "ownerReferences": [{

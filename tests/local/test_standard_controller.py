@@ -28,6 +28,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
+from kserve_nb import resources as r
 from kserve_nb import semantics_standard as ss
 from kserve_nb.local import dataplane, manager
 from kserve_nb.local.standard_driver import deployment_of
@@ -367,8 +368,8 @@ def test_a_ready_zero_percent_canary_is_listed_with_weight_0_and_gets_nothing(st
     wait_for("the dark canary to be ready", settled(std, name, [("v2", True, 0)]))
     wait_for("the route with the canary at 0", lambda: std.backends(S) == [(S, 100), (C2, 0)])
     assert std.send(std.host(name), name, 30) == Counter({(200, S): 30})
-    settings = ss.StandardSettings(ingress_domain=std.local.domain)
-    assert std.send(ss.service_host(C2, NS, settings), name, 3) == Counter({(200, C2): 3})  # reachable alone
+    # the canary's Service host reaches it alone
+    assert std.send(r.cluster_local_host(C2, NS), name, 3) == Counter({(200, C2): 3})
     # without minReplicas a 0 % canary has no replica: no process, never ready, not routed
     std.patch(name, {"spec": {"canary": [canary("v2", 0, M2)]}})
     wait_for("the canary without replicas", lambda: std.canary_statuses(name) == [("v2", False, 0)]
