@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from kserve_nb.analysis.sequential import (
-    Evidence,
     Interval,
+    Judgement,
     judge_quantile,
     judge_rate,
     quantile_cs,
@@ -323,7 +323,7 @@ def test_judge_quantile_inconclusive_with_little_data_or_empty_histograms() -> N
     assert few.decision == "inconclusive" and "not enough data yet" in few.statement
     empty = judge_quantile("p99", 0.99, Histogram.empty(), Histogram.empty(), "<=", 1.0, 0.0, ALPHA)
     assert empty.decision == "inconclusive" and math.isnan(empty.candidate) and "no data yet" in empty.statement
-    assert isinstance(empty, Evidence) and isinstance(empty.interval, Interval)
+    assert isinstance(empty, Judgement) and isinstance(empty.interval, Interval)
 
 
 def test_judge_quantile_rejects_mismatched_buckets_and_bad_quantiles() -> None:

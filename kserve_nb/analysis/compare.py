@@ -30,7 +30,7 @@ from kserve_nb.errors import ValidationError
 from kserve_nb.resources import revision_number
 
 if TYPE_CHECKING:
-    from kserve_nb.analysis.sequential import Evidence
+    from kserve_nb.analysis.sequential import Judgement
 
 _PCTS = (50, 95, 99)
 
@@ -95,7 +95,7 @@ class Check:
     observed: float | None
     threshold: float | None
     detail: str
-    evidence: Evidence | None = None
+    evidence: Judgement | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Verdict:
     checks: tuple[Check, ...]
     reasons: tuple[str, ...]
     #: Candidate vs baseline (error-rate difference, p95 difference) with anytime-valid intervals.
-    evidence: tuple[Evidence, ...] = ()
+    evidence: tuple[Judgement, ...] = ()
 
     @property
     def promote(self) -> bool:
@@ -339,7 +339,7 @@ class Comparison:
             return Verdict("rollback", tuple(checks), tuple(c.detail for c in failed), versus)
         return Verdict("promote", tuple(checks), tuple(c.detail for c in passed), versus)
 
-    def _versus_baseline(self, rows: pd.DataFrame, lat: pd.Series, alpha: float) -> tuple[Evidence, ...]:
+    def _versus_baseline(self, rows: pd.DataFrame, lat: pd.Series, alpha: float) -> tuple[Judgement, ...]:
         """Error-rate and p95 differences of the candidate from the baseline, with intervals."""
         from kserve_nb.analysis import sequential as seq
         from kserve_nb.metrics.sample import Histogram
@@ -423,7 +423,7 @@ class Comparison:
         return "".join(parts)
 
 
-def _interval_note(ev: Evidence) -> str:
+def _interval_note(ev: Judgement) -> str:
     """``95% anytime-valid CI [0.0%, 1.2%], n=812: not enough data yet to be sure``."""
     lo, hi = ev.interval.low, ev.interval.high
     if ev.metric.endswith("latency"):

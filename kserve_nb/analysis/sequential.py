@@ -99,7 +99,7 @@ class Interval:
 
 
 @dataclass(frozen=True)
-class Evidence:
+class Judgement:
     """One gate's verdict with everything it rests on.
 
     Attributes
@@ -504,7 +504,7 @@ def judge_rate(
     offset: float,
     alpha: float,
     min_samples: int = MIN_SAMPLES,
-) -> Evidence:
+) -> Judgement:
     """Judge ``candidate_rate OP factor * baseline_rate + offset`` (``OP`` is ``<=`` or ``>=``).
 
     ``candidate``/``baseline`` are ``(events, trials)`` — ``(errors, requests)`` or ``(correct,
@@ -542,7 +542,7 @@ def judge_rate(
         xb, nb = baseline if (baseline is not None and two_sample) else (None, None)
         code = int(rate_gate_decisions(x, n, xb, nb, op, factor, offset, alpha)[0])
         decision = {1: "pass", -1: "fail", 0: "inconclusive"}[code]
-    ev = Evidence(
+    ev = Judgement(
         metric, decision, cand_est, base_est, limit, interval, n, None if baseline is None else baseline[1],
         method, "", op, factor, offset,
     )
@@ -559,7 +559,7 @@ def judge_quantile(
     offset: float,
     alpha: float,
     min_samples: int = MIN_SAMPLES,
-) -> Evidence:
+) -> Judgement:
     """Judge ``candidate_quantile OP factor * baseline_quantile + offset`` (ms) from histograms.
 
     Each revision's quantile gets an anytime-valid interval at ``alpha/2`` (``alpha`` without a
@@ -606,7 +606,7 @@ def judge_quantile(
         + (", alpha split over 2 arms" if arms == 2 else "")
         + f", level {1 - alpha:.0%}, valid at every check"
     )
-    ev = Evidence(metric, decision, cand_est, base_est, limit, interval, n_c, n_b, method, "", op, factor, offset)
+    ev = Judgement(metric, decision, cand_est, base_est, limit, interval, n_c, n_b, method, "", op, factor, offset)
     return _with_statement(ev, unit="ms", min_samples=min_samples)
 
 
@@ -615,13 +615,13 @@ def judge_quantile(
 # --------------------------------------------------------------------------------------------
 
 
-def _with_statement(ev: Evidence, *, unit: str, min_samples: int) -> Evidence:
+def _with_statement(ev: Judgement, *, unit: str, min_samples: int) -> Judgement:
     from dataclasses import replace
 
     return replace(ev, statement=_statement(ev, unit, min_samples))
 
 
-def _statement(ev: Evidence, unit: str, min_samples: int) -> str:
+def _statement(ev: Judgement, unit: str, min_samples: int) -> str:
     rate = unit == "rate"
 
     def value(x: float) -> str:

@@ -81,7 +81,7 @@ class Gate:
 
     def evaluate(self, candidate: RevisionSample, baseline: RevisionSample | None, alpha: float,
                  min_samples: int) -> Any:
-        """Judge this gate on the counts since the release started; returns an ``Evidence``."""
+        """Judge this gate on the counts since the release started; returns a ``sequential.Judgement``."""
         from kserve_nb.analysis import sequential as seq
 
         base = baseline if self.relative else None
