@@ -39,7 +39,7 @@ BACKOFF_MAX_SECONDS = 1.0
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kserve-nb"}
 
 
-def configmap_name(isvc: str) -> str:
+def history_configmap_name(isvc: str) -> str:
     """Name of the history ConfigMap of ``isvc``."""
     return f"{isvc}-kserve-nb-history"
 
@@ -116,7 +116,7 @@ class History:
     def _write(self, change: Callable[[dict[str, str]], str]) -> str:
         """Apply ``change`` to the ConfigMap's data (creating it if missing), retrying on conflicts
         and on an unreachable API (a restarting control plane) with jittered back-off."""
-        cm_name = configmap_name(self.name)
+        cm_name = history_configmap_name(self.name)
         deadline = time.monotonic() + WRITE_DEADLINE_SECONDS
         delay = BACKOFF_FIRST_SECONDS
         attempts = 0
@@ -160,7 +160,7 @@ class History:
 
     def entries(self) -> list[dict[str, Any]]:
         """All recorded entries, oldest first."""
-        current = self.cluster.get_configmap(configmap_name(self.name), self.namespace)
+        current = self.cluster.get_configmap(history_configmap_name(self.name), self.namespace)
         if current is None:
             return []
         data = current.get("data") or {}

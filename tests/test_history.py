@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from kserve_nb.history import PENDING, History, HistoryWarning, configmap_name, new_entry
+from kserve_nb.history import PENDING, History, HistoryWarning, history_configmap_name, new_entry
 from kserve_nb.local import manager
 from kserve_nb.session import Session
 
@@ -119,7 +119,7 @@ def test_a_step_records_its_intent_before_its_patch_and_settles_that_entry(
         since = int(api.get(f"/api/v1/namespaces/{NS}/configmaps").json()["metadata"]["resourceVersion"])
         svc.canary(M2, 10)
         # One resourceVersion counter orders every write in the cluster: the history's and the isvc's.
-        history = _writes_since(api, f"/api/v1/namespaces/{NS}/configmaps", configmap_name("intent"), since)
+        history = _writes_since(api, f"/api/v1/namespaces/{NS}/configmaps", history_configmap_name("intent"), since)
         isvc = _writes_since(api, f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices",
                              "intent", since)
     patched = next(int(o["metadata"]["resourceVersion"]) for o in isvc
@@ -131,8 +131,8 @@ def test_a_step_records_its_intent_before_its_patch_and_settles_that_entry(
     # Settled in place: still one entry for the step, now with its outcome, keeping its start time.
     [settled] = _canaries(history[-1])
     assert settled["outcome"] == "done" and settled["time"] == pending["time"] and settled["split"]
-    assert [e["outcome"] for e in _canaries(session.cluster.get_configmap(configmap_name("intent"), NS) or {})] \
-        == ["done"]
+    stored = session.cluster.get_configmap(history_configmap_name("intent"), NS) or {}
+    assert [e["outcome"] for e in _canaries(stored)] == ["done"]
 
 
 def test_a_history_that_cannot_be_written_warns_the_user(session: Session) -> None:
@@ -150,7 +150,7 @@ def test_update_settles_an_entry_in_place_and_appends_when_it_is_gone(session: S
     [entry] = history.entries()
     assert entry["outcome"] == "done" and entry["percent"] == 20 and entry["split"] == "20% a + 80% b"
     # Its entry trimmed or edited away meanwhile: the outcome is recorded anew, not lost.
-    current = session.cluster.get_configmap(configmap_name("settle"), NS)
+    current = session.cluster.get_configmap(history_configmap_name("settle"), NS)
     assert current is not None
     current["data"] = {}
     session.cluster.replace_configmap(current, NS)
