@@ -138,11 +138,11 @@ class Basis:
 
     @property
     def text(self) -> str:
-        return split_text(dict(self.split))
+        return panel_split_text(dict(self.split))
 
 
-def split_text(split: Mapping[str, int]) -> str:
-    """``20% …-00002 + 80% …-00001``, biggest share first; ``no traffic`` when empty."""
+def panel_split_text(split: Mapping[str, int]) -> str:
+    """The panel's split: ``20% …-00002 + 80% …-00001``, biggest share first; ``no traffic`` when empty."""
     return splits.split_text(split, biggest_first=True)
 
 
@@ -397,7 +397,7 @@ class PanelController:
             return None
         return (
             f"planned against generation {plan.before.generation}; the service has changed since "
-            f"(now {split_text(st.split())}): preview again"
+            f"(now {panel_split_text(st.split())}): preview again"
         )
 
     @property
@@ -410,7 +410,7 @@ class PanelController:
             return f"sent at {basis.text}; the service is gone"
         if Basis.of(st).split == basis.split:
             return None
-        return f"sent at an earlier split ({basis.text}); now {split_text(st.split())}: send again"
+        return f"sent at an earlier split ({basis.text}); now {panel_split_text(st.split())}: send again"
 
     def _clear_plan(self) -> None:
         if self.plan is not None:
@@ -513,7 +513,7 @@ class PanelController:
         self._record(action, release.summary())
         st = self.refresh() or release.status
         # "settled at", not "now": the line stays while later changes (polled) may move the split.
-        self._say(action, "ok", f"{action} done in {release.seconds:.1f}s, settled at {split_text(st.split())}")
+        self._say(action, "ok", f"{action} done in {release.seconds:.1f}s, settled at {panel_split_text(st.split())}")
         return "applied"
 
     # ------------------------------------------------------------------ traffic
@@ -799,9 +799,9 @@ class PanelController:
 def _split_after(plan: Plan) -> str:
     if plan.standard:
         made = f"new Deployment {', '.join(plan.new_deployments)}, " if plan.new_deployments else "no new Deployment, "
-        return made + "traffic → " + split_text(plan.after.split())
+        return made + "traffic → " + panel_split_text(plan.after.split())
     rev = f"new revision {plan.new_revision}, " if plan.new_revision else "no new revision, "
-    return rev + "traffic → " + split_text(plan.after.split())
+    return rev + "traffic → " + panel_split_text(plan.after.split())
 
 
 def _one_line(comparison: Any) -> str:
@@ -819,5 +819,5 @@ def _one_line(comparison: Any) -> str:
 
 __all__ = [
     "AREAS", "Basis", "IRIS_COLUMNS", "IRIS_SOURCE", "LogEntry", "Notice", "Outcome", "PanelController",
-    "Pending", "RevisionInfo", "split_text",
+    "Pending", "RevisionInfo", "panel_split_text",
 ]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from kserve_nb import style
-from kserve_nb.widgets.controller import Notice, PanelController, RevisionInfo, split_text
+from kserve_nb.widgets.controller import Notice, PanelController, RevisionInfo, panel_split_text
 from kserve_nb.widgets.theme import theme_probe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -778,4 +778,4 @@ def _cell(value: Any) -> str:
 
 
 __all__ = ["FIGURES", "TAB_BUILDERS", "Feedback", "Panel", "TabBuilder", "figure_output", "header_html",
-           "register_tab", "split_text"]
+           "panel_split_text", "register_tab"]
