@@ -350,6 +350,15 @@ def replica_set_name(deployment: str, template: str) -> str:
     return f"{deployment}-{r.pod_template_hash(template)}"
 
 
+def deployment_of(replica_set: str) -> str:
+    """The Deployment of a ``{deployment}-{pod-template-hash}`` name (:func:`replica_set_name`'s inverse).
+
+    The local ingress names the process that answered so (``x-kserve-revision``); this is the side's
+    Deployment whichever of its templates (old or new, during a rolling update) answered.
+    """
+    return replica_set.rsplit("-", 1)[0]
+
+
 @dataclass(frozen=True)
 class Workload:
     """One desired predictor Deployment + Service (``{isvc}[-{variant}]-predictor``)."""

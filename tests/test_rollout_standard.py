@@ -22,8 +22,9 @@ import pytest
 
 from kserve_nb import errors
 from kserve_nb.analysis.frames import ok_mask
-from kserve_nb.metrics.client import ClientSource, deployment_of
+from kserve_nb.metrics.client import ClientSource
 from kserve_nb.metrics.prometheus import KNATIVE, KSERVE_STANDARD, STANDARD_LOCAL, _alternation
+from kserve_nb.semantics_standard import deployment_of
 from kserve_nb.service import Service
 from kserve_nb.session import Session
 

@@ -54,11 +54,6 @@ def process_key(deployment: str, template: str) -> str:
     return ss.replica_set_name(deployment, template)
 
 
-def deployment_of(target: str) -> str:
-    """The Deployment named by an ``x-kserve-revision`` value of a Standard-mode answer."""
-    return target.rsplit("-", 1)[0]
-
-
 @dataclass
 class Process:
     """One model-server process of a Deployment's pod template, and the Pod shown for it."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kserve_nb.errors import ValidationError
 from kserve_nb.metrics.sample import LATENCY_BUCKETS_MS, Histogram, RevisionSample
+from kserve_nb.semantics_standard import deployment_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -232,18 +233,13 @@ class ClientSource:
             )
 
 
-def deployment_of(answered_by: str) -> str:
-    """The Deployment of a Standard-mode answer's ``x-kserve-revision`` value: the local ingress
-    names the pod template that answered, ``{deployment}-{pod-template-hash}``."""
-    return answered_by.rsplit("-", 1)[0]
-
-
 class SideClientSource:
     """:class:`ClientSource`'s counters per Standard-mode side (``stable``, a canary's name).
 
     A Standard-mode answer names the pod template that served it (``{deployment}-{hash}``, see
-    :func:`deployment_of`); every template of a side's Deployment (old and new during a rolling
-    update) counts for that side. Answers no side claims stay under their own names.
+    :func:`~kserve_nb.semantics_standard.deployment_of`); every template of a side's Deployment
+    (old and new during a rolling update) counts for that side. Answers no side claims stay under
+    their own names.
     """
 
     name = "client"

@@ -31,7 +31,6 @@ from kubernetes.client.rest import ApiException
 from kserve_nb import resources as r
 from kserve_nb import semantics_standard as ss
 from kserve_nb.local import dataplane, manager
-from kserve_nb.local.standard_driver import deployment_of
 
 NS = "std-controller"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -162,7 +161,7 @@ class Std:
         with httpx.Client(base_url=self.local.ingress, timeout=30) as http:
             for _ in range(n):
                 resp = http.post(f"/v1/models/{model}:predict", json=IRIS, headers={"Host": host})
-                out[(resp.status_code, deployment_of(resp.headers.get("x-kserve-revision", "-")))] += 1
+                out[(resp.status_code, ss.deployment_of(resp.headers.get("x-kserve-revision", "-")))] += 1
         return out
 
     def host(self, name: str) -> str:
@@ -316,11 +315,11 @@ def test_a_canary_rolling_to_a_new_model_serves_on_its_old_pod_until_the_new_one
     wait_for("the canary to be ready", settled(std, name, [("v2", True, 50)]))
     wait_for("the 50/50 route", lambda: std.backends(S) == [(S, 50), (C2, 50)])
     with Load(std, name) as load:
-        wait_for("answers from both sides", lambda: {deployment_of(rev) for _, rev in load.answers} == {S, C2})
-        old = {rev for _, rev in load.answers if deployment_of(rev) == C2}
+        wait_for("answers from both sides", lambda: {ss.deployment_of(rev) for _, rev in load.answers} == {S, C2})
+        old = {rev for _, rev in load.answers if ss.deployment_of(rev) == C2}
         std.patch(name, {"spec": {"canary": [canary("v2", 50, M1)]}})
         wait_for("the canary's new pod to answer",
-                 lambda: any(deployment_of(rev) == C2 and rev not in old for _, rev in load.answers[-20:]))
+                 lambda: any(ss.deployment_of(rev) == C2 and rev not in old for _, rev in load.answers[-20:]))
         seen = len(load.answers)
         wait_for("more answers", lambda: len(load.answers) > seen + 20)
     assert {code for code, _ in load.answers} == {200}, Counter(load.answers)
@@ -386,7 +385,7 @@ def test_a_dead_stable_process_makes_the_isvc_unready_until_it_is_restarted(std:
     wait_for("the canary to be ready", settled(std, name, [("v2", True, 20)]))
     wait_for("the 80/20 route", lambda: std.backends(S) == [(S, 80), (C2, 20)])
     record = dataplane.read(std.local.state_dir / dataplane.RUNTIME_RECORD) or {}
-    (pid,) = [e["pid"] for e in record["revisions"] if e["namespace"] == NS and deployment_of(e["revision"]) == S]
+    (pid,) = [e["pid"] for e in record["revisions"] if e["namespace"] == NS and ss.deployment_of(e["revision"]) == S]
     os.kill(pid, signal.SIGKILL)
     selector = f"involvedObject.name={name},involvedObject.kind=InferenceService"
     wait_for("the not-ready event", lambda: any(
