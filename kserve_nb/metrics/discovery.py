@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 #: Where Prometheus usually runs (Prometheus Operator / kube-prometheus, the Helm chart, Knative's
 #: and Istio's monitoring add-ons), looked for in this order.
-NAMESPACES = ("monitoring", "prometheus", "knative-monitoring", "istio-system", "kube-system")
-SERVICES = (
+PROMETHEUS_NAMESPACES = ("monitoring", "prometheus", "knative-monitoring", "istio-system", "kube-system")
+PROMETHEUS_SERVICES = (
     "prometheus-operated", "prometheus-k8s", "prometheus-server", "prometheus", "kube-prometheus-stack-prometheus",
 )
 #: ``rate()`` window on a local cluster, whose Prometheus scrapes every second.
@@ -55,11 +55,11 @@ def cluster_source(cluster: Cluster) -> PrometheusSource:
     from kserve_nb.metrics.prometheus import PrometheusSource
 
     configuration = cluster.api_client.configuration
-    found = _find_service(cluster, NAMESPACES, SERVICES)
+    found = _find_service(cluster, PROMETHEUS_NAMESPACES, PROMETHEUS_SERVICES)
     if found is None:
         raise errors.ConfigError(
-            f"no Prometheus found on this cluster (looked for services {', '.join(SERVICES)} in namespaces "
-            f"{', '.join(NAMESPACES)}): {HOW_TO}"
+            f"no Prometheus found on this cluster (looked for services {', '.join(PROMETHEUS_SERVICES)} in namespaces "
+            f"{', '.join(PROMETHEUS_NAMESPACES)}): {HOW_TO}"
         )
     namespace, name, port = found
     url = f"{configuration.host.rstrip('/')}/api/v1/namespaces/{namespace}/services/{port}/proxy"
