@@ -32,6 +32,7 @@ from kserve_nb import resources as r
 from kserve_nb import semantics_standard as ss
 from kserve_nb.local import store as st
 from kserve_nb.local.events import EventRecorder
+from kserve_nb.local.routing import RouteTable
 from kserve_nb.local.runtime import RevisionSpec
 from kserve_nb.local.standard_driver import StandardDriver
 from kserve_nb.semantics import (
@@ -73,10 +74,6 @@ class RuntimeLike(Protocol):
 
 class GatewayLike(Protocol):
     def update(self, routes: Any, endpoints: Any) -> None: ...
-
-
-#: Routing table: host → weighted targets ``(namespace, revision, percent)``.
-RouteTable = dict[str, list[tuple[str, str, int]]]
 
 
 _KNATIVE_REVISION = re.compile(r"-predictor-\d{5,}$")

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 #: ``host → [(namespace, target, weight), …]`` (see the module docstring).
 Routes = Mapping[str, Sequence[tuple[str, str, int]]]
+#: The same table as the controller builds it (mutable), per InferenceService and merged.
+RouteTable = dict[str, list[tuple[str, str, int]]]
 #: ``(namespace, target) → (host, port)`` of each ready model server.
 Endpoints = Mapping[tuple[str, str], tuple[str, int]]
 

@@ -34,14 +34,13 @@ from kserve_nb import resources as r
 from kserve_nb import semantics_standard as ss
 from kserve_nb.local import standard_objects as objects
 from kserve_nb.local import store as st
+from kserve_nb.local.routing import RouteTable
 from kserve_nb.local.runtime import RevisionSpec
 from kserve_nb.semantics import model_format_of
 
 log = logging.getLogger(__name__)
 
 PRIVATE_PREFIX = "standard/"
-#: Host → weighted targets ``(namespace, process key, weight)`` (the controller's route table).
-RouteTable = dict[str, list[tuple[str, str, int]]]
 
 _MISSING_URI = (
     "spec.predictor.model.storageUri is not set: point it at a model directory "
