@@ -14,7 +14,6 @@ import random
 import socket
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -56,7 +55,7 @@ def actor() -> str:
 def new_entry(action: str, context: str | None, **fields: Any) -> dict[str, Any]:
     """A history entry stamped with time, actor and kube context."""
     entry = {
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": r.now_rfc3339(),
         "action": action,
         "actor": actor(),
         "context": context or "",

@@ -247,6 +247,11 @@ def human_duration(seconds: float) -> str:
     return f"{years}y"
 
 
+def now_rfc3339() -> str:
+    """The current UTC time in Kubernetes' RFC 3339 seconds format (``2026-12-02T09:50:00Z``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_time(value: Any) -> datetime | None:
     """An RFC 3339 timestamp as an aware datetime, or None when missing or malformed."""
     if not isinstance(value, str) or not value:

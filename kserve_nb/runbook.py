@@ -17,12 +17,12 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kserve_nb import __version__, errors
 from kserve_nb.history import actor
+from kserve_nb.resources import now_rfc3339
 from kserve_nb.splits import split_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,10 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 RECORD_FORMAT = 1
 
 PROMOTE, ROLLBACK, NONE = "promote", "rollback", "none"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _plain(value: Any) -> Any:
@@ -440,7 +436,7 @@ class Evidence:
 
     parameters: dict[str, Any]
     cluster: dict[str, Any]
-    started: str = field(default_factory=_now)
+    started: str = field(default_factory=now_rfc3339)
     steps: list[dict[str, Any]] = field(default_factory=list)
     preflight: list[str] = field(default_factory=list)
     before: dict[str, Any] | None = None
@@ -474,7 +470,7 @@ class Evidence:
 
     def step(self, name: str, detail: str) -> str:
         """Record one step; returns ``"name: detail"`` for the cell to show."""
-        self.steps.append({"time": _now(), "step": name, "detail": detail})
+        self.steps.append({"time": now_rfc3339(), "step": name, "detail": detail})
         return f"{name}: {detail}"
 
     def collect_history(self, svc: Service) -> None:
@@ -510,7 +506,7 @@ class Evidence:
 
     def save(self, path: str | Path | None) -> Path:
         """Write the record as JSON to ``path`` (default: ``records/`` in the kserve-nb home)."""
-        self.finished = self.finished or _now()
+        self.finished = self.finished or now_rfc3339()
         if path is None:
             from kserve_nb.local.manager import default_state_dir
 

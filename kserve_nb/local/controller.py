@@ -94,7 +94,7 @@ def new_pod(rev: Revision) -> dict[str, str]:
     suffix = "".join(secrets.choice(r.K8S_NAME_ALPHABET) for _ in range(5))
     return {
         "name": f"{rev.name}-deployment-{r.pod_template_hash(rev.template_hash, 9)}-{suffix}",
-        "created": st.now_rfc3339(),
+        "created": r.now_rfc3339(),
     }
 
 
@@ -220,9 +220,9 @@ class Controller:
         ks = self._state(ns, name, uid)
         before = list(ks.revisions)
         stale = self._stale_revisions(ns, name, ks)
-        result = reconcile(isvc, ks, st.now_rfc3339(), self.settings)
+        result = reconcile(isvc, ks, r.now_rfc3339(), self.settings)
         if self._fail_unloadable(ks):
-            result = reconcile({**isvc, "status": result.status}, ks, st.now_rfc3339(), self.settings)
+            result = reconcile({**isvc, "status": result.status}, ks, r.now_rfc3339(), self.settings)
         self._save(ns, name, ks)
         for event in result.events:
             self._record(isvc, event)
@@ -420,7 +420,7 @@ class Controller:
             return
         existing = self.store.get(st.KSERVICES, ns, r.predictor_name(name))
         old_conditions = ((existing or {}).get("status") or {}).get("conditions") or []
-        status = ksvc_status(ks, name, ns, self.settings, old_conditions, st.now_rfc3339())
+        status = ksvc_status(ks, name, ns, self.settings, old_conditions, r.now_rfc3339())
         self._upsert(st.KSERVICES, ns, ksvc_object(ns, name, isvc, ks, status))
 
     def _delete(self, rt: st.ResourceType, ns: str, obj_name: str) -> None:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,6 +37,13 @@ INGRESS_RECORD = Path("ingress") / "ingress.json"
 MODEL_SERVER_MARKER = "kserve_nb.local.modelserver"
 #: SIGTERM → SIGKILL grace when stopping a recorded process.
 STOP_GRACE_SECONDS = 3.0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a data-plane process to bind."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def started_at(pid: int) -> float | None:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kserve_nb import resources as r
 from kserve_nb.local import store as st
 from kserve_nb.resources import parse_time
 
@@ -52,7 +53,7 @@ class EventRecorder:
             "apiVersion": obj.get("apiVersion", ""),
             "resourceVersion": meta.get("resourceVersion", ""),
         }
-        now = st.now_rfc3339()
+        now = r.now_rfc3339()
         self._sweep()
         key = (self.component, involved["kind"], namespace, involved["name"], involved["uid"],
                involved["apiVersion"], etype, reason, message)

@@ -55,7 +55,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -673,7 +672,7 @@ class NginxIngress:
             return self._port
         await self._fallback.start()
         if not self._port:
-            self._port = _free_port()
+            self._port = dataplane.free_port()
         await self._launch()
         self._supervisor = self._loop.create_task(self._supervise(), name="kserve-nb-nginx")
         return self._port
@@ -864,7 +863,7 @@ class NginxIngress:
 
     async def _launch(self) -> None:
         if not self._control:
-            self._control = _free_port()
+            self._control = dataplane.free_port()
         path = self.directory / "nginx.conf"
         self._write_config(self._render())
         log_file = open(self.directory / "nginx.log", "ab")  # noqa: SIM115 - handed to the child
@@ -1000,10 +999,3 @@ async def _wait(process: Master, timeout: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-

@@ -33,7 +33,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import warnings
@@ -45,6 +44,7 @@ from typing import Any
 import yaml
 
 from kserve_nb.errors import LocalClusterError
+from kserve_nb.local import dataplane
 from kserve_nb.local.daemon import write_private
 
 DIRECTORY = "prometheus"
@@ -220,7 +220,7 @@ def _start(binary: str, state_dir: Path, directory: Path, timeout: float) -> Loc
     write_private(directory / "prometheus.yml", render_config(state_dir))
     password, protected = _credentials(directory)
     (directory / "data").mkdir(exist_ok=True, mode=0o700)
-    port = _free_port()
+    port = dataplane.free_port()
     url = f"http://127.0.0.1:{port}"
     args = [
         binary,
@@ -330,9 +330,3 @@ def _gone(proc: Any, timeout: float) -> bool:
             return True
         if time.monotonic() > deadline:
             return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

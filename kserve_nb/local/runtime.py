@@ -38,12 +38,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kserve_nb.errors import LocalClusterError
 from kserve_nb.local import dataplane
+from kserve_nb.resources import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,6 @@ class _Revision:
     timer: asyncio.TimerHandle | None = None
     proc_started: float | None = None  # start time of the current process (its identity in the record)
     exit_fd: int | None = None  # pidfd of an adopted process: neither our child nor the zygote's
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _describe_exit(code: int | None) -> str:
@@ -554,7 +550,7 @@ class Runtime:
         rev.exit_code = None
         rev.kill_reason = None
         rev.process_gone = False
-        rev.state.started_at = _now()
+        rev.state.started_at = now_rfc3339()
         # Not cancellable by stop(): a fork in flight must be seen through, then terminated.
         task = self._get_loop().create_task(self._start_process(rev, rev.generation))
         self._starting.add(task)
@@ -731,7 +727,7 @@ class Runtime:
             return  # already reported as Failed
         rev.state.message = rev.kill_reason or reason
         rev.state.phase = "Restarting"
-        rev.state.last_crash_at = _now()
+        rev.state.last_crash_at = now_rfc3339()
         delay = self._next_backoff(rev)
         self._notify(rev)
         log.warning("revision %s/%s: %s; restarting in %.1fs", *_key(rev), rev.state.message, delay)

@@ -213,9 +213,9 @@ class StandardDriver:
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
         entry = self._entry(ns, name, meta["uid"])
-        result = ss.reconcile(isvc, entry.state, st.now_rfc3339(), self.settings)
+        result = ss.reconcile(isvc, entry.state, r.now_rfc3339(), self.settings)
         if self._fail_unloadable(entry.state):
-            result = ss.reconcile({**isvc, "status": result.status}, entry.state, st.now_rfc3339(), self.settings)
+            result = ss.reconcile({**isvc, "status": result.status}, entry.state, r.now_rfc3339(), self.settings)
         self._save(ns, name, entry)
         return result.status, self.routes(isvc, entry.state)
 
@@ -323,7 +323,7 @@ class StandardDriver:
             model_format=model_format_of(rec.predictor) or _legacy_format(rec.predictor),
             protocol_version=(model or {}).get("protocolVersion"),
             pod=f"{process_key(rec.name, rec.template_hash)}-{suffix}",
-            created=st.now_rfc3339(),
+            created=r.now_rfc3339(),
         )
 
     def on_runtime_change(self, state: Any) -> tuple[str, str] | None:

@@ -24,7 +24,6 @@ import sqlite3
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,9 @@ class ResourceType:
         "update",
         "watch",
     )
+    # Connect subresources served besides the object itself: (name, kind, verbs), e.g. a Service's
+    # ``proxy`` (the API server's service proxy); listed in discovery as Kubernetes lists them.
+    connect: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -157,6 +159,7 @@ DEPLOYMENTS = ResourceType(
 SERVICES = ResourceType(
     "", "v1", "services", "Service", "service", short_names=("svc",), categories=("all",),
     user_writable=False, verbs=READ_ONLY_VERBS,
+    connect=(("proxy", "ServiceProxyOptions", ("create", "delete", "get", "patch", "update")),),
 )
 HTTPROUTES = ResourceType(
     "gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", "httproute", categories=("gateway-api",),
@@ -205,7 +208,7 @@ def created_object(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
     new = clone(dict(obj))
     meta = new.setdefault("metadata", {})
     meta["uid"] = str(uuid.uuid4())
-    meta["creationTimestamp"] = now_rfc3339()
+    meta["creationTimestamp"] = resources.now_rfc3339()
     meta.pop("resourceVersion", None)
     meta.pop("deletionTimestamp", None)
     if rt.group:  # CRDs (and our Knative types) carry a generation
@@ -249,11 +252,6 @@ def updated_object(
     new["kind"] = rt.kind
     new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
     return new
-
-
-def now_rfc3339() -> str:
-    """Current UTC time in Kubernetes' RFC 3339 seconds format."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -80,10 +80,10 @@ from kserve_nb.local.store import (
     StoreConflict,
     StoreNotFound,
     created_object,
-    now_rfc3339,
     updated_object,
 )
 from kserve_nb.patches import clone, merge_patch
+from kserve_nb.resources import now_rfc3339
 
 KUBERNETES_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0"}
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's request size limit
