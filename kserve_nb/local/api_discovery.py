@@ -43,6 +43,9 @@ def _api_resources(group: str, version: str) -> list[dict[str, Any]]:
         if rt.has_status and rt.user_writable:
             out.append({"name": f"{rt.plural}/status", "singularName": "", "namespaced": rt.namespaced,
                         "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+        for sub, kind, verbs in rt.connect:
+            out.append({"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced,
+                        "kind": kind, "verbs": list(verbs)})
     return out
 
 
@@ -78,12 +81,21 @@ def _discovery_group(group: str) -> dict[str, Any]:
                 entry["shortNames"] = list(rt.short_names)
             if rt.categories:
                 entry["categories"] = list(rt.categories)
+            subresources = []
             if rt.has_status and rt.user_writable:
-                entry["subresources"] = [{
+                subresources.append({
                     "subresource": "status",
                     "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
                     "verbs": ["get", "patch", "update"],
-                }]
+                })
+            for sub, kind, verbs in rt.connect:
+                subresources.append({
+                    "subresource": sub,
+                    "responseKind": {"group": "", "version": "", "kind": kind},
+                    "verbs": list(verbs),
+                })
+            if subresources:
+                entry["subresources"] = subresources
             resources.append(entry)
         versions.append({"version": version, "resources": resources, "freshness": "Current"})
     return {"metadata": {"name": group, "creationTimestamp": None}, "versions": versions}

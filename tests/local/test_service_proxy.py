@@ -202,6 +202,15 @@ def test_kubectl_reaches_each_side(api: Api, kubectl: Any) -> None:
         assert json.loads(predicted.stdout) == expected
 
 
+def test_discovery_lists_the_proxy_subresource(kubectl: Any) -> None:
+    """Discovery names ``services/proxy`` as Kubernetes does (legacy list and aggregated)."""
+    legacy = json.loads(kubectl.run("get", "--raw", "/api/v1").stdout)
+    proxy = [r for r in legacy["resources"] if r["name"] == "services/proxy"]
+    assert proxy and proxy[0]["kind"] == "ServiceProxyOptions" and "get" in proxy[0]["verbs"]
+    resources = kubectl.run("api-resources", "--api-group=", "-o", "name").stdout.split()
+    assert "services" in resources
+
+
 class _Endpoints:
     """A fixed Endpoints table: Service ``echo`` has one ready pod, the echo server below. It takes
     the controller's place so that the pod can be a server that shows what it received."""
