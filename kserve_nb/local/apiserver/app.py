@@ -36,12 +36,12 @@ def ensure_default_namespaces(store: Store) -> None:
             store.create(NAMESPACES, _namespace_manifest(name))
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]  # aiohttp's request handler type
 SERVER_KEY = web.AppKey("kserve_nb_apiserver", ApiServer)
 
 
 @web.middleware
-async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _errors_middleware(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -59,7 +59,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 @web.middleware
-async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _auth_middleware(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     if not server.authorized(request):
         return status_response(UNAUTHORIZED)
