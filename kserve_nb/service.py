@@ -471,8 +471,10 @@ class Service:
 
         Standard mode: ``default`` (the weighted route), ``stable``, or a canary's name; ``latest``
         means the newest canary and ``prev`` the stable, so code written for Knative mode runs as
-        it is. Each side answers on its component host ``{deployment}-{ns}.{domain}`` (see
-        ``docs/standard-mode-canary.md`` §9); the Target's revision names the side's Deployment.
+        it is. Locally each side answers on its Service's in-cluster host through the ingress; on a
+        real cluster through an HTTPRoute of the user's own (a Host and maybe headers,
+        :func:`kserve_nb.standard.side_route`), else the API server's service proxy (see
+        ``docs/standard-mode-canary.md`` §9). The Target's revision names the side's Deployment.
         """
         from kserve_nb.predict.client import Target
 
@@ -518,17 +520,23 @@ class Service:
             names = ", ".join([*STANDARD_TARGETS, *(c.name for c in st.canaries)])
             raise errors.ValidationError(f"unknown target {to!r}; {self.name} has: {names}")
         host = standard.side_host(st, side)
-        if not self.session.is_local:
-            # KServe routes no per-side host: an HTTPRoute of the user's own reaches one side through
-            # the ingress; without one the API server's service proxy does (RBAC services/proxy).
-            routed = standard.routed_hosts(self.session.cluster, self.namespace)
-            found = [h for h in standard.side_hosts(st, side) if h in routed]
-            if found:
-                host = found[0]
-                self._proxied.discard(host)
-            else:
-                self._proxied.add(host)
-        return Target(to, host, side.deployment)
+        if self.session.is_local:
+            return Target(to, host, side.deployment)
+        from kserve_nb.predict import protocol as proto
+
+        # KServe routes no per-side host: an HTTPRoute rule of the user's own that sends a Host (and
+        # maybe exact headers) to the side's Service alone reaches it through the ingress; without
+        # one the API server's service proxy does (RBAC services/proxy).
+        route = standard.side_route(
+            standard.list_routes(self.session.cluster, self.namespace), side.deployment, self.namespace,
+            paths=[proto.model_path(self.name, p) for p in proto.PROTOCOLS],
+            hosts=standard.side_hosts(st, side),
+        )
+        if route is None:
+            self._proxied.add(host)
+            return Target(to, host, side.deployment)
+        self._proxied.discard(route.host)
+        return Target(to, route.host, side.deployment, headers=dict(route.headers))
 
     def predict(self, payload: Any, *, to: str = "default", protocol: str = "v1") -> PredictionResult:
         """Send one prediction request to ``to`` and return the parsed result."""

@@ -8,9 +8,10 @@ KServe's Standard-mode status does not carry everything a release step needs (se
 - a canary that cannot become ready says so only in its **Deployment's** conditions
   (``canaryStatuses`` has nothing but ``ready``): :func:`deployment_failure`;
 - each side answers on its own Service, which no KServe route exposes: :func:`side_host` names the
-  host the local cluster's ingress routes for it (the Service's in-cluster name); on a real cluster a
-  route of the user's own for one of :func:`side_hosts` reaches it (:func:`routed_hosts`), else the
-  API server's service proxy does (:class:`ServiceProxyTransport`, with the session's credentials).
+  host the local cluster's ingress routes for it (the Service's in-cluster name); on a real cluster
+  an HTTPRoute rule of the user's own that sends a Host (and maybe exact headers) to that Service
+  alone reaches it (:func:`side_route` over :func:`list_routes`), else the API server's service
+  proxy does (:class:`ServiceProxyTransport`, with the session's credentials).
 
 The pure rules stay in :mod:`kserve_nb.semantics_standard`.
 """
@@ -20,7 +21,8 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -84,16 +86,176 @@ def read_route(cluster: Any, isvc_name: str, namespace: str) -> list[tuple[str, 
     return [(str(ref.get("name")), ref.get("weight")) for ref in refs if isinstance(ref, Mapping)]
 
 
-def routed_hosts(cluster: Any, namespace: str) -> set[str]:
-    """Every hostname an HTTPRoute in ``namespace`` lists (empty when none can be read)."""
+def list_routes(cluster: Any, namespace: str) -> list[dict[str, Any]]:
+    """Every HTTPRoute in ``namespace`` as the API serves it (empty when none can be read)."""
     data = _api_call(
         cluster, "list httproutes", cluster.custom.list_namespaced_custom_object,
         std.GATEWAY_GROUP, std.GATEWAY_VERSION, namespace, std.HTTPROUTE_PLURAL,
     )
-    hosts: set[str] = set()
-    for item in (data or {}).get("items") or []:
-        hosts.update(str(h) for h in (item.get("spec") or {}).get("hostnames") or [])
-    return hosts
+    return [item for item in (data or {}).get("items") or [] if isinstance(item, dict)]
+
+
+@dataclass(frozen=True)
+class SideRoute:
+    """How to reach one side through the ingress: the ``Host`` and extra headers to send.
+
+    ``route`` and ``rule`` name the HTTPRoute rule that sends exactly those requests to the side's
+    Service alone (for the reader; nothing re-reads it).
+    """
+
+    host: str
+    headers: tuple[tuple[str, str], ...]
+    route: str
+    rule: int
+
+
+def _owned_by_isvc(route: Mapping[str, Any]) -> bool:
+    owners = (route.get("metadata") or {}).get("ownerReferences") or []
+    return any(isinstance(o, Mapping) and o.get("kind") == r.KIND for o in owners)
+
+
+def _accepted(route: Mapping[str, Any]) -> bool:
+    """False only when the route's status says no Gateway accepted it (no status yet: unknown, kept)."""
+    parents = ((route.get("status") or {}).get("parents")) or []
+    if not parents:
+        return True
+    return any(
+        c.get("type") == "Accepted" and c.get("status") == "True"
+        for p in parents if isinstance(p, Mapping)
+        for c in p.get("conditions") or [] if isinstance(c, Mapping)
+    )
+
+
+def _weight(ref: Mapping[str, Any]) -> int:
+    """A backendRef's weight: the CRD's default 1 when absent; an unreadable one takes no traffic."""
+    weight = ref.get("weight")
+    if weight is None:
+        return 1
+    return weight if isinstance(weight, int) and not isinstance(weight, bool) else 0
+
+
+def _to_service_alone(refs: Any, service: str, namespace: str, port: int) -> bool:
+    """Whether every backendRef that takes traffic (weight > 0, default 1) is ``service:port`` in
+    ``namespace``, and at least one does."""
+    if not isinstance(refs, list):
+        return False
+    live = [ref for ref in refs if isinstance(ref, Mapping) and _weight(ref) > 0]
+    return bool(live) and all(
+        (ref.get("group") or "") == ""
+        and (ref.get("kind") or "Service") == "Service"
+        and ref.get("name") == service
+        and (ref.get("namespace") or namespace) == namespace
+        and ref.get("port") == port  # required for a Service backend; absent, the Gateway resolves nothing
+        for ref in live
+    )
+
+
+def _keeps_request(filters: Any) -> bool:
+    """Whether a rule's filters forward the request with its path (a redirect or a path rewrite
+    would not reach ``/v1/models/...`` on the model server)."""
+    for f in filters or []:
+        kind = f.get("type") if isinstance(f, Mapping) else None
+        if kind == "RequestRedirect" or (kind == "URLRewrite" and (f.get("urlRewrite") or {}).get("path")):
+            return False
+    return True
+
+
+#: Path regular expressions that match every path. KServe's own rules use the first; a rule of the
+#: user's on the same host must use one too, or KServe's rule wins (below).
+CATCH_ALL_PATHS = frozenset({std.FALLBACK_PATH, "^/.*", "/.*", "/.*$", ".*", "^.*$"})
+
+
+def _path(match: Mapping[str, Any]) -> tuple[str, str]:
+    spec = match.get("path") or {}
+    return str(spec.get("type") or "PathPrefix"), str(spec.get("value") or "/")
+
+
+def _path_admits(match: Mapping[str, Any], path: str) -> bool:
+    """Gateway API path matching; an absent path match is ``PathPrefix /``. A regular expression
+    is implementation-specific: only the catch-all ones are trusted."""
+    kind, value = _path(match)
+    if kind == "Exact":
+        return path == value
+    if kind == "PathPrefix":  # element by element; a trailing "/" is ignored
+        prefix = value.rstrip("/")
+        return path == prefix or path.startswith(prefix + "/")
+    return kind == "RegularExpression" and value in CATCH_ALL_PATHS
+
+
+def _exact_headers(match: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """The headers a match requires, or None when one cannot be satisfied for sure (a regular
+    expression, a query parameter, a method other than POST)."""
+    if match.get("queryParams") or (match.get("method") or "POST") != "POST":
+        return None
+    out: list[tuple[str, str]] = []
+    for h in match.get("headers") or []:
+        if not isinstance(h, Mapping) or (h.get("type") or "Exact") != "Exact" or not h.get("name"):
+            return None
+        out.append((str(h["name"]), str(h.get("value") or "")))
+    return tuple(out)
+
+
+def _route_hosts(hostnames: Any, hosts: Sequence[str]) -> list[str]:
+    """The Hosts a route answers that can be sent: its literal hostnames; with none, ``hosts``
+    (every one when it lists no hostname: it takes every host of its listener; else those its
+    wildcards admit, ``*.d`` admitting any name ending in ``.d``)."""
+    names = [str(h) for h in hostnames or []]
+    literal = [h for h in names if not h.startswith("*.")]
+    if literal:
+        return literal
+    return [h for h in hosts if h and (not names or any(h.endswith(w[1:]) for w in names))]
+
+
+def side_route(
+    routes: Sequence[Mapping[str, Any]],
+    service: str,
+    namespace: str,
+    *,
+    paths: Sequence[str],
+    hosts: Sequence[str],
+    port: int = std.SERVICE_PORT,
+) -> SideRoute | None:
+    """The way through the ingress to Service ``service`` alone, from the namespace's HTTPRoutes.
+
+    A rule qualifies when every backend that takes traffic is ``service:port`` in ``namespace``,
+    its filters keep the request's path, and one of its matches admits every path in ``paths``
+    (the V1 and V2 inference paths) with only ``Exact`` header matches (a regular expression
+    cannot be satisfied for sure). KServe's own routes (owned by an InferenceService) split by
+    weight between the sides, so they never qualify; but a host they list is theirs first: Envoy
+    Gateway, Contour, NGINX and kgateway rank a ``RegularExpression`` path (KServe's ``^/.*$``)
+    above any ``PathPrefix``, so a rule of the user's on such a host is used only when its path is
+    a catch-all regular expression too (then its header matches make it the more specific).
+
+    The Host is the route's first usable literal hostname; a route listing none (or only
+    wildcards) is called on the first of ``hosts`` it admits — hosts no KServe route lists, such as
+    the side's component host, since the more specific hostname of KServe's route would take the
+    request. A rule needing no header wins over one that does; otherwise fewer headers, then route
+    name, rule and match order decide. None when no route qualifies (then the API server's service
+    proxy reaches the side, ``docs/standard-mode-canary.md`` §9).
+    """
+    kserve_hosts = {str(h) for route in routes if _owned_by_isvc(route)
+                    for h in (route.get("spec") or {}).get("hostnames") or []}
+    found: list[tuple[int, str, int, int, SideRoute]] = []
+    for route in routes:
+        if _owned_by_isvc(route) or not _accepted(route):
+            continue
+        name = str((route.get("metadata") or {}).get("name") or "")
+        spec = route.get("spec") or {}
+        candidates = _route_hosts(spec.get("hostnames"), [h for h in hosts if h not in kserve_hosts])
+        for i, rule in enumerate(spec.get("rules") or []):
+            if not isinstance(rule, Mapping) or not _keeps_request(rule.get("filters")):
+                continue
+            if not _to_service_alone(rule.get("backendRefs"), service, namespace, port):
+                continue
+            for j, match in enumerate(rule.get("matches") or [{}]):
+                if not isinstance(match, Mapping) or not all(_path_admits(match, p) for p in paths):
+                    continue
+                headers = _exact_headers(match)
+                catch_all = _path(match) in {("RegularExpression", v) for v in CATCH_ALL_PATHS}
+                host = next((h for h in candidates if catch_all or h not in kserve_hosts), None)
+                if headers is not None and host is not None:
+                    found.append((len(headers), name, i, j, SideRoute(host, headers, name, i)))
+    return min(found, key=lambda f: f[:4])[4] if found else None
 
 
 def deployment_failure(cluster: Any, deployment: str, namespace: str) -> str | None:
@@ -164,15 +326,15 @@ def side_host(st: ServiceStatus, side: Side) -> str:
 
 
 def side_hosts(st: ServiceStatus, side: Side) -> list[str]:
-    """Hosts that reach ``side`` alone if a route of the user's own lists them: :func:`side_host`,
-    then the component host ``{deployment}-{ns}.{domain}`` unless it is a weighted route's host."""
-    hosts = [side_host(st, side)]
+    """Hosts a route listing no hostname (or a wildcard) is called on for ``side``: its component
+    host ``{deployment}-{ns}.{domain}`` unless that is a weighted route's host (an unnamed
+    stable's), then its Service's in-cluster name (:func:`side_host`). KServe's own routes list
+    neither, so its more specific hostnames cannot take the request."""
+    settings = std.StandardSettings(ingress_domain=domain_of(st))
+    weighted = {std.predictor_route_host(st.name, st.namespace, settings),
+                std.top_level_host(st.name, st.namespace, settings)}
     component = f"{side.deployment}-{st.namespace}.{domain_of(st)}"
-    weighted = {std.predictor_route_host(st.name, st.namespace, std.StandardSettings(ingress_domain=domain_of(st))),
-                std.top_level_host(st.name, st.namespace, std.StandardSettings(ingress_domain=domain_of(st)))}
-    if component not in weighted:
-        hosts.append(component)
-    return hosts
+    return [h for h in (component, side_host(st, side)) if h not in weighted]
 
 
 #: A Service's in-cluster host, ``{service}.{namespace}.svc.cluster.local``.

@@ -231,7 +231,7 @@ def test_the_local_ingress_routes_each_side_on_its_service_host(stable: dict[str
     assert standard.side_host(st, stable_side) == "my-model-predictor.default.svc.cluster.local"
     assert len(table["my-model-predictor-default.example.com"]) == 2  # the weighted route
     assert standard.side_hosts(st, stable_side) == ["my-model-predictor.default.svc.cluster.local"]
-    assert standard.side_hosts(st, v2)[1] == "my-model-v2-predictor-default.example.com"
+    assert standard.side_hosts(st, v2)[0] == "my-model-v2-predictor-default.example.com"
 
 
 def test_no_route_before_the_stable_is_ready(cluster: Cluster) -> None:

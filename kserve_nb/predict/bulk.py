@@ -324,7 +324,7 @@ class HttpxSender:
 
     Used when something only httpx applies is in play: an injected ``httpx`` transport or auth
     flow, or a proxy from the environment. The client's own headers (content type, user agent,
-    the user's) apply; each request adds its target's ``Host``.
+    the user's) apply; each request adds its target's ``Host`` and extra headers.
     """
 
     #: Threads beyond ~16 only add GIL contention.
@@ -335,20 +335,20 @@ class HttpxSender:
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=self.WORKERS, thread_name_prefix="kserve-nb-send")
 
-    def prepare(self, url: str, headers: Sequence[Mapping[str, str]]) -> tuple[str, list[str]]:
-        return url, [h["Host"] for h in headers]
+    def prepare(self, url: str, headers: Sequence[Mapping[str, str]]) -> tuple[str, list[dict[str, str]]]:
+        return url, [dict(h) for h in headers]
 
-    async def exchange(self, prepared: tuple[str, list[str]], slot: int, body: bytes) -> Reply:
-        url, hosts = prepared
+    async def exchange(self, prepared: tuple[str, list[dict[str, str]]], slot: int, body: bytes) -> Reply:
+        url, heads = prepared
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._post, url, hosts[slot], body)
+        return await loop.run_in_executor(self._pool, self._post, url, heads[slot], body)
 
-    def _post(self, url: str, host: str, body: bytes) -> Reply:
+    def _post(self, url: str, headers: Mapping[str, str], body: bytes) -> Reply:
         import httpx
 
         where = f"{urlsplit(url).hostname}:{urlsplit(url).port or ''}".rstrip(":")
         try:
-            r = self._client.post(url, content=body, headers={"Host": host})
+            r = self._client.post(url, content=body, headers=headers)
         except httpx.ConnectTimeout as e:
             raise SendError(f"{where} did not accept a connection within {self.timeout:g} s", connect=True) from e
         except httpx.TimeoutException as e:

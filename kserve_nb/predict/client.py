@@ -2,7 +2,8 @@
 
 Every request goes to the ingress base URL with the ``Host`` header of its :class:`Target`
 (``sklearn-iris-predictor…`` for the weighted default route, ``latest-…``/``prev-…`` for the tag
-routes), exactly like ``curl -H "Host: …" http://$INGRESS/v1/models/sklearn-iris:predict``.
+routes) and the target's own extra headers, if any (an HTTPRoute header match), exactly like
+``curl -H "Host: …" http://$INGRESS/v1/models/sklearn-iris:predict``.
 
 - :meth:`PredictionClient.predict` is one call on an ``httpx.Client``; failures raise one-line errors.
 - :meth:`PredictionClient.send` replays many inputs against several targets concurrently and returns
@@ -27,6 +28,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -70,11 +72,32 @@ class Target:
     revision:
         Revision the tag points at; None for the weighted default host (the gateway may still
         name the answering revision in an ``x-kserve-revision`` response header).
+    headers:
+        Extra headers every request to this side carries, e.g. ``{"x-kserve-side": "v2"}`` for an
+        HTTPRoute rule that matches on it; they override the client's headers of the same name.
+        Shown in the repr (they are routing headers), except credentials.
     """
 
     name: str
     host: str
     revision: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        headers = dict(self.headers or {})
+        for key, value in headers.items():
+            _check_header(key, value)
+            if key.lower() in _TRANSPORT_HEADERS:
+                raise ValidationError(f"a Target cannot set {key!r}: the client sends it (Host is the host argument)")
+        # Read-only, so a frozen Target stays what it was when built.
+        object.__setattr__(self, "headers", MappingProxyType(headers))
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.headers:
+            shown = {k: ("***" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+            extra = f", headers={shown!r}"
+        return f"Target(name={self.name!r}, host={self.host!r}, revision={self.revision!r}{extra})"
 
     @classmethod
     def from_url(cls, name: str, url: str, revision: str | None = None) -> Target:
@@ -83,6 +106,12 @@ class Target:
         if not host:
             raise ValidationError(f"cannot read a host name from {url!r}")
         return cls(name=name, host=host, revision=revision)
+
+
+#: Headers the client itself sends for every request; a Target may not replace them.
+_TRANSPORT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+#: Headers whose values a repr never shows.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 @dataclass(frozen=True)
@@ -331,7 +360,7 @@ class PredictionClient:
         path = proto.model_path(self.model, protocol)
         t0 = time.perf_counter()
         try:
-            resp = self._http.post(path, content=content, headers={"Host": target.host})
+            resp = self._http.post(path, content=content, headers={**target.headers, "Host": target.host})
         except httpx.ConnectError as exc:
             raise IngressUnreachable(
                 f"cannot reach the ingress at {self.ingress} ({exc}); is the cluster up? "
@@ -472,7 +501,7 @@ class PredictionClient:
         for t in targets:
             _check_header("Host", t.host)
         sender = self._sender
-        prepared = sender.prepare(self.url(protocol), [{**self._headers, "Host": t.host} for t in targets])
+        prepared = sender.prepare(self.url(protocol), [self._headers_for(t) for t in targets])
 
         async def one(job: Job) -> JobResult:
             return await send_one(sender, prepared, job, protocol=protocol)
@@ -480,6 +509,13 @@ class PredictionClient:
         return one
 
     # -- internals -------------------------------------------------------------------------
+
+    def _headers_for(self, target: Target) -> dict[str, str]:
+        """Every header of a request to ``target``: the client's, then the target's (replacing a
+        client header of the same name, whatever its case), then its Host."""
+        own = {k.lower() for k in target.headers}
+        return {**{k: v for k, v in self._headers.items() if k.lower() not in own}, **target.headers,
+                "Host": target.host}
 
     def _check_open(self) -> None:
         if self.closed:
@@ -525,7 +561,7 @@ class PredictionClient:
             for w in range(warmup if bodies else 0)
             for j in range(k)
         ]
-        headers = [{**self._headers, "Host": t.host} for t in targets]
+        headers = [self._headers_for(t) for t in targets]
         return _Batch(targets, instances, jobs, self.url(protocol), headers, protocol, warm)
 
 
