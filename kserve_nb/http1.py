@@ -399,8 +399,128 @@ Answer = tuple[int, list[bytes], bytes]
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
 
+class App(Protocol):
+    """What a :class:`Server` answers requests with (the local gateway, the metrics exporter).
+
+    ``answer`` turns a parsed request into ``(status, header pieces, body)``; ``error`` builds the
+    answers a connection gives itself (400 malformed, 413 too large, 500 when ``answer`` raised).
+    ``max_body`` bounds a request body (413 beyond) and ``idle_seconds`` how long an idle keep-alive
+    connection stays open; both are read when needed, so an app may derive them from settings.
+    """
+
+    @property
+    def max_body(self) -> int: ...
+
+    @property
+    def idle_seconds(self) -> float: ...
+
+    async def answer(self, request: ServerRequest) -> Answer: ...
+
+    def error(self, status: int, message: str) -> Answer: ...
+
+
+class Server:
+    r"""A listening HTTP/1.1 server: its :class:`ServerConnection`\ s, their idle sweep, a graceful close.
+
+    The one server loop of the package; what it answers is its :class:`App`. It is the
+    :class:`Handler` of every connection it accepts.
+    """
+
+    def __init__(
+        self, app: App, host: str = "127.0.0.1", port: int = 0, *,
+        drop: frozenset[bytes] = HOP_BY_HOP, backlog: int = 100,
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._drop = drop
+        self._backlog = backlog
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[ServerConnection] = set()
+        self._closing = False
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`; the one asked for before)."""
+        return self._port
+
+    @property
+    def connections(self) -> int:
+        """How many client connections are open."""
+        return len(self._connections)
+
+    async def start(self) -> int:
+        """Bind ``host`` (``port``, or a free one when 0) in the running loop and return the port."""
+        loop = asyncio.get_running_loop()
+        self._closing = False
+        self._server = await loop.create_server(
+            lambda: ServerConnection(self, loop, self._drop), self._host, self._port,
+            backlog=self._backlog, reuse_address=True,
+        )
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        self._sweeper = loop.call_later(1.0, self._sweep, loop)
+        return self._port
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop listening; connections close after their answer in progress, and after ``grace``
+        seconds those still busy are cut."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._server is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._closing = True
+        self._server.close()
+        for conn in list(self._connections):
+            conn.shutdown()
+        deadline = loop.time() + grace
+        while self._connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self._connections):
+            conn.abort()
+        self._server = None
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One timer a second for every connection, not one per request.
+        now = loop.time()
+        idle = self._app.idle_seconds
+        for conn in list(self._connections):
+            conn.sweep(now, idle)
+        self._sweeper = loop.call_later(1.0, self._sweep, loop)
+
+    # --- Handler: what the connections call ---
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` began: connections close after their answer in progress."""
+        return self._closing
+
+    @property
+    def max_body(self) -> int:
+        """The app's request body bound."""
+        return self._app.max_body
+
+    def register(self, conn: ServerConnection) -> None:
+        """A connection opened."""
+        self._connections.add(conn)
+
+    def unregister(self, conn: ServerConnection) -> None:
+        """A connection closed."""
+        self._connections.discard(conn)
+
+    async def answer(self, request: ServerRequest) -> Answer:
+        """The app's answer."""
+        return await self._app.answer(request)
+
+    def error(self, status: int, message: str) -> Answer:
+        """The app's error answer."""
+        return self._app.error(status, message)
+
+
 class Handler(Protocol):
-    """What a :class:`ServerConnection` serves (the local gateway's client edge implements it).
+    """What a :class:`ServerConnection` serves (implemented by :class:`Server`).
 
     ``answer`` turns a parsed request into ``(status, header pieces, body)``; ``error`` builds the
     answers the connection gives itself (400 malformed, 413 too large, 500 when ``answer`` raised).

@@ -26,7 +26,6 @@ loopback HTTP endpoint that serves them behind a bearer token (:class:`MetricsSe
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import hmac
 import logging
@@ -124,7 +123,7 @@ class RequestMetrics:
 class MetricsServer:
     """``GET /metrics`` on 127.0.0.1 behind ``Authorization: Bearer <token>``; nothing else.
 
-    An HTTP/1.1 server on :mod:`kserve_nb.http1`'s server connection, with itself as the handler.
+    An :class:`kserve_nb.http1.Server` answering with itself (its :class:`~kserve_nb.http1.App`).
     """
 
     #: A scrape request has no body; anything larger is refused (413).
@@ -135,67 +134,35 @@ class MetricsServer:
     def __init__(self, render: Callable[[], str], token: str, port: int = 0) -> None:
         self._render = render
         self._expected = f"Bearer {token}".encode()
-        self._port = port
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: set[http1.ServerConnection] = set()
-        self._closing = False
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._server = http1.Server(self, "127.0.0.1", port)
 
     def __repr__(self) -> str:  # never shows the token
-        return f"MetricsServer(port={self._port})"
+        return f"MetricsServer(port={self._server.port})"
 
     @property
     def port(self) -> int:
         """The bound port (after :meth:`start`)."""
-        return self._port
+        return self._server.port
 
     async def start(self) -> int:
         """Listen on 127.0.0.1 (``port``, or a free one when 0) and return the port."""
-        loop = asyncio.get_running_loop()
-        self._closing = False
-        self._server = await loop.create_server(lambda: http1.ServerConnection(self, loop), "127.0.0.1", self._port)
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._sweeper = loop.call_later(1.0, self._sweep, loop)
-        return self._port
+        return await self._server.start()
 
     async def close(self) -> None:
         """Stop listening and close the connections."""
-        self._closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self._server is not None:
-            self._server.close()
-            for conn in list(self._connections):
-                conn.shutdown()
-            await self._server.wait_closed()
-            self._server = None
+        await self._server.close()
 
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        for conn in list(self._connections):
-            conn.sweep(now, self.IDLE_SECONDS)
-        self._sweeper = loop.call_later(1.0, self._sweep, loop)
-
-    # --- http1.Handler ---
-
-    @property
-    def closing(self) -> bool:
-        """True once :meth:`close` began."""
-        return self._closing
+    # --- http1.App ---
 
     @property
     def max_body(self) -> int:
         """The largest request body accepted."""
         return self.MAX_BODY
 
-    def register(self, conn: http1.ServerConnection) -> None:
-        """A connection opened."""
-        self._connections.add(conn)
-
-    def unregister(self, conn: http1.ServerConnection) -> None:
-        """A connection closed."""
-        self._connections.discard(conn)
+    @property
+    def idle_seconds(self) -> float:
+        """How long an idle connection stays open."""
+        return self.IDLE_SECONDS
 
     def error(self, status: int, message: str) -> http1.Answer:
         """A plain-text error answer."""

@@ -16,8 +16,8 @@ in front of it), playing the part of Istio's ingress gateway + Knative's routing
   target of the same route.
 
 Performance: both HTTP edges are :mod:`kserve_nb.http1`'s (asyncio protocols on httptools' llhttp
-parser, in the daemon's uvloop event loop): the client edge is its :class:`~kserve_nb.http1.ServerConnection`
-with this gateway as the :class:`~kserve_nb.http1.Handler` (a small HTTP/1.1 server without
+parser, in the daemon's uvloop event loop): the client edge is its :class:`~kserve_nb.http1.Server`
+with this gateway as the :class:`~kserve_nb.http1.App` (a small HTTP/1.1 server without
 uvicorn's per-request ASGI machinery), the upstream side its :class:`~kserve_nb.http1.Pool`, the
 same client the prediction client's bulk sender uses. A general-purpose server or client would be a
 large share of the gateway's CPU per request against a fast upstream (``benchmarks/bench_gateway.py``
@@ -122,16 +122,12 @@ class Gateway:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
         self._table: dict[str, Route] = {}
         self._pool = http1.Pool(
             timeout=UPSTREAM_TIMEOUT_SECONDS, idle_seconds=UPSTREAM_IDLE_SECONDS, max_idle=UPSTREAM_MAX_IDLE
         )
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: set[http1.ServerConnection] = set()
-        self._closing = False
-        self._sweeper: asyncio.TimerHandle | None = None
+        # The client edge: the package's one HTTP/1.1 server, answering with this gateway.
+        self._edge = http1.Server(self, host, port, drop=_REQUEST_DROP, backlog=2048)
         #: Requests this gateway forwarded to a revision itself, by revision and status (Knative's
         #: queue-proxy metrics; nginx counts the ones it forwards, so none is counted twice).
         self.metrics = RequestMetrics()
@@ -139,37 +135,20 @@ class Gateway:
     @property
     def port(self) -> int:
         """The bound port (after :meth:`start`)."""
-        return self._port
+        return self._edge.port
+
+    @property
+    def connections(self) -> int:
+        """How many client connections are open."""
+        return self._edge.connections
 
     async def start(self) -> int:
         """Bind (only ``host``), start serving in the running loop, and return the port."""
-        loop = asyncio.get_running_loop()
-        self._closing = False
-        self._server = await loop.create_server(
-            lambda: http1.ServerConnection(self, loop, _REQUEST_DROP), self._host, self._port, backlog=2048,
-            reuse_address=True,
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = loop.call_later(1.0, self._sweep, loop)
-        return self._port
+        return await self._edge.start()
 
     async def close(self) -> None:
         """Stop listening, let in-flight requests finish (bounded), close upstream connections."""
-        if self._server is not None:
-            loop = asyncio.get_running_loop()
-            self._closing = True
-            self._server.close()
-            for conn in list(self._connections):
-                conn.shutdown()
-            deadline = loop.time() + CLOSE_GRACE_SECONDS
-            while self._connections and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-            for conn in list(self._connections):
-                conn.abort()
-            self._server = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        await self._edge.close(grace=CLOSE_GRACE_SECONDS)
         self._pool.close()
 
     def update(self, routes: Routes, endpoints: Endpoints) -> None:
@@ -188,32 +167,17 @@ class Gateway:
         self._table = routing.build(routes, endpoints)
         self._pool.retain_only(frozenset((h, int(p)) for h, p in endpoints.values()))
 
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Once a second: close idle client connections (one timer, not one per request)."""
-        now = loop.time()
-        for conn in list(self._connections):
-            conn.sweep(now, CLIENT_IDLE_SECONDS)
-        self._sweeper = loop.call_later(1.0, self._sweep, loop)
-
-    # --- http1.Handler: what the client edge's connections call ---
-
-    @property
-    def closing(self) -> bool:
-        """True once :meth:`close` began: connections close after their answer in progress."""
-        return self._closing
+    # --- http1.App: what the client edge answers with ---
 
     @property
     def max_body(self) -> int:
         """The largest request body accepted (:data:`MAX_BODY_BYTES`, read when asked)."""
         return MAX_BODY_BYTES
 
-    def register(self, conn: http1.ServerConnection) -> None:
-        """A client connection opened."""
-        self._connections.add(conn)
-
-    def unregister(self, conn: http1.ServerConnection) -> None:
-        """A client connection closed."""
-        self._connections.discard(conn)
+    @property
+    def idle_seconds(self) -> float:
+        """How long an idle client keep-alive connection stays open (:data:`CLIENT_IDLE_SECONDS`, read when asked)."""
+        return CLIENT_IDLE_SECONDS
 
     def error(self, status: int, message: str) -> _Response:
         """The JSON answer ``{"error": message}`` the edge gives itself (400, 413, 500)."""
