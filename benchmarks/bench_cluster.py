@@ -4,6 +4,8 @@
 - API latency: GET and JSON merge PATCH of an InferenceService (p50/p99 over loopback);
 - apply → canary serving: from sending the canary patch until the new revision answers on its
   ``latest-`` URL through the ingress (the x-kserve-revision header names it);
+- the same release step through the façade in Knative mode (a new revision on ``latest-``) and in
+  Standard mode (a ``spec.canary[]`` Deployment behind the HTTPRoute's weights);
 - kubectl: wall time of ``kubectl get isvc`` (the real binary, for scale).
 
 Run: ``.venv/bin/python benchmarks/bench_cluster.py`` (loopback only, bounded).
@@ -125,6 +127,22 @@ def main() -> None:
                 svc.predict({"instances": [[6.8, 2.8, 4.8, 1.4]]}, to="latest")
                 facade.append((time.perf_counter() - s) * 1000)
                 svc.promote()
+
+            # The same release step on a Standard-mode service (spec.canary[]: a new Deployment
+            # and the HTTPRoute's weights instead of a Knative revision), side by side.
+            std_manifest = manifest("bench-std", M[0])
+            std_manifest["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "Standard"}
+            api.post(BASE, json=std_manifest).raise_for_status()
+            wait_ready(api, "bench-std")
+            std = session.service("bench-std")
+            standard = []
+            for _ in range(4):
+                other = M[1] if std.status().storage_uri == M[0] else M[0]
+                s = time.perf_counter()
+                std.canary(other, 10)
+                std.predict({"instances": [[6.8, 2.8, 4.8, 1.4]]}, to="latest")
+                standard.append((time.perf_counter() - s) * 1000)
+                std.promote()
             session.close()
 
             kubectl = []
@@ -148,6 +166,9 @@ def main() -> None:
           f"max {max(serving):6.0f} ms   (n={len(serving)})")
     print(f"  Service.canary() → first answer on latest-  median {statistics.median(facade):6.0f} ms   "
           f"max {max(facade):6.0f} ms   (n={len(facade)})")
+    print(f"  Standard mode: Service.canary() → first answer on the canary side  median "
+          f"{statistics.median(standard):6.0f} ms   max {max(standard):6.0f} ms   (n={len(standard)}; "
+          f"{statistics.median(standard) / statistics.median(facade):.2f}× Knative mode)")
     print(f"  kubectl get isvc (whole command)    median {statistics.median(kubectl):6.0f} ms")
 
 
