@@ -15,6 +15,7 @@ import kserve_nb
 from kserve_nb import errors
 from kserve_nb.local import manager
 from kserve_nb.manifests import isvc_manifest
+from kserve_nb.release import Step, safe_to_retry
 from kserve_nb.session import Session, connect
 
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
@@ -153,13 +154,11 @@ def test_conflicting_concurrent_change_is_refused_not_lost(session: Session) -> 
         session.cluster.patch_isvc("conflict", NS, guarded)
     assert "modified" in str(info.value)
     assert svc.get()["spec"]["predictor"]["canaryTrafficPercent"] == 30
-    assert svc._safe_to_retry(stale, svc.get(), _step_touching_percent()) is False
+    assert safe_to_retry(stale, svc.get(), _step_touching_percent()) is False
 
 
 def _step_touching_percent():  # type: ignore[no-untyped-def]
-    from kserve_nb.service import _Step
-
-    return _Step("traffic", lambda i: {}, lambda s, n: True, ("spec.predictor.canaryTrafficPercent",))
+    return Step("traffic", lambda i: {}, lambda s, n: True, ("spec.predictor.canaryTrafficPercent",))
 
 
 def test_send_and_compare_give_per_revision_rows(session: Session) -> None:

@@ -15,7 +15,7 @@ from kserve_nb import resources as r
 from kserve_nb import semantics_standard as std
 from kserve_nb.patches import merge_patch
 from kserve_nb.plan import plan
-from kserve_nb.service import Service
+from kserve_nb.release_standard import settled as settled_standard
 from kserve_nb.status import ServiceStatus
 
 NOW = "2026-01-01T00:00:00Z"
@@ -192,7 +192,7 @@ def test_dry_run_refused_as_the_webhook_would(stable: dict[str, Any]) -> None:
 
 
 def test_settled_predicate(stable: dict[str, Any], cluster: Cluster) -> None:
-    settled = Service._settled_standard("v2")
+    settled = settled_standard("v2")
     patched = merge_patch(stable, std.add_canary_patch(stable, "v2", "gs://m/v2", 20))
     assert not settled(ServiceStatus.from_isvc(patched, route=cluster.route()), None)  # status lags
     starting = cluster.settle(patched, ready={"my-model-predictor"})
@@ -201,7 +201,7 @@ def test_settled_predicate(stable: dict[str, Any], cluster: Cluster) -> None:
     assert not settled(ServiceStatus.from_isvc(done, route=[("my-model-predictor", None)]), None)  # old route
     assert settled(ServiceStatus.from_isvc(done, route=cluster.route()), None)
     rolled = cluster.settle(merge_patch(done, std.rollback_patch(done)))
-    assert Service._settled_standard(None)(ServiceStatus.from_isvc(rolled, route=cluster.route()), None)
+    assert settled_standard(None)(ServiceStatus.from_isvc(rolled, route=cluster.route()), None)
 
 
 def test_knative_status_is_unchanged() -> None:
