@@ -543,12 +543,26 @@ class Service:
         from kserve_nb.predict.load import generate_load
 
         target = self.target(to)
-        client = self.session.prediction_client(self.name)
-        return generate_load(
-            client, target, rows, y=y, rate=rate, concurrency=concurrency, duration=duration,
-            max_requests=max_requests, protocol=protocol, progress=progress,
-            service=self.name, namespace=self.namespace,
-        )
+        # The same per-target choice as send(): a side only the service proxy reaches (a real
+        # cluster, Standard mode, no route of the user's own) is sent through a client of its own,
+        # which must outlive this call: it is closed once the run has ended.
+        proxied = target.host in self._proxied
+        client = self._proxy_client() if proxied else self.session.prediction_client(self.name)
+        try:
+            run = generate_load(
+                client, target, rows, y=y, rate=rate, concurrency=concurrency, duration=duration,
+                max_requests=max_requests, protocol=protocol, progress=progress,
+                service=self.name, namespace=self.namespace,
+            )
+        except BaseException:
+            if proxied:
+                client.close()
+            raise
+        if proxied:
+            threading.Thread(
+                target=_close_when_done, args=(run, client), name=f"kserve-nb-load-{self.name}", daemon=True
+            ).start()
+        return run
 
     # ------------------------------------------------------------------ progressive rollout
 
@@ -750,3 +764,12 @@ class Service:
         """Append ``entry`` to the history; its key, or None (with a warning) if it could not be."""
         return self._engine().record(entry)
 
+
+def _close_when_done(run: LoadRun, client: PredictionClient) -> None:
+    """Close ``client`` once ``run`` has ended, however it ended."""
+    try:
+        run.wait()
+    except errors.KServeNbError:
+        pass  # the run reports its own failure (run.state, run.wait())
+    finally:
+        client.close()

@@ -10,6 +10,7 @@ answered.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -250,6 +251,15 @@ def test_without_a_route_each_side_is_reached_through_the_api_servers_service_pr
         comparison = far.compare(ROWS, warmup=1)
         assert (comparison.baseline, comparison.candidate) == ("stable", "v2")
         assert set(comparison.summary["revision"]) == set(sides.values())
+        # Background load to one side takes the same path (through the ingress, with the side's
+        # in-cluster Host, it would find no route), on a client of its own closed when the run ends.
+        run = far.generate_load(ROWS, to="v2", rate=50, duration=5, max_requests=5, progress=False).wait(timeout=30)
+        load = run.results
+        assert len(load) == 5 and load["error"].isna().all() and set(load["revision"]) == {sides["v2"]}
+        deadline = time.monotonic() + 5
+        while not run._client.closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run._client.closed
     finally:
         remote.close()
     # The transport never shows the credential it sends.
