@@ -280,7 +280,8 @@ def demo(args: argparse.Namespace) -> int:
         say(f"HTML report:      {html_path}   (self-contained, opens offline in any browser)")
     say()
     say("Next: open the notebooks in JupyterLab with `make lab` (01 the walkthrough, 02 the panel, 03 this runbook,")
-    say("03b the progressive rollout). Watch a bad model roll itself back: python -m kserve_nb.demo --progressive \\")
+    say("03b the progressive rollout, 05 the same release in KServe's Standard mode). Watch a bad model roll itself")
+    say("back: python -m kserve_nb.demo --progressive \\")
     say("  --candidate gs://kserve-nb-faults/sklearn/iris-errors")
     say("The local cluster keeps running for them; stop it with `make local-down`.")
     if failure is not None:
