@@ -24,6 +24,7 @@ from kserve_nb.service import Service
 from kserve_nb.session import connect
 from kserve_nb.widgets.live import LiveMetrics
 from kserve_nb.widgets.samples import iris_rows
+from tests import waiting
 
 MODEL_1 = "gs://kfserving-examples/models/sklearn/1.0/model"
 MODEL_2 = "gs://kfserving-examples/models/sklearn/1.0/model-2"
@@ -33,14 +34,7 @@ METRICS_TIMEOUT = 90.0
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = METRICS_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return waiting.wait_for(what, check, timeout, interval=0.5)
 
 
 @pytest.fixture(scope="module")

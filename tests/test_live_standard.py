@@ -9,7 +9,6 @@ side's configured percent from the isvc. Traffic is real predictions through the
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from kserve_nb.session import connect
 from kserve_nb.style import SIDE_COLORS
 from kserve_nb.widgets.live import LiveMetrics
 from kserve_nb.widgets.samples import iris_rows
+from tests import waiting
 
 NS = "live-standard"
 NAME = "lvs-canary"
@@ -33,14 +33,7 @@ MODE = {"serving.kserve.io/deploymentMode": "Standard", "serving.kserve.io/autos
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return waiting.wait_for(what, check, timeout, interval=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ import pytest
 
 from kserve_nb.errors import NotFound
 from kserve_nb.session import Session, connect
+from tests import waiting
 
 pytestmark = pytest.mark.browser
 
@@ -65,15 +66,7 @@ def free_port() -> int:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = CLUSTER_TIMEOUT) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return waiting.wait_for(what, check, timeout)
 
 
 def state(kubectl: Any, name: str) -> tuple[Any, dict[str, int]]:

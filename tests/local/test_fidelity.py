@@ -24,6 +24,7 @@ from kubernetes.client.rest import ApiException
 from kserve_nb.local import manager
 from kserve_nb.semantics import validate_traffic
 from kserve_nb.servingruntimes import RuntimeChoice, RuntimeFailure, select_runtime
+from tests import waiting
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 KNATIVE = "serving.knative.dev"
@@ -36,15 +37,7 @@ IRIS = {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 90.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (a bound, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+    return waiting.wait_for(what, probe, timeout)
 
 
 class Cluster:

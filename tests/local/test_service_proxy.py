@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from kserve_nb.session import Session
+from tests.waiting import wait_for
 
 NS = "svc-proxy"
 M1 = "gs://kfserving-examples/models/sklearn/1.0/model"
@@ -161,17 +161,6 @@ def test_kubernetes_errors(api: Api) -> None:
     tls = status_of(api.proxy("GET", f"https:{STABLE}:80", "/"))
     assert tls["code"] == 503 and tls["message"].startswith("error trying to reach service: ")
     assert api.proxy("TRACE", f"{STABLE}:80", "/").status_code == 405
-
-
-def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_a_service_without_a_ready_pod_has_no_endpoints(api: Api, kubectl: Any) -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from kubernetes.client.rest import ApiException
 from kserve_nb import resources as r
 from kserve_nb import semantics_standard as ss
 from kserve_nb.local import dataplane, manager
+from tests import waiting
 
 NS = "std-controller"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -44,15 +44,7 @@ DENIED = 'admission webhook "inferenceservice.kserve-webhook-server.validator" d
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 90.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (a bound, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+    return waiting.wait_for(what, probe, timeout)
 
 
 def predictor(uri: str, name: str | None = None, min_replicas: int | None = 2) -> dict[str, Any]:
